@@ -1,0 +1,34 @@
+"""`bench train-speed`: our training loop vs a default HF Trainer fp32 run (JSON + Markdown)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-speed", help="training examples/s: ours vs HF Trainer fp32, same model/data/batch")
+    p.add_argument("--model", default="minilm", help="checkpoint (default: the offline MiniLM package)")
+    p.add_argument("--data", required=True, help="training data file")
+    p.add_argument("--format", help="data format (detected when omitted)")
+    p.add_argument("--examples", type=int, default=2048, help="training rows used by both loops")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
+    p.add_argument("--json-out", help="also write the JSON report here")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench import train_speed
+
+    report = train_speed.run(args.model, args.data, args.format, args.examples, args.batch_size,
+                             args.max_length, mixed_precision=args.mixed_precision)
+    text = train_speed.dumps(report)
+    if args.json_out:
+        Path(args.json_out).write_text(text + "\n")
+    print(text)
+    print()
+    print(train_speed.markdown(report))
+    return 0

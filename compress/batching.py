@@ -1,0 +1,109 @@
+"""Tokenized, length-bucketed batches with dynamic padding.
+
+Texts are tokenized once. Each epoch the indices are shuffled, cut into mega-batches of
+``bucket_factor * batch_size``, sorted by length inside each mega-batch and cut into batches,
+and the batches are shuffled again: batches hold similar lengths (little padding) while the
+order stays random. Each batch is padded only to its own longest sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Encoded:
+    """Token ids of N texts (unpadded) plus optional (N, L) targets.
+
+    Attributes:
+        input_ids: N lists of token ids, each already truncated to max_length.
+        targets: (N, L) float32 labels or soft targets, or None.
+        pad_id: id used for padding.
+    """
+
+    input_ids: list[list[int]]
+    targets: np.ndarray | None
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
+
+def encode(tokenizer, texts: Sequence[str], max_length: int, targets: np.ndarray | None = None) -> Encoded:
+    """Tokenize ``texts`` once (truncated, unpadded) with a Hugging Face tokenizer."""
+    ids: list[list[int]] = []
+    step = 4096
+    for start in range(0, len(texts), step):
+        chunk = list(texts[start : start + step])
+        ids.extend(tokenizer(chunk, truncation=True, max_length=max_length, padding=False)["input_ids"])
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return Encoded(ids, None if targets is None else np.asarray(targets, dtype=np.float32), int(pad_id))
+
+
+def bucketed_batches(
+    lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0, bucket_factor: int = 50
+) -> list[np.ndarray]:
+    """Index batches of similar lengths.
+
+    Args:
+        lengths: (N,) token counts.
+        shuffle: random order (training); False gives sorted-by-length batches (inference).
+        seed: seeds the shuffle (vary it per epoch).
+
+    Returns:
+        list of index arrays, each of at most ``batch_size``.
+    """
+    n = len(lengths)
+    if not shuffle:
+        order = np.argsort(-lengths, kind="stable")
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    mega = batch_size * bucket_factor
+    batches = []
+    for start in range(0, n, mega):
+        chunk = order[start : start + mega]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(encoded: Encoded, indices: np.ndarray) -> dict[str, torch.Tensor]:
+    """Pad one batch to its own longest sequence.
+
+    Returns:
+        ``input_ids`` (B, T) long, ``attention_mask`` (B, T) long, ``labels`` (B, L) float
+        (when targets exist), ``index`` (B,) long (row numbers into ``encoded``).
+    """
+    seqs = [encoded.input_ids[i] for i in indices]
+    width = max(1, max(len(s) for s in seqs))
+    ids = torch.full((len(seqs), width), encoded.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    batch = {"input_ids": ids, "attention_mask": mask, "index": torch.as_tensor(np.asarray(indices), dtype=torch.long)}
+    if encoded.targets is not None:
+        batch["labels"] = torch.from_numpy(encoded.targets[np.asarray(indices)])
+    return batch
+
+
+def iterate(
+    encoded: Encoded, batch_size: int, shuffle: bool, seed: int = 0
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Collated batches over ``encoded`` (see :func:`bucketed_batches`)."""
+    for idx in bucketed_batches(encoded.lengths, batch_size, shuffle, seed):
+        yield collate(encoded, idx)
+
+
+def num_batches(n: int, batch_size: int) -> int:
+    return (n + batch_size - 1) // batch_size

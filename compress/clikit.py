@@ -1,0 +1,42 @@
+"""The one CLI frame the four commands (compress, export, serve, bench) share.
+
+Each subcommand lives in ``<package>/commands/<name>.py`` with ``register(subparsers)``, which
+adds its parser and sets ``func`` to a handler that parses, builds a config, calls one library
+function and prints a short result. ``main`` turns a UserError into one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+from collections.abc import Sequence
+
+from compress.errors import cli_errors
+
+
+def build_parser(prog: str, description: str, package: str, commands: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in commands:
+        importlib.import_module(f"{package}.commands.{name}").register(sub)
+    return parser
+
+
+def make_main(prog: str, description: str, package: str, commands: Sequence[str]):
+    """A ``main(argv=None) -> int`` for one of the console scripts."""
+
+    @cli_errors
+    def main(argv: Sequence[str] | None = None) -> int:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        parser = build_parser(prog, description, package, commands)
+        args = parser.parse_args(argv)
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+
+    return main

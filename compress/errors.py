@@ -1,0 +1,50 @@
+"""User-facing errors.
+
+Every failure a user can cause (bad path, bad columns, bad config value, wrong artifact kind,
+...) raises :class:`UserError` with one line that names the problem and the fix. The CLIs catch
+it, print ``error: <message>`` to stderr and exit with code 2, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+EXIT_USAGE = 2
+
+F = TypeVar("F", bound=Callable[..., int])
+
+
+class UserError(Exception):
+    """A problem with the user's input; the message is one line with the fix."""
+
+
+class DataError(UserError, ValueError):
+    """Input data is missing, malformed or inconsistent."""
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+class ArtifactError(UserError):
+    """A directory is not an artifact, or not of the kind a stage needs."""
+
+
+def cli_errors(func: F) -> F:
+    """Decorate a CLI ``main`` so a :class:`UserError` becomes one line on stderr and exit 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return wrapper  # type: ignore[return-value]

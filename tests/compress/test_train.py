@@ -1,0 +1,114 @@
+"""Training loop: learns, saves an artifact that reloads identically, resumes, stops early."""
+
+import numpy as np
+import pytest
+import torch
+
+from compress import train as train_mod
+from compress.artifact import read_info
+from compress.cli import main
+from compress.config import TrainConfig, load_config
+from compress.errors import UserError
+
+
+def _config(tiny_bert_dir, jigsaw_csv, out, *extra):
+    return load_config(TrainConfig, None, [
+        f"model={tiny_bert_dir}", f"data.data={jigsaw_csv}", f"out={out}", "optim.lr=5e-3", "optim.epochs=5", "optim.patience=5",
+        "optim.batch_size=16", "optim.mixed_precision=no", "max_length=32", "tracking.enabled=false", *extra,
+    ])
+
+
+def test_trains_and_writes_a_reloadable_artifact(tmp_path, tiny_bert_dir, jigsaw_csv):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    result = train_mod.train(_config(tiny_bert_dir, jigsaw_csv, tmp_path / "teacher"))
+    assert result.metrics["macro_roc_auc"] > 0.7  # untrained ~0.5; marker words make labels learnable
+    assert result.train_examples_per_s > 0
+    info = read_info(tmp_path / "teacher", kinds=["teacher"])
+    assert info.labels[:2] == ["toxic", "severe_toxic"] and info.hierarchy == {"severe_toxic": "toxic"}
+    assert len(info.thresholds) == 6 and info.recipe["optim"]["lr"] == pytest.approx(5e-3)
+    assert info.metrics["macro_roc_auc"] == pytest.approx(result.metrics["macro_roc_auc"])
+    assert not train_mod.checkpoint_dir(tmp_path / "teacher").exists()
+
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "teacher" / "model").eval()
+    tok = AutoTokenizer.from_pretrained(tmp_path / "teacher" / "tokenizer")
+    batch = tok(["you idiot i will kill you", "thanks for the references"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        probs = torch.sigmoid(model(**batch).logits).numpy()
+    assert probs[0, info.labels.index("insult")] > probs[1, info.labels.index("insult")]
+
+
+def test_bf16_autocast_runs_on_cpu(tmp_path, tiny_bert_dir, jigsaw_csv):
+    result = train_mod.train(_config(tiny_bert_dir, jigsaw_csv, tmp_path / "t", "optim.mixed_precision=bf16",
+                                     "optim.epochs=1", "optim.max_steps=3"))
+    assert result.mixed_precision == "bf16" and np.isfinite(result.metrics["macro_roc_auc"])
+
+
+def test_early_stopping_with_patience(tmp_path, tiny_bert_dir, jigsaw_csv):
+    # an lr this small cannot improve the score after the first epoch
+    result = train_mod.train(_config(tiny_bert_dir, jigsaw_csv, tmp_path / "t", "optim.lr=1e-12",
+                                     "optim.epochs=6", "optim.patience=2", "optim.warmup_ratio=0"))
+    assert result.epochs_run == 3 and result.best_epoch == 1
+
+
+def test_resume_after_crash(tmp_path, tiny_bert_dir, jigsaw_csv, monkeypatch):
+    out = tmp_path / "t"
+    real_evaluate = train_mod.evaluate
+    calls = {"n": 0}
+
+    def crash_on_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash")
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "evaluate", crash_on_second_epoch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_mod.train(_config(tiny_bert_dir, jigsaw_csv, out))
+    assert not out.exists() and train_mod.checkpoint_dir(out).is_dir()
+
+    monkeypatch.setattr(train_mod, "evaluate", real_evaluate)
+    # a resume with other settings is refused rather than silently mixing two recipes
+    with pytest.raises(UserError, match="cannot resume"):
+        train_mod.train(_config(tiny_bert_dir, jigsaw_csv, out, "resume=true", "optim.lr=1e-3"))
+    result = train_mod.train(_config(tiny_bert_dir, jigsaw_csv, out, "resume=true"))
+    history = read_info(out).extra["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5] and result.epochs_run == 5
+    assert not train_mod.checkpoint_dir(out).exists()
+    # nothing left to resume: one line, exit 2
+    assert main(["train", "--model", str(tiny_bert_dir), "--data", str(jigsaw_csv), "--out", str(out),
+                 "--resume", "--no-tracking"]) == 2
+
+
+def test_mlflow_logs_params_metrics_and_artifact(tmp_path, tiny_bert_dir, jigsaw_csv):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = train_mod.train(_config(tiny_bert_dir, jigsaw_csv, tmp_path / "t", "tracking.enabled=true",
+                                     f"tracking.tracking_uri={uri}", "optim.epochs=2",
+                                     "tracking.experiment=test-exp"))
+    run = MlflowClient(uri).get_run(result.mlflow_run_id)
+    assert run.data.params["optim.lr"] == "0.005"
+    assert run.data.metrics["macro_roc_auc"] == pytest.approx(result.metrics["macro_roc_auc"])
+    history = MlflowClient(uri).get_metric_history(result.mlflow_run_id, "train_loss")
+    assert [m.step for m in history] == [1, 2]
+    names = {a.path for a in MlflowClient(uri).list_artifacts(result.mlflow_run_id, "artifact")}
+    assert "artifact/artifact.json" in names
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda d, c: ["--model", str(d), "--data", "/nonexistent/train.csv"], "not found|does not exist|no such"),
+    (lambda d, c: ["--model", str(c.parent), "--data", str(c)], "not a Hugging Face checkpoint"),
+    (lambda d, c: ["--model", str(d), "--data", str(c), "optim.lr=-3"], "optim.lr"),
+    (lambda d, c: ["--model", str(d), "--data", str(c), "loss.name=nope"], "nope"),
+])
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, tiny_bert_dir, jigsaw_csv, capsys, bad, message):
+    out = tmp_path / "out"
+    code = main(["train", *bad(tiny_bert_dir, jigsaw_csv), "--out", str(out), "--no-tracking"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error:") and len(err.splitlines()) == 1, err
+    import re
+
+    assert re.search(message, err, re.IGNORECASE), err
+    assert not out.exists() and not train_mod.checkpoint_dir(out).exists()

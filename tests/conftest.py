@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny checkpoint and Jigsaw-format data built in code (see tests/fixtures.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from tests import fixtures
+
+# Two cores: keep torch from oversubscribing them, and never touch the network.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config, items):
+    """GPU tests skip cleanly where there is no CUDA device (CI never has one)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    """A saved 2-layer hidden-32 BERT classifier (6 labels) with its tokenizer."""
+    return fixtures.write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session")
+def jigsaw_csv(tmp_path_factory):
+    """A 400-row Jigsaw-format CSV with learnable label signal."""
+    return fixtures.write_jigsaw_csv(tmp_path_factory.mktemp("data") / "train.csv", n=400, seed=0)
+
+
+@pytest.fixture
+def no_tracking_overrides():
+    return ["tracking.enabled=false"]

@@ -1,0 +1,96 @@
+"""Tiny models and labelled data built in code: no downloads, seeded, fast.
+
+``write_jigsaw_csv`` writes a Jigsaw-format CSV (id, comment_text, six 0/1 labels) whose texts
+carry real signal: each label has marker words, so a tiny model learns it in a few steps and
+metrics have something to measure. severe_toxic rows are always toxic (the hierarchy).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+JIGSAW_LABELS = ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate")
+MARKERS = {
+    "toxic": ["awful", "stupid", "trash"],
+    "severe_toxic": ["vile", "disgusting"],
+    "obscene": ["crap", "damn"],
+    "threat": ["kill", "hurt"],
+    "insult": ["idiot", "moron", "loser"],
+    "identity_hate": ["those", "people"],
+}
+NEUTRAL = ("the article is good and i think we should add more sources to this page about history "
+           "please check the talk page before you edit thanks for the help with the references "
+           "it was a nice day and the weather is fine").split()
+PREVALENCE = {"toxic": 0.35, "severe_toxic": 0.08, "obscene": 0.2, "threat": 0.08, "insult": 0.2,
+              "identity_hate": 0.1}
+
+
+def vocabulary() -> list[str]:
+    """Every word the synthetic texts use, plus BERT's special tokens first."""
+    words = sorted(set(NEUTRAL) | {w for ws in MARKERS.values() for w in ws})
+    letters = [c for c in "abcdefghijklmnopqrstuvwxyz" if c not in words]
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *letters]
+
+
+def synthetic_rows(n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """``n`` texts and their (n, 6) labels; marker words appear (noisily) for positive labels."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], np.zeros((n, len(JIGSAW_LABELS)), dtype=np.int64)
+    for i in range(n):
+        row = {name: rng.random() < p for name, p in PREVALENCE.items()}
+        if row["severe_toxic"]:
+            row["toxic"] = True
+        words = list(rng.choice(NEUTRAL, size=int(rng.integers(4, 20))))
+        for j, name in enumerate(JIGSAW_LABELS):
+            labels[i, j] = int(row[name])
+            if row[name] and rng.random() < 0.9:
+                words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(MARKERS[name])))
+        texts.append(" ".join(words) + f" {i}")  # the suffix keeps texts unique
+    return texts, labels
+
+
+def write_jigsaw_csv(path: str | Path, n: int = 200, seed: int = 0) -> Path:
+    """Write a Jigsaw-format CSV with ``n`` rows; returns the path."""
+    texts, labels = synthetic_rows(n, seed)
+    path = Path(path)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "comment_text", *JIGSAW_LABELS])
+        for i, (text, row) in enumerate(zip(texts, labels, strict=True)):
+            writer.writerow([f"id{i:05d}", text, *row.tolist()])
+    return path
+
+
+def write_tokenizer(directory: str | Path) -> Path:
+    """A real BertTokenizerFast over :func:`vocabulary`, saved as a tokenizer directory."""
+    from transformers import BertTokenizerFast
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = directory / "vocab.txt"
+    vocab.write_text("\n".join(vocabulary()) + "\n")
+    # digits are not in the vocabulary on purpose: they become [UNK], as rare words do.
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def write_tiny_bert(directory: str | Path, num_labels: int = 6, layers: int = 2, hidden: int = 32,
+                    seed: int = 0) -> Path:
+    """A 2-layer, hidden-32 BERT sequence classifier + tokenizer, saved with save_pretrained."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    directory = Path(directory)
+    write_tokenizer(directory)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(vocabulary()), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=hidden * 2, max_position_embeddings=128, num_labels=num_labels,
+        problem_type="multi_label_classification",
+    )
+    BertForSequenceClassification(config).save_pretrained(directory)
+    return directory
