@@ -1,0 +1,169 @@
+"""`serve` — start a Triton server for artifacts, or smoke-check a running one.
+
+    serve start ARTIFACT... [--host 127.0.0.1] [--http-port 8000] [--grpc-port 8001]
+                [--metrics-port 8002] [--max-batch-size N] [--preferred-batch-sizes 4,8,16]
+                [--max-queue-delay-us N] [--instances N] [--labels-only]
+    serve check URL --text "..." [--model NAME]
+
+Each handler parses, builds a config, calls one library function and prints a short result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from compress.errors import ArtifactError, ConfigError, cli_errors
+from serve.config import (
+    DEFAULT_GRPC_PORT,
+    DEFAULT_HOST,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_METRICS_PORT,
+    OUTPUT_PROBABILITIES,
+    ServeConfig,
+)
+
+
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    """``"4,8,16"`` -> (4, 8, 16); ConfigError naming the flag otherwise."""
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"preferred_batch_sizes: expected comma-separated integers such as 4,8,16, "
+                          f"got {text!r}") from None
+    return tuple(sorted(set(sizes)))
+
+
+def _check_artifact_dirs(paths: Sequence[str]) -> list[Path]:
+    dirs = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise ArtifactError(f"artifact {path} does not exist; pass a directory written by `compress` or `export`")
+        if not path.is_dir():
+            raise ArtifactError(f"artifact {path} is not a directory; pass the artifact directory, "
+                                f"not a file inside it")
+        dirs.append(path)
+    return dirs
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    """Load each artifact, serve them from Triton until SIGTERM/SIGINT, then drain and exit 0."""
+    from serve.server import check_ports_free, start_server
+
+    config = ServeConfig(
+        host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
+        max_batch_size=args.max_batch_size, preferred_batch_sizes=_batch_sizes(args.preferred_batch_sizes),
+        max_queue_delay_us=args.max_queue_delay_us, instances=args.instances, labels_only=args.labels_only,
+        max_text_bytes=args.max_text_bytes, exit_timeout_s=args.exit_timeout,
+        log_file=Path(args.log_file) if args.log_file else None,
+    )
+    dirs = _check_artifact_dirs(args.artifacts)
+    check_ports_free(config.host, config.ports)  # before the slow part: loading models
+
+    from export.runtime import load
+
+    if not args.verbose:  # our one "serving ..." line replaces PyTriton's endpoint listing
+        logging.getLogger("pytriton").setLevel(logging.WARNING)
+
+    # One predictor per Triton instance, so instances run in parallel instead of sharing one.
+    predictors = [[load(d, backend=args.backend) for _ in range(config.instances)] for d in dirs]
+    server = start_server(predictors, config)
+    print(f"serving {', '.join(server.models)} at {server.http_url} (gRPC {server.grpc_url}, "
+          f"metrics {server.metrics_url}); SIGTERM or Ctrl-C drains and stops", flush=True)
+    code = server.serve()
+    print("stopped", flush=True)
+    return code
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """One smoke request: print each text's labels over threshold and its probabilities."""
+    from serve.client import ServeClient
+
+    texts = args.text
+    with ServeClient(args.url, model=args.model, protocol=args.protocol, timeout_s=args.timeout) as client:
+        labels = client.labels()
+        if OUTPUT_PROBABILITIES in client.outputs():
+            probs = client.predict(texts)
+            thresholds = client.thresholds()
+            flagged = [[name for name, p, t in zip(labels, row, thresholds, strict=True) if p >= t] for row in probs]
+            scores = [dict(zip(labels, map(float, row), strict=True)) for row in probs]
+        else:
+            flagged, scores = client.predict_labels(texts), [None] * len(texts)
+        if args.json:
+            rows = [{"text": t, "labels": f, "probabilities": s}
+                    for t, f, s in zip(texts, flagged, scores, strict=True)]
+            print(json.dumps({"url": client.url, "model": client.model, "results": rows}, indent=2))
+            return 0
+        print(f"{client.model} at {client.url}")
+        for text, names, score in zip(texts, flagged, scores, strict=True):
+            shown = text if len(text) <= 60 else text[:57] + "..."
+            print(f"{shown!r}: {', '.join(names) or '(no label)'}")
+            if score is not None:
+                print("  " + "  ".join(f"{name}={p:.4f}" for name, p in score.items()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``serve`` argument parser."""
+    parser = argparse.ArgumentParser(prog="serve", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    start = sub.add_parser("start", help="serve artifacts from a Triton Inference Server",
+                           description="Serve artifacts from the tritonserver that nvidia-pytriton ships "
+                                       "(KServe v2: HTTP, gRPC, Prometheus metrics). Model name = artifact name; "
+                                       "input TEXT (BYTES [N,1]); outputs PROBABILITIES (FP32 [N,L]) and LABELS; "
+                                       "labels/thresholds in the model config parameters.")
+    start.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="artifact directories to serve")
+    start.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s, loopback)")
+    start.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT, help="default: %(default)s")
+    start.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help="default: %(default)s")
+    start.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT, help="default: %(default)s")
+    start.add_argument("--max-batch-size", type=int, default=None,
+                       help="Triton max batch size (default: each artifact's own)")
+    start.add_argument("--preferred-batch-sizes", default="", metavar="4,8,16",
+                       help="dynamic batcher preferred batch sizes")
+    start.add_argument("--max-queue-delay-us", type=int, default=100,
+                       help="dynamic batcher max queue delay in microseconds (default: %(default)s)")
+    start.add_argument("--instances", type=int, default=1, help="model instances per model (default: %(default)s)")
+    start.add_argument("--labels-only", action="store_true",
+                       help="expose only the LABELS output (labels over threshold), no probabilities")
+    start.add_argument("--backend", default="auto", help="export.runtime backend (default: %(default)s)")
+    start.add_argument("--max-text-bytes", type=int, default=65536,
+                       help="longest accepted text in UTF-8 bytes (default: %(default)s)")
+    start.add_argument("--exit-timeout", type=int, default=30, metavar="SECONDS",
+                       help="on SIGTERM/SIGINT, how long to wait for in-flight requests (default: %(default)s)")
+    start.add_argument("--log-file", default=None, help="write the tritonserver log here instead of stdout")
+    start.set_defaults(func=cmd_start)
+
+    check = sub.add_parser("check", help="send texts to a running server and print labels and probabilities")
+    check.add_argument("url", metavar="URL", help="http://HOST:PORT or grpc://HOST:PORT")
+    check.add_argument("--text", action="append", required=True, help="a text to classify (repeatable)")
+    check.add_argument("--model", default=None, help="model name (default: the server's only model)")
+    check.add_argument("--protocol", choices=("http", "grpc"), default=None, help="for a URL without a scheme")
+    check.add_argument("--timeout", type=float, default=30.0, help="seconds (default: %(default)s)")
+    check.add_argument("--json", action="store_true", help="print JSON")
+    check.set_defaults(func=cmd_check)
+    return parser
+
+
+@cli_errors
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``serve`` console script."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

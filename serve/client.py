@@ -1,0 +1,242 @@
+"""A thin client for a `serve start` endpoint, over ``tritonclient`` (HTTP or gRPC).
+
+::
+
+    with ServeClient("http://127.0.0.1:8000") as client:   # or "grpc://127.0.0.1:8001"
+        client.ready()                 # server and model ready?
+        client.labels()                # label names, from the model config parameters
+        client.predict(["you idiot"])  # (N, L) float32 probabilities
+        client.predict_labels(["..."]) # labels at or over threshold, per text
+
+Failures raise :class:`ClientError` (a UserError: one line, with the HTTP status or gRPC code in
+``status``). A client holds one connection and is not meant to be shared between threads;
+close it (or use ``with``) so the server can shut down without waiting for the connection.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from compress.errors import UserError
+from serve.config import (
+    DEFAULT_GRPC_PORT,
+    DEFAULT_HTTP_PORT,
+    INPUT_TEXT,
+    LABEL_SEPARATOR,
+    OUTPUT_LABELS,
+    OUTPUT_PROBABILITIES,
+    PARAM_LABELS,
+    PARAM_THRESHOLDS,
+)
+
+PROTOCOLS = ("http", "grpc")
+
+
+class ClientError(UserError):
+    """A request to the server failed.
+
+    Attributes:
+        status: HTTP status (``"400"``) or gRPC code (``"StatusCode.INVALID_ARGUMENT"``), or None
+            when the server could not be reached.
+    """
+
+    def __init__(self, message: str, status: str | None = None) -> None:
+        super().__init__(" ".join(message.split()))
+        self.status = status
+
+
+def parse_url(url: str, protocol: str | None = None) -> tuple[str, str]:
+    """Split ``[http|grpc://]host[:port]`` into (protocol, ``host:port``).
+
+    Args:
+        url: server address; the scheme, if any, picks the protocol.
+        protocol: ``http`` or ``grpc`` when the URL has no scheme (default ``http``).
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = protocol or "http", url
+    scheme = scheme.lower()
+    if scheme not in PROTOCOLS:
+        raise ClientError(f"unsupported URL scheme {scheme!r} in {url!r}; use http://HOST:PORT or grpc://HOST:PORT")
+    if protocol and protocol != scheme:
+        raise ClientError(f"URL {url!r} says {scheme} but protocol={protocol!r}; make them agree")
+    address = rest.rstrip("/")
+    if not address or "/" in address:
+        raise ClientError(f"bad server URL {url!r}; expected {scheme}://HOST:PORT")
+    host_part = address.rsplit("]", 1)[-1]  # an IPv6 literal holds colons of its own
+    if ":" not in host_part:
+        address = f"{address}:{DEFAULT_HTTP_PORT if scheme == 'http' else DEFAULT_GRPC_PORT}"
+    return scheme, address
+
+
+class ServeClient:
+    """Client for one model of a `serve start` server.
+
+    Args:
+        url: ``http://host:port`` (default) or ``grpc://host:port``.
+        model: model name; None picks the only model the server has.
+        protocol: ``http`` or ``grpc`` for a URL without a scheme.
+        timeout_s: connection and request timeout.
+    """
+
+    def __init__(self, url: str = f"http://127.0.0.1:{DEFAULT_HTTP_PORT}", model: str | None = None,
+                 protocol: str | None = None, timeout_s: float = 30.0) -> None:
+        self.protocol, self.address = parse_url(url, protocol)
+        self.url = f"{self.protocol}://{self.address}"
+        self.timeout_s = float(timeout_s)
+        self._model = model
+        self._config: dict[str, Any] | None = None
+        if self.protocol == "http":
+            import tritonclient.http as tc
+
+            self._client: Any = tc.InferenceServerClient(
+                self.address, connection_timeout=self.timeout_s, network_timeout=self.timeout_s)
+        else:
+            import tritonclient.grpc as tc
+
+            self._client = tc.InferenceServerClient(self.address)
+        self._tc = tc
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one tritonclient call; every failure becomes a one-line ClientError."""
+        from tritonclient.utils import InferenceServerException
+
+        if self.protocol == "grpc":  # the HTTP client got its timeouts at construction
+            kwargs.setdefault("client_timeout", self.timeout_s)
+        try:
+            return fn(*args, **kwargs)
+        except InferenceServerException as exc:
+            status = exc.status()
+            if status == "StatusCode.DEADLINE_EXCEEDED":
+                raise ClientError(f"{what} at {self.url} timed out after {self.timeout_s:g} s", status) from None
+            if status in (None, "StatusCode.UNAVAILABLE") and "connect" in str(exc.message()).lower():
+                raise ClientError(f"cannot reach {self.url} ({exc.message()}); is `serve start` running "
+                                  f"there?", status) from None
+            raise ClientError(f"{what} failed ({status}): {exc.message()}", status) from None
+        except OSError as exc:  # connection refused, reset, timeout (HTTP client)
+            raise ClientError(f"cannot reach {self.url} ({exc.strerror or exc}); is `serve start` running "
+                              f"there?") from None
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._client.close()
+
+    def __enter__(self) -> ServeClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- server -------------------------------------------------------------------------------
+    def live(self) -> bool:
+        """True if the server answers ``/v2/health/live``."""
+        try:
+            return bool(self._call("live", self._client.is_server_live))
+        except ClientError:
+            return False
+
+    def ready(self) -> bool:
+        """True if the server is ready (all its models loaded) and, when a model is named, so is it."""
+        try:
+            if not self._call("ready", self._client.is_server_ready):
+                return False
+            return self._model is None or bool(self._call("model ready", self._client.is_model_ready, self._model))
+        except ClientError:
+            return False
+
+    def models(self) -> list[str]:
+        """Names of the models the server has loaded (from the open statistics endpoint)."""
+        kwargs = {"as_json": True} if self.protocol == "grpc" else {}
+        stats = self._call("statistics", self._client.get_inference_statistics, "", **kwargs)
+        return sorted({entry["name"] for entry in stats.get("model_stats", [])})
+
+    def statistics(self) -> dict[str, Any]:
+        """Triton's inference statistics for this model (``model_stats[0]``)."""
+        kwargs = {"as_json": True} if self.protocol == "grpc" else {}
+        stats = self._call("statistics", self._client.get_inference_statistics, self.model, **kwargs)
+        return stats["model_stats"][0]
+
+    # -- model --------------------------------------------------------------------------------
+    @property
+    def model(self) -> str:
+        """The model name (asked of the server once when not given)."""
+        if self._model is None:
+            names = self.models()
+            if len(names) != 1:
+                raise ClientError(f"{self.url} serves {len(names)} models ({', '.join(names) or 'none'}); "
+                                  f"name one (--model NAME)")
+            self._model = names[0]
+        return self._model
+
+    def config(self) -> dict[str, Any]:
+        """The model's Triton config (JSON form), cached."""
+        if self._config is None:
+            if self.protocol == "grpc":
+                self._config = self._call("model config", self._client.get_model_config, self.model,
+                                          as_json=True)["config"]
+            else:
+                self._config = self._call("model config", self._client.get_model_config, self.model)
+        return self._config
+
+    def _parameter(self, key: str) -> Any:
+        params = self.config().get("parameters", {})
+        if key not in params:
+            raise ClientError(f"model {self.model} at {self.url} has no {key!r} parameter; "
+                              f"is it served by `serve start`?")
+        return json.loads(params[key]["string_value"])
+
+    def labels(self) -> list[str]:
+        """Label names, one per probability column."""
+        return [str(x) for x in self._parameter(PARAM_LABELS)]
+
+    def thresholds(self) -> np.ndarray:
+        """(L,) float32 decision thresholds."""
+        return np.asarray(self._parameter(PARAM_THRESHOLDS), dtype=np.float32)
+
+    def outputs(self) -> list[str]:
+        """Output names the model exposes."""
+        return [o["name"] for o in self.config().get("output", [])]
+
+    @property
+    def max_batch_size(self) -> int:
+        """Largest batch one request may carry."""
+        return int(self.config().get("max_batch_size", 0)) or 1
+
+    # -- inference ----------------------------------------------------------------------------
+    def _infer(self, texts: Sequence[str], output: str) -> np.ndarray:
+        """Send texts in requests of at most ``max_batch_size``; concatenate ``output`` rows."""
+        if output not in self.outputs():
+            hint = "; use predict_labels (the server runs with --labels-only)" if output == OUTPUT_PROBABILITIES else ""
+            raise ClientError(f"model {self.model} at {self.url} has no {output} output{hint}")
+        if isinstance(texts, (str, bytes)):
+            raise ClientError("texts must be a list of strings, not one string")
+        parts = []
+        step = self.max_batch_size
+        for start in range(0, len(texts), step):
+            chunk = texts[start:start + step]
+            data = np.array([[t.encode("utf-8")] for t in chunk], dtype=np.object_)  # (n, 1)
+            tensor = self._tc.InferInput(INPUT_TEXT, list(data.shape), "BYTES")
+            tensor.set_data_from_numpy(data)
+            result = self._call("inference", self._client.infer, self.model, [tensor],
+                                outputs=[self._tc.InferRequestedOutput(output)])
+            parts.append(result.as_numpy(output))
+        return np.concatenate(parts, axis=0) if parts else np.zeros((0,), dtype=np.float32)
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, L) float32 probabilities for N texts."""
+        if len(texts) == 0:
+            return np.zeros((0, len(self.labels())), dtype=np.float32)
+        return self._infer(texts, OUTPUT_PROBABILITIES).astype(np.float32, copy=False)
+
+    def predict_labels(self, texts: Sequence[str]) -> list[list[str]]:
+        """For each text, the labels whose probability is at or over the label's threshold."""
+        if len(texts) == 0:
+            return []
+        rows = self._infer(texts, OUTPUT_LABELS).reshape(-1)
+        decoded = [(r.decode("utf-8") if isinstance(r, bytes) else str(r)) for r in rows]
+        return [s.split(LABEL_SEPARATOR) if s else [] for s in decoded]

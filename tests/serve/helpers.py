@@ -1,0 +1,109 @@
+"""A deterministic Predictor built in code, and small helpers for the serve tests."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from tests.fixtures import JIGSAW_LABELS
+
+
+class NgramPredictor:
+    """A real, seeded ``export.runtime.Predictor``: hashed character 3-grams -> 2-layer MLP -> sigmoid.
+
+    Texts starting with ``slow:`` make ``predict`` sleep ``slow_s`` first (to test draining);
+    ``started`` is set whenever such a text arrives. Texts starting with ``boom:`` make it raise
+    (a broken model).
+    """
+
+    def __init__(self, name: str = "tiny", labels: Sequence[str] = JIGSAW_LABELS, seed: int = 0, dim: int = 256,
+                 hidden: int = 32, max_batch_size: int = 8, slow_s: float = 0.0) -> None:
+        self.name = name
+        self.labels = list(labels)
+        self.max_batch_size = max_batch_size
+        self.dim = dim
+        self.slow_s = slow_s
+        self.started = threading.Event()
+        generator = torch.Generator().manual_seed(seed)
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, len(self.labels)))
+        with torch.no_grad():
+            for param in self.net.parameters():
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+        self.net.eval()
+        # Thresholds around the middle of the output range, so some labels fire and some do not.
+        self.thresholds = np.linspace(0.35, 0.65, len(self.labels)).astype(np.float32)
+
+    def features(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N, dim) L2-normalised counts of hashed character 3-grams."""
+        x = torch.zeros(len(texts), self.dim)
+        for i, text in enumerate(texts):
+            padded = f" {text.lower()} "
+            for j in range(len(padded) - 2):
+                x[i, zlib.crc32(padded[j:j + 3].encode()) % self.dim] += 1.0
+        return x / x.norm(dim=1, keepdim=True).clamp_min(1e-6)
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        """(N, L) float32 probabilities."""
+        if len(texts) > self.max_batch_size:
+            raise ValueError(f"batch of {len(texts)} > max_batch_size {self.max_batch_size}")
+        if any(t.startswith("boom:") for t in texts):
+            raise RuntimeError("boom")
+        if any(t.startswith("slow:") for t in texts):
+            self.started.set()
+            time.sleep(self.slow_s)
+        with torch.no_grad():
+            return torch.sigmoid(self.net(self.features(texts))).numpy().astype(np.float32)
+
+    def predict_all(self, texts: Sequence[str]) -> np.ndarray:
+        """In-process reference over any number of texts (chunks of max_batch_size)."""
+        chunks = [self.predict(list(texts[i:i + self.max_batch_size]))
+                  for i in range(0, len(texts), self.max_batch_size)]
+        return np.concatenate(chunks)
+
+
+def labels_over(probs: np.ndarray, predictor: NgramPredictor) -> list[list[str]]:
+    """Reference for the LABELS output: names with probability >= threshold, per row."""
+    return [[n for n, p, t in zip(predictor.labels, row, predictor.thresholds, strict=True) if p >= t]
+            for row in probs]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports that were free a moment ago."""
+    sockets = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def port_is_free(port: int) -> bool:
+    """True if nothing listens on 127.0.0.1:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, step_s: float = 0.05) -> bool:
+    """Poll ``condition`` until true or ``timeout_s`` passes (bounded); returns the last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step_s)
+    return bool(condition())

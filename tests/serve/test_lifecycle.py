@@ -1,0 +1,242 @@
+"""Configuration errors, busy ports, `--labels-only`, SIGTERM draining and a clean shutdown.
+
+Only one test starts tritonserver; the rest fail (on purpose) before Triton would start.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compress.errors import ConfigError, UserError
+from serve.cli import main
+from serve.client import ClientError, ServeClient, parse_url
+from serve.config import OUTPUT_LABELS, ServeConfig
+from serve.server import PortInUseError, check_ports_free, decode_texts, start_server, use_own_libpython
+from tests.serve.helpers import NgramPredictor, free_ports, labels_over, port_is_free, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+TEXTS = ["you stupid idiot", "thanks for the sources", "i will hurt you", "what a lovely day"]
+
+
+@pytest.fixture
+def busy_port():
+    """A loopback port something listens on for the test's duration."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        yield sock.getsockname()[1]
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "serve", *args], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=60)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc's parent ids)."""
+    parents = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def _gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+# -- config and request validation (no server) --------------------------------------------
+
+@pytest.mark.parametrize("field, kwargs", [
+    ("http_port", {"http_port": 0}),
+    ("grpc_port", {"grpc_port": 70000}),
+    ("http_port/grpc_port/metrics_port", {"http_port": 9000, "grpc_port": 9000}),
+    ("max_batch_size", {"max_batch_size": 0}),
+    ("preferred_batch_sizes", {"max_batch_size": 8, "preferred_batch_sizes": (4, 16)}),
+    ("max_queue_delay_us", {"max_queue_delay_us": -1}),
+    ("instances", {"instances": 0}),
+    ("host", {"host": ""}),
+])
+def test_serve_config_rejects_bad_values_naming_the_field(field, kwargs):
+    with pytest.raises(ConfigError, match=f"^{field}:"):
+        ServeConfig(**kwargs)
+
+
+def test_decode_texts_accepts_utf8_and_rejects_the_rest():
+    ok = np.array([["héllo".encode()], [b"world"]], dtype=np.object_)
+    assert decode_texts(ok, 100) == ["héllo", "world"]
+    for batch, words in [
+        (np.zeros((0, 1), dtype=np.object_), "empty batch"),
+        (np.array([[b"\xff"]], dtype=np.object_), "not valid UTF-8"),
+        (np.array([[b"a"], [b" "]], dtype=np.object_), "text 1 of 2 is empty"),
+        (np.array([[b"x" * 101]], dtype=np.object_), "limit is 100"),
+        (None, "missing input"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            decode_texts(batch, 100)
+
+
+def test_use_own_libpython_puts_libdir_first_once(monkeypatch):
+    libdir = sysconfig.get_config_var("LIBDIR")
+    monkeypatch.setenv("LD_LIBRARY_PATH", f"/opt/other{os.pathsep}{libdir}")
+    use_own_libpython()
+    use_own_libpython()
+    assert os.environ["LD_LIBRARY_PATH"].split(os.pathsep) == [libdir, "/opt/other"]
+
+
+def test_parse_url():
+    assert parse_url("http://127.0.0.1:9000") == ("http", "127.0.0.1:9000")
+    assert parse_url("grpc://localhost") == ("grpc", "localhost:8001")
+    assert parse_url("127.0.0.1:9001", protocol="grpc") == ("grpc", "127.0.0.1:9001")
+    with pytest.raises(ClientError, match="scheme"):
+        parse_url("ftp://127.0.0.1:9000")
+
+
+@pytest.mark.parametrize("predictors, words", [
+    (lambda: [NgramPredictor("a"), NgramPredictor("a")], "both named"),
+    (lambda: [NgramPredictor("bad name!")], "not a valid Triton model name"),
+    (lambda: [NgramPredictor("a", labels=["x;y", "z"])], "contain ';'"),
+    (lambda: [NgramPredictor("a", max_batch_size=4)], "exceed model a's max batch size 4"),
+])
+def test_start_server_rejects_bad_predictors_before_starting(predictors, words):
+    http_port, grpc_port, metrics_port = free_ports(3)
+    config = ServeConfig(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+                         preferred_batch_sizes=(8,))
+    with pytest.raises(ConfigError, match=words):
+        start_server(predictors(), config)
+
+
+# -- busy ports ----------------------------------------------------------------------------
+
+def test_port_in_use_is_a_one_line_user_error(busy_port):
+    http_port, metrics_port = free_ports(2)
+    config = ServeConfig(http_port=http_port, grpc_port=busy_port, metrics_port=metrics_port)
+    with pytest.raises(PortInUseError) as info:
+        start_server([NgramPredictor()], config)
+    assert isinstance(info.value, UserError)
+    message = str(info.value)
+    assert f"port {busy_port} on 127.0.0.1 (--grpc-port) is already in use" in message and "\n" not in message
+    check_ports_free("127.0.0.1", {"http": http_port, "metrics": metrics_port})  # nothing was left behind
+
+
+def test_cli_port_in_use_exits_2_with_one_line(busy_port, tmp_path):
+    grpc_port, metrics_port = free_ports(2)
+    result = _run_cli("start", str(tmp_path), "--http-port", str(busy_port), "--grpc-port", str(grpc_port),
+                      "--metrics-port", str(metrics_port))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: port {busy_port} on 127.0.0.1 (--http-port) is already in use; stop what listens there "
+        f"or choose another port"]
+
+
+def test_cli_missing_artifact_exits_2_with_one_line(tmp_path):
+    missing = tmp_path / "no-such-artifact"
+    result = _run_cli("start", str(missing))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: artifact {missing} does not exist")
+
+
+def test_cli_bad_flag_value_exits_2_with_one_line(tmp_path, capsys):
+    assert main(["start", str(tmp_path), "--preferred-batch-sizes", "4,eight"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: preferred_batch_sizes:")
+
+
+def test_client_and_check_against_nothing_are_one_line(capsys):
+    (port,) = free_ports(1)
+    with ServeClient(f"http://127.0.0.1:{port}", model="m", timeout_s=5) as client:
+        assert not client.live() and not client.ready()
+        with pytest.raises(ClientError, match="cannot reach"):
+            client.labels()
+    assert main(["check", f"grpc://127.0.0.1:{port}", "--text", "hi", "--model", "m", "--timeout", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "error:" in err[0]
+
+
+# -- a real server: labels only, SIGTERM drains, clean exit ------------------------------------
+
+def test_labels_only_server_drains_on_sigterm_and_exits_cleanly(tmp_path):
+    ports = free_ports(3)
+    served = NgramPredictor("tox", slow_s=1.5)
+    reference = NgramPredictor("tox")
+    config = ServeConfig(http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], labels_only=True,
+                         exit_timeout_s=20, log_file=tmp_path / "triton.log")
+    server = start_server([served], config)
+    try:
+        pid = server.pid
+        assert pid and not _gone(pid)
+        processes = [pid, *_descendants(pid)]  # tritonserver, its Python stubs and their helpers
+        assert len(processes) >= 2
+        with ServeClient(server.http_url) as client:  # one model: found without --model
+            assert client.model == "tox" and client.outputs() == [OUTPUT_LABELS]
+            assert client.predict_labels(TEXTS) == labels_over(reference.predict(TEXTS), reference)
+            with pytest.raises(ClientError, match="labels-only"):
+                client.predict(TEXTS)
+        conn = http.client.HTTPConnection("127.0.0.1", ports[0], timeout=10)
+        body = {"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [1, 1], "data": ["x"]}],
+                "outputs": [{"name": "PROBABILITIES"}]}
+        conn.request("POST", "/v2/models/tox/infer", body=json.dumps(body))
+        response = conn.getresponse()
+        assert response.status == 400 and "PROBABILITIES" in json.loads(response.read())["error"]
+        conn.close()
+
+        # serve() blocks in this (main) thread; a helper starts a slow request, then sends SIGTERM.
+        slow_text = ["slow: please drain me"]
+        results: dict[str, object] = {}
+        initial_handler = signal.getsignal(signal.SIGTERM)
+
+        def slow_request() -> None:
+            with ServeClient(server.http_url, model="tox") as client:
+                results["slow"] = client.predict_labels(slow_text)
+
+        def drive() -> None:
+            if not wait_until(lambda: signal.getsignal(signal.SIGTERM) is not initial_handler, timeout_s=10):
+                results["error"] = "serve() did not install a SIGTERM handler"
+                server.stop()
+                return
+            request = threading.Thread(target=slow_request)
+            request.start()
+            served.started.wait(10)  # the slow request is now inside the model
+            os.kill(os.getpid(), signal.SIGTERM)
+            request.join(30)
+
+        driver = threading.Thread(target=drive)
+        driver.start()
+        code = server.serve(poll_s=0.2)
+        driver.join(30)
+    finally:
+        server.stop()
+
+    assert "error" not in results
+    assert code == 0
+    assert signal.getsignal(signal.SIGTERM) is initial_handler  # restored
+    assert results["slow"] == labels_over(reference.predict(slow_text), reference)  # drained, not dropped
+    assert wait_until(lambda: all(_gone(p) for p in processes), timeout_s=10), "processes outlived stop()"
+    assert all(port_is_free(p) for p in ports)
