@@ -1,0 +1,667 @@
+"""`compress distill`: teach a small student from a teacher artifact's soft labels.
+
+Recipe, top to bottom: read the teacher artifact -> load + split the data (the teacher's own data
+and split by default), checked against the teacher's labels -> transfer set = labelled training
+texts + unlabelled texts + augmented copies (Tang et al. 2019) -> teacher logits over the transfer
+set, computed once and cached on disk -> student from the registry (DistilBERT initialised from
+the teacher's layers, or TextCNN / BiLSTM on the teacher's tokenizer and embeddings) -> the shared
+training loop (:func:`compress.train.run_loop`) with a multi-label KD objective -> thresholds tuned
+on validation -> a ``student`` artifact written atomically and logged to MLflow.
+
+The objective per row is ``alpha * KD + (1 - alpha) * hard`` (:class:`~compress.losses.DistillationLoss`);
+rows without labels (unlabelled and augmented ones) carry only ``alpha * KD``. The teacher is run
+per training step only when hidden-state matching (``hidden_weight > 0``) is on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compress.config import (
+    DataConfig,
+    LossConfig,
+    OptimConfig,
+    TrackingConfig,
+    _check,
+    build_config,
+    merge,
+    parse_overrides,
+    to_dict,
+)
+from compress.errors import ConfigError, DataError, UserError
+
+log = logging.getLogger(__name__)
+
+STUDENT_NAMES = ("distilbert", "textcnn", "bilstm")  # mirrors compress.models.STUDENTS (kept light here)
+
+# Recipes that work for each student family; config files and key=value overrides win.
+STUDENT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "distilbert": {"optim": {"lr": 1e-4, "epochs": 5, "batch_size": 32, "patience": 2}},
+    "textcnn": {"optim": {"lr": 1e-3, "epochs": 10, "batch_size": 64, "weight_decay": 0.0, "patience": 3,
+                          "warmup_ratio": 0.0}},
+    "bilstm": {"optim": {"lr": 2e-3, "epochs": 10, "batch_size": 64, "weight_decay": 0.0, "patience": 3,
+                         "warmup_ratio": 0.0}},
+}
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/modcompress/soft_labels`` (``~/.cache/...`` by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "modcompress" / "soft_labels"
+
+
+def is_checkpoint_path(student: str) -> bool:
+    """A student given as a path (a Hugging Face checkpoint directory) rather than a registry name."""
+    return os.sep in student or student.startswith(".") or Path(student).is_dir()
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """`compress distill`: a student taught by a teacher artifact.
+
+    Attributes:
+        teacher: teacher artifact directory.
+        student: ``distilbert``, ``textcnn``, ``bilstm``, or an HF checkpoint directory.
+        out: student artifact directory to write.
+        data: labelled data; None = the teacher's own data config (same split).
+        loss: the hard-label loss (any :mod:`compress.losses` name).
+        temperature: KD temperature T > 0.
+        alpha: weight of the KD term in [0, 1] (0 = hard labels only, 1 = soft labels only).
+        unlabeled: extra texts for the transfer set (.txt one per line, or a table column).
+        unlabeled_column: the text column of an unlabelled table (detected when None).
+        augment: augmented copies per transfer text (0 = none).
+        p_mask / p_ng: Tang et al. 2019 word-masking and n-gram-sampling probabilities.
+        student_layers: DistilBERT depth (default half the teacher's).
+        student_params: builder keyword arguments of own students (``embed_dim``, ``num_filters``...).
+        init_embeddings: start own students' embeddings from the teacher's input embeddings.
+        freeze_embeddings: keep the student's token-embedding table fixed (much less optimizer work
+            on CPU: the table is most of a small student's parameters).
+        hidden_weight: weight of hidden-state cosine matching (DistilBERT/HF students), 0 = off.
+        max_length: tokenizer truncation; None = the teacher's.
+        cache_dir: soft-label cache; None = :func:`default_cache_dir`.
+        teacher_batch_size: batch size of the teacher's soft-label pass.
+    """
+
+    teacher: str = ""
+    student: str = ""
+    out: str = "runs/student"
+    data: DataConfig | None = None
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    temperature: float = 2.0
+    alpha: float = 0.5
+    unlabeled: str | None = None
+    unlabeled_column: str | None = None
+    augment: int = 0
+    p_mask: float = 0.1
+    p_ng: float = 0.25
+    student_layers: int | None = None
+    student_params: Mapping[str, Any] = field(default_factory=dict)
+    init_embeddings: bool = True
+    freeze_embeddings: bool = False
+    hidden_weight: float = 0.0
+    max_length: int | None = None
+    cache_dir: str | None = None
+    teacher_batch_size: int = 128
+    resume: bool = False
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(bool(self.teacher), "teacher", "is required; pass the teacher artifact directory")
+        _check(bool(self.student), "student", f"is required; pass one of {', '.join(STUDENT_NAMES)} "
+                                              "or a Hugging Face checkpoint directory")
+        _check(self.student in STUDENT_NAMES or is_checkpoint_path(self.student), "student",
+               f"unknown student {self.student!r}; known: {', '.join(STUDENT_NAMES)} "
+               "(or a Hugging Face checkpoint directory)")
+        _check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        _check(0.0 <= self.alpha <= 1.0, "alpha", f"must be in [0, 1], got {self.alpha}")
+        _check(self.augment >= 0, "augment", f"must be >= 0, got {self.augment}")
+        _check(0.0 <= self.p_mask <= 1.0, "p_mask", f"must be in [0, 1], got {self.p_mask}")
+        _check(0.0 <= self.p_ng <= 1.0, "p_ng", f"must be in [0, 1], got {self.p_ng}")
+        _check(self.student_layers is None or self.student_layers >= 1, "student_layers",
+               f"must be >= 1, got {self.student_layers}")
+        _check(self.hidden_weight >= 0, "hidden_weight", f"must be >= 0, got {self.hidden_weight}")
+        _check(self.max_length is None or 8 <= self.max_length <= 8192, "max_length",
+               f"must be in [8, 8192], got {self.max_length}")
+        _check(self.teacher_batch_size >= 1, "teacher_batch_size", f"must be >= 1, got {self.teacher_batch_size}")
+
+
+def student_family(student: str) -> str:
+    """``distilbert`` for an HF checkpoint path, else the registry name."""
+    return "distilbert" if student not in STUDENT_NAMES else student
+
+
+def load_distill_config(teacher: str, student: str, path: str | None = None,
+                        overrides: Sequence[str] = ()) -> DistillConfig:
+    """DistillConfig from student defaults < the teacher's data config < YAML ``path`` < ``overrides``.
+
+    The teacher's data config (file, format, split seed) is inherited unless the YAML file or the
+    overrides name ``data.data``, so by default the student sees the teacher's exact split.
+    """
+    import yaml
+
+    values: dict[str, Any] = {"teacher": teacher, "student": student}
+    values = merge(values, STUDENT_DEFAULTS.get(student_family(student), {}))
+    user: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {path} not found; pass an existing YAML file to --config")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"config file {path} must hold a mapping of settings at the top level")
+        user = merge(user, loaded)
+    user = merge(user, parse_overrides(overrides))
+    user_data = user.get("data") if isinstance(user.get("data"), Mapping) else None
+    if not (user_data and user_data.get("data")):
+        inherited = _teacher_data_config(user.get("teacher", teacher))
+        if inherited is not None:
+            values["data"] = inherited
+    return build_config(DistillConfig, merge(values, user))
+
+
+def _teacher_data_config(teacher: str) -> dict[str, Any] | None:
+    """The teacher artifact's recorded ``recipe.data`` (None when unreadable: distill reports why)."""
+    try:
+        meta = json.loads(Path(teacher, "artifact.json").read_text())
+        data = meta.get("recipe", {}).get("data")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(data, Mapping) or not data.get("data"):
+        return None
+    known = {f.name for f in dataclasses.fields(DataConfig)}
+    return {k: v for k, v in data.items() if k in known and v is not None}
+
+
+# ----------------------------------------------------------------------------------------------
+# Transfer set.
+
+
+@dataclass
+class TransferSet:
+    """Texts the student learns from, with hard labels where they exist.
+
+    Attributes:
+        texts: N texts (labelled first, then unlabelled, then augmented).
+        labels: (N, L) float32 0/1; zero rows where there are no labels.
+        has_labels: (N,) bool, True for labelled training rows.
+        counts: {"labelled", "unlabeled", "augmented", "total"}.
+    """
+
+    texts: list[str]
+    labels: np.ndarray
+    has_labels: np.ndarray
+    counts: dict[str, int]
+
+    def fingerprint(self) -> str:
+        """sha256 over texts (length-prefixed) and labels."""
+        h = hashlib.sha256()
+        for text in self.texts:
+            b = text.encode("utf-8")
+            h.update(len(b).to_bytes(8, "little"))
+            h.update(b)
+        h.update(np.ascontiguousarray(self.labels, dtype=np.uint8).tobytes())
+        h.update(np.ascontiguousarray(self.has_labels, dtype=np.uint8).tobytes())
+        return h.hexdigest()
+
+
+def read_unlabeled(path: str | Path, column: str | None = None) -> list[str]:
+    """Unlabelled texts: a ``.txt`` file (one per line), or a column of a CSV/TSV/JSONL/Parquet table.
+
+    ``.gz``/``.bz2``/``.xz`` compression is fine. Without ``column`` a table's text column is found
+    among ``text``, ``comment_text``, ``tweet``, ``comment``, ``sentence``. Empty lines are skipped.
+    """
+    import pandas as pd
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"unlabeled file not found: {p}; pass a .txt file (one text per line) or a CSV column")
+    suffixes = [s.lower() for s in p.suffixes if s.lower() not in (".gz", ".bz2", ".xz")]
+    kind = suffixes[-1] if suffixes else ".txt"
+    try:
+        if kind in (".txt", ".text", ""):
+            import bz2
+            import gzip
+            import lzma
+
+            opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(p.suffix.lower(), open)
+            with opener(p, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+                texts = [line.strip() for line in f]
+        else:
+            if kind in (".csv", ".tsv", ".tab"):
+                frame = pd.read_csv(p, sep="," if kind == ".csv" else "\t", dtype=str, keep_default_na=False,
+                                    compression="infer", encoding="utf-8")
+            elif kind in (".jsonl", ".ndjson", ".json"):
+                frame = pd.read_json(p, lines=True, dtype=False, compression="infer")
+            elif kind in (".parquet", ".pq"):
+                frame = pd.read_parquet(p)
+            else:
+                raise DataError(f"{p}: unknown unlabeled file type {kind!r}; use .txt (one text per line), "
+                                ".csv, .tsv, .jsonl or .parquet")
+            columns = [str(c) for c in frame.columns]
+            if column is None:
+                column = next((c for c in ("text", "comment_text", "tweet", "comment", "sentence")
+                               if c in columns), None)
+                if column is None:
+                    raise DataError(f"{p}: no text column found among {', '.join(columns[:8])}; "
+                                    "pass unlabeled_column=NAME")
+            if column not in columns:
+                raise DataError(f"{p}: no column {column!r} (columns: {', '.join(columns[:8])}); "
+                                "pass unlabeled_column=NAME")
+            texts = [str(t).strip() for t in frame[column].tolist() if t is not None]
+    except UnicodeDecodeError:
+        raise DataError(f"{p} is not UTF-8 text; re-save it as UTF-8") from None
+    except (OSError, ValueError, EOFError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"cannot read unlabeled file {p} ({' '.join(str(exc).split())[:160]}); "
+                        "check the file") from None
+    texts = [t for t in texts if t]
+    if not texts:
+        raise DataError(f"{p} holds no texts; pass a file with one text per line (or a filled text column)")
+    return texts
+
+
+def augment_text(text: str, rng: np.random.Generator, p_mask: float, p_ng: float, mask_token: str) -> str:
+    """One augmented copy of ``text`` (Tang et al. 2019, without POS-guided replacement).
+
+    Each word is replaced by ``mask_token`` with probability ``p_mask``; then, with probability
+    ``p_ng``, only a random n-gram (n uniform in 1..5) of the result is kept.
+    """
+    words = text.split()
+    if not words:
+        return text
+    words = [mask_token if rng.random() < p_mask else w for w in words]
+    if rng.random() < p_ng:
+        n = int(rng.integers(1, 6))
+        if n < len(words):
+            start = int(rng.integers(0, len(words) - n + 1))
+            words = words[start:start + n]
+    return " ".join(words)
+
+
+def build_transfer_set(texts: Sequence[str], labels: np.ndarray, unlabeled: Sequence[str] = (),
+                       augment: int = 0, p_mask: float = 0.1, p_ng: float = 0.25, mask_token: str = "[MASK]",
+                       seed: int = 0) -> TransferSet:
+    """Labelled rows, then ``unlabeled`` rows, then ``augment`` augmented copies of every one of them.
+
+    Args:
+        texts: N_l labelled texts; labels (N_l, L).
+        unlabeled: N_u texts without labels.
+        augment: copies per text; copies identical to their source are redrawn up to 5 times, then kept.
+
+    Returns:
+        A :class:`TransferSet` of N_l + N_u + augment * (N_l + N_u) rows.
+    """
+    labels = np.asarray(labels, dtype=np.float32)
+    base = [*texts, *unlabeled]
+    aug: list[str] = []
+    rng = np.random.default_rng(seed)
+    for _ in range(augment):
+        for text in base:
+            new = text
+            for _try in range(5):
+                new = augment_text(text, rng, p_mask, p_ng, mask_token)
+                if new != text:
+                    break
+            aug.append(new)
+    n_l, n_u = len(texts), len(unlabeled)
+    all_labels = np.zeros((len(base) + len(aug), labels.shape[1]), dtype=np.float32)
+    all_labels[:n_l] = labels
+    has = np.zeros(len(all_labels), dtype=bool)
+    has[:n_l] = True
+    counts = {"labelled": n_l, "unlabeled": n_u, "augmented": len(aug), "total": len(all_labels)}
+    return TransferSet([*base, *aug], all_labels, has, counts)
+
+
+# ----------------------------------------------------------------------------------------------
+# Soft-label cache.
+
+
+def _hash_file(h: Any, path: Path) -> None:
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+
+
+def teacher_fingerprint(teacher_dir: str | Path) -> str:
+    """sha256 over the teacher's ``artifact.json`` and every file of its ``model/`` and ``tokenizer/``."""
+    root = Path(teacher_dir)
+    h = hashlib.sha256()
+    _hash_file(h, root / "artifact.json")
+    for sub in ("model", "tokenizer"):
+        for path in sorted(p for p in (root / sub).rglob("*") if p.is_file()):
+            h.update(str(path.relative_to(root)).encode())
+            _hash_file(h, path)
+    return h.hexdigest()
+
+
+def soft_label_key(teacher_fp: str, transfer_fp: str, max_length: int) -> str:
+    """Cache key: teacher weights + transfer texts + truncation length."""
+    return hashlib.sha256(f"{teacher_fp}:{transfer_fp}:{max_length}:v1".encode()).hexdigest()[:32]
+
+
+def teacher_logits(teacher, encoded, batch_size: int, device) -> np.ndarray:
+    """(N, L) float32 teacher logits over ``encoded`` (fp32: soft labels are the student's targets)."""
+    from compress.predict import predict_logits
+
+    return predict_logits(teacher, encoded, batch_size, "no", device, progress=True)
+
+
+def cached_soft_labels(cache_dir: Path, key: str, num_rows: int, num_labels: int, compute) -> tuple[np.ndarray, bool]:
+    """Soft labels for ``key`` from the cache, or ``compute()`` (N, L) and store them atomically.
+
+    Returns:
+        ((N, L) float32 logits, whether the cache was hit).
+    """
+    path = cache_dir / f"{key}.npy"
+    if path.is_file():
+        try:
+            logits = np.load(path, allow_pickle=False)
+            if logits.shape == (num_rows, num_labels) and np.isfinite(logits).all():
+                log.info("reusing cached soft labels %s", path)
+                return logits.astype(np.float32), True
+            log.warning("ignoring cached soft labels %s: shape %s, expected %s", path, logits.shape,
+                        (num_rows, num_labels))
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable cached soft labels %s (%s)", path, exc)
+    logits = np.asarray(compute(), dtype=np.float32)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_dir / f".{key}.{os.getpid()}.tmp"
+    with tmp.open("wb") as f:
+        np.save(f, logits, allow_pickle=False)
+    os.replace(tmp, path)
+    log.info("cached soft labels for %d texts in %s", num_rows, path)
+    return logits, False
+
+
+# ----------------------------------------------------------------------------------------------
+# Objective.
+
+
+def masked_distillation_loss(student_logits, teacher_logits, targets, has_labels, loss):
+    """Batch mean of ``alpha * KD + (1 - alpha) * hard`` on labelled rows and ``alpha * KD`` on the rest.
+
+    Args:
+        student_logits / teacher_logits / targets: (B, L).
+        has_labels: (B,) bool.
+        loss: a :class:`~compress.losses.DistillationLoss` (its hard loss is a mean over elements).
+
+    Returns:
+        Scalar: rows weighted equally, ``(n_l * DL(labelled) + n_u * alpha * KD(unlabelled)) / B``.
+    """
+    from compress.losses import kd_loss
+
+    b = student_logits.shape[0]
+    has = has_labels.bool()
+    n_l = int(has.sum())
+    total = student_logits.new_zeros(())
+    if n_l:
+        total = total + n_l * loss(student_logits[has], teacher_logits[has], targets[has])
+    if n_l < b:
+        rest = ~has
+        total = total + (b - n_l) * loss.alpha * kd_loss(student_logits[rest], teacher_logits[rest], loss.temperature)
+    return total / b
+
+
+# ----------------------------------------------------------------------------------------------
+# Students.
+
+
+def make_student(student: str, teacher, teacher_tokenizer, labels: Sequence[str], student_layers: int | None,
+                 student_params: Mapping[str, Any], init_embeddings: bool):
+    """Build the student.
+
+    Returns:
+        (model in train mode, architecture name for artifact.json, builder params for the record,
+        tokenizer the student reads).
+    """
+    from compress import models
+
+    if is_checkpoint_path(student) and student not in models.STUDENTS:
+        from compress.models.teacher import load_teacher
+
+        model, tokenizer = load_teacher(student, labels)
+        return model.train(), "distilbert", {"checkpoint": str(student)}, tokenizer
+    if student not in models.STUDENTS:
+        raise ConfigError(f"student: unknown student {student!r}; known: {', '.join(models.STUDENTS)} "
+                          "(or a Hugging Face checkpoint directory)")
+    if student in models.FROM_TEACHER:
+        if student_params:
+            raise ConfigError(f"student_params: {student} takes no builder parameters; use student_layers")
+        try:
+            model = models.STUDENTS[student](teacher, student_layers)
+        except ValueError as exc:
+            raise ConfigError(f"student_layers: {exc}") from None
+        params = {"student_layers": int(model.config.num_hidden_layers),
+                  "teacher_layers": int(teacher.config.num_hidden_layers)}
+        return model, student, params, teacher_tokenizer
+    student_params = models.parse_params(student_params)
+    builder = models.STUDENTS[student]
+    accepted = set(inspect.signature(builder).parameters) - {"num_labels"}
+    unknown = sorted(set(student_params) - accepted)
+    if unknown:
+        raise ConfigError(f"student_params.{unknown[0]}: unknown parameter of {student}; "
+                          f"accepted: {', '.join(sorted(accepted - {'vocab_size', 'pad_id'}))}")
+    table = teacher.get_input_embeddings().weight  # (V, H)
+    pad = teacher_tokenizer.pad_token_id
+    params: dict[str, Any] = {"vocab_size": int(table.shape[0]), "pad_id": int(pad if pad is not None else 0)}
+    if "embed_dim" in accepted:
+        params["embed_dim"] = int(table.shape[1]) if init_embeddings else 128
+    params.update(student_params)
+    if "widths" in params:
+        widths = params["widths"]
+        params["widths"] = [int(w) for w in (widths if isinstance(widths, (list, tuple)) else [widths])]
+    try:
+        model = builder(num_labels=len(labels), **params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"student_params: {student} cannot be built from {dict(student_params)} ({exc})") from None
+    if init_embeddings and hasattr(model, "embedding"):
+        from compress.models.textcnn import init_embeddings_from
+
+        init_embeddings_from(model, table)
+    return model.train(), student, params, teacher_tokenizer
+
+
+# ----------------------------------------------------------------------------------------------
+# The recipe.
+
+
+@dataclass
+class DistillResult:
+    """What a distillation run produced."""
+
+    artifact: Path
+    metrics: dict
+    best_epoch: int
+    epochs_run: int
+    wall_time_s: float
+    train_examples_per_s: float
+    num_parameters: int
+    transfer: dict[str, int]
+    cache_hit: bool
+    cache_key: str
+    mlflow_run_id: str | None = None
+    model: Any = field(default=None, repr=False)
+
+
+def distill(config: DistillConfig) -> DistillResult:
+    """Distil ``config.teacher`` into ``config.student`` and write a student artifact to ``config.out``."""
+    import torch
+
+    from compress import data as data_mod
+    from compress.artifact import (
+        ArtifactInfo,
+        atomic_artifact_dir,
+        copy_artifact_files,
+        read_info,
+        write_info,
+    )
+    from compress.batching import encode
+    from compress.losses import DistillationLoss, hidden_cosine_loss
+    from compress.metrics import summary
+    from compress.models import load_model, num_parameters, save_own_model
+    from compress.models.distilbert import hidden_state_pairs
+    from compress.predict import logits_of
+    from compress.tracking import tracked_run
+    from compress.train import build_task_loss, checkpoint_dir, load_splits, resolve_mixed_precision, run_loop
+
+    t_start = time.perf_counter()
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.optim.seed)
+    out = Path(config.out)
+    teacher_dir = Path(config.teacher)
+    info = read_info(teacher_dir, kinds=["teacher"])
+    ckpt = checkpoint_dir(out)
+    if config.resume and not ckpt.is_dir():
+        raise UserError(f"nothing to resume: {ckpt} does not exist; run again without --resume")
+    if config.data is None:
+        raise ConfigError(f"data: {teacher_dir} does not record its training data; pass --data PATH")
+    max_length = config.max_length or info.max_length
+
+    # -- data, checked against the teacher's labels
+    schema = data_mod.LabelSchema.from_names(info.labels, info.hierarchy)
+    train_set, val_set = load_splits(config.data)
+    train_set = data_mod.align_to_schema(train_set, schema)
+    val_set = data_mod.align_to_schema(val_set, schema)
+    unlabeled: list[str] = []
+    if config.unlabeled:
+        unlabeled = read_unlabeled(config.unlabeled, config.unlabeled_column)
+        val_texts = set(val_set.texts)
+        kept = [t for t in unlabeled if t not in val_texts]
+        if len(kept) < len(unlabeled):
+            log.info("dropped %d unlabeled texts that are validation texts", len(unlabeled) - len(kept))
+        unlabeled = kept
+
+    # -- models
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    teacher, teacher_tok = load_model(teacher_dir)
+    model, architecture, params, tokenizer = make_student(
+        config.student, teacher, teacher_tok, schema.names, config.student_layers, config.student_params,
+        config.init_embeddings)
+    if config.freeze_embeddings:
+        table = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else model.embedding
+        table.weight.requires_grad_(False)
+    hidden = config.hidden_weight > 0
+    if hidden:
+        if not hasattr(model, "config") or tokenizer is not teacher_tok:
+            raise ConfigError("hidden_weight: hidden-state matching needs the distilbert student (built from "
+                              "the teacher); set hidden_weight=0 for this student")
+        if model.config.hidden_size != teacher.config.hidden_size:
+            raise ConfigError("hidden_weight: student and teacher hidden sizes differ; set hidden_weight=0")
+
+    # -- transfer set and the teacher's soft labels (cached)
+    alpha = config.alpha
+    transfer = build_transfer_set(
+        train_set.texts, train_set.labels, unlabeled if alpha > 0 else [], config.augment if alpha > 0 else 0,
+        config.p_mask, config.p_ng, teacher_tok.mask_token or teacher_tok.unk_token or "[UNK]", config.optim.seed)
+    if alpha == 0 and (unlabeled or config.augment):
+        log.info("alpha=0 (hard labels only): unlabeled and augmented rows carry no loss and are left out")
+    log.info("transfer set: %d labelled + %d unlabeled + %d augmented = %d texts",
+             transfer.counts["labelled"], transfer.counts["unlabeled"], transfer.counts["augmented"],
+             transfer.counts["total"])
+    teacher_enc = encode(teacher_tok, transfer.texts, max_length)
+    teacher.to(device)
+    key = soft_label_key(teacher_fingerprint(teacher_dir), transfer.fingerprint(), max_length)
+    cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
+    if alpha > 0:
+        soft, cache_hit = cached_soft_labels(
+            cache_dir, key, len(transfer.texts), schema.num_labels,
+            lambda: teacher_logits(teacher, teacher_enc, config.teacher_batch_size, device))
+    else:  # the KD term has weight 0: the teacher's soft labels are never needed
+        soft, cache_hit = np.zeros((len(transfer.texts), schema.num_labels), dtype=np.float32), False
+    pairs = hidden_state_pairs(teacher.config.num_hidden_layers, model.config.num_hidden_layers) if hidden else []
+    if not hidden:
+        teacher = None  # not run per step: free it
+    train_enc = (teacher_enc if tokenizer is teacher_tok else encode(tokenizer, transfer.texts, max_length))
+    train_enc = type(train_enc)(train_enc.input_ids, transfer.labels, train_enc.pad_id)
+    val_enc = encode(tokenizer, val_set.texts, max_length)
+
+    # -- objective
+    hard_loss = build_task_loss(config.loss.name, dict(config.loss.params), config.loss.pos_weight_rule, schema,
+                                train_set.labels)
+    kd = DistillationLoss(hard_loss, config.temperature, alpha).to(device)
+    soft_t = torch.from_numpy(soft)
+    has_t = torch.from_numpy(transfer.has_labels)
+
+    def step_loss(student, batch):
+        index = batch["index"].cpu()
+        t_logits, has = soft_t[index].to(device), has_t[index].to(device)
+        if not hidden:
+            return masked_distillation_loss(logits_of(student, batch).float(), t_logits, batch["labels"], has, kd)
+        out_s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        output_hidden_states=True)
+        with torch.no_grad():
+            out_t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            output_hidden_states=True)
+        loss = masked_distillation_loss(out_s.logits.float(), t_logits, batch["labels"], has, kd)
+        match = hidden_cosine_loss([out_s.hidden_states[s] for s, _ in pairs],
+                                   [out_t.hidden_states[t] for _, t in pairs], batch["attention_mask"])
+        return loss + config.hidden_weight * match
+
+    mixed_precision = resolve_mixed_precision(config.optim.mixed_precision, device)
+    recipe = to_dict(config)
+    recipe.update({"max_length": max_length, "student_params": params, "architecture": architecture,
+                   "cache_dir": str(cache_dir)})
+    resumable = {k: v for k, v in recipe.items() if k not in ("resume", "tracking", "cache_dir")}
+    fingerprint = hashlib.sha256((key + json.dumps(resumable, sort_keys=True, default=str)).encode()).hexdigest()
+    n_params = num_parameters(model)
+    log.info("student %s: %s parameters; teacher %s", architecture, f"{n_params:,}", teacher_dir)
+
+    with tracked_run(config.tracking.enabled, config.tracking.tracking_uri, config.tracking.experiment,
+                     config.tracking.run_name, params=recipe,
+                     tags={"stage": "distill", "kind": "student", "student": architecture}) as tracker:
+        state, metrics, thresholds, train_s, seen = run_loop(
+            model, train_enc, val_enc, val_set.labels, schema.names, kd, config.optim, mixed_precision,
+            tracker, ckpt, config.resume, fingerprint, step_loss=step_loss,
+        )
+        model.eval()
+        info_out = ArtifactInfo(
+            kind="student", architecture=architecture, labels=list(schema.names),
+            hierarchy={c: p for c, p in schema.hierarchy}, thresholds=[float(t) for t in thresholds],
+            max_length=max_length, parent=str(teacher_dir.resolve()), metrics=metrics,
+            data_fingerprint=train_set.fingerprint(), recipe=recipe,
+            extra={"num_parameters": n_params, "soft_label_cache_key": key if alpha > 0 else None,
+                   "soft_label_cache_hit": cache_hit,
+                   "transfer": transfer.counts, "best_epoch": state.best_epoch, "history": state.history,
+                   "teacher_metrics": summary(info.metrics) if info.metrics else {},
+                   "mixed_precision": mixed_precision, "train_rows": len(train_set), "val_rows": len(val_set)},
+        )
+        with atomic_artifact_dir(out) as tmp:
+            if architecture == "distilbert":
+                model.save_pretrained(tmp / "model")
+            else:
+                save_own_model(model, tmp / "model", architecture, params, schema.num_labels)
+            if tokenizer is teacher_tok:
+                copy_artifact_files(teacher_dir, tmp, ["tokenizer"])
+            else:
+                tokenizer.save_pretrained(tmp / "tokenizer")
+            write_info(tmp, info_out)
+        shutil.rmtree(ckpt, ignore_errors=True)
+        wall = time.perf_counter() - t_start
+        speed = seen / train_s if train_s > 0 else 0.0
+        tracker.log_metrics({"wall_time_s": wall, "train_examples_per_s": speed, "num_parameters": n_params,
+                             **summary(metrics)})
+        tracker.log_artifact_dir(out)
+    log.info("student written to %s: val macro ROC-AUC %.4f, macro-F1 %.4f", out, metrics["macro_roc_auc"],
+             metrics["macro_f1"])
+    return DistillResult(out, metrics, state.best_epoch, state.epoch, wall, speed, n_params, transfer.counts,
+                         cache_hit, key, tracker.run_id, model)

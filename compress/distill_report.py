@@ -1,0 +1,162 @@
+"""`compress distill-report`: one table comparing a teacher, its students and the baselines.
+
+Columns: parameters, validation macro ROC-AUC and macro-F1 (as stored in each artifact: thresholds
+tuned on the same validation split), macro-F1 kept relative to the teacher, batch-1 latency
+percentiles (PyTorch / scikit-learn, fp32, text in -> probabilities out, tokenization included)
+over real validation texts after a warm-up, and throughput at batch 32. Reported as JSON plus a
+Markdown table.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compress.config import DataConfig, build_config
+from compress.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+def _validation_texts(infos: Sequence[Any], data: DataConfig | None) -> list[str]:
+    """Validation texts of ``data``, else of the first artifact that records its data config."""
+    from compress.train import load_splits
+
+    if data is None:
+        for info in infos:
+            recorded = (info.recipe or {}).get("data")
+            if isinstance(recorded, dict) and recorded.get("data"):
+                data = build_config(DataConfig, {k: v for k, v in recorded.items() if v is not None})
+                break
+    if data is None:
+        raise ConfigError("data: none of the artifacts records its data; pass --data PATH")
+    _, val = load_splits(data)
+    return list(val.texts)
+
+
+def _percentiles(seconds: Sequence[float]) -> dict[str, float]:
+    ms = np.asarray(seconds) * 1000.0
+    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
+
+
+def measure_latency(predict, texts: Sequence[str], calls: int = 200, warmup: int = 20) -> dict[str, float]:
+    """Batch-1 latency of ``predict([text])`` over ``texts`` (cycled): ``warmup`` untimed calls, then ``calls`` timed."""
+    n = len(texts)
+    for i in range(warmup):
+        predict([texts[i % n]])
+    times = []
+    for i in range(calls):
+        text = texts[(warmup + i) % n]
+        t0 = time.perf_counter()
+        predict([text])
+        times.append(time.perf_counter() - t0)
+    return _percentiles(times)
+
+
+def measure_throughput(predict, texts: Sequence[str], batch_size: int = 32, batches: int = 10,
+                       warmup: int = 2) -> float:
+    """Examples per second of ``predict(batch)`` at ``batch_size`` over consecutive validation texts."""
+    n = len(texts)
+
+    def batch(i: int) -> list[str]:
+        return [texts[(i * batch_size + j) % n] for j in range(batch_size)]
+
+    for i in range(warmup):
+        predict(batch(i))
+    t0 = time.perf_counter()
+    for i in range(batches):
+        predict(batch(warmup + i))
+    return batches * batch_size / (time.perf_counter() - t0)
+
+
+def distill_report(artifacts: Sequence[str | os.PathLike[str]], data: DataConfig | None = None, calls: int = 200,
+                   warmup: int = 20, batch_size: int = 32, throughput_batches: int = 10,
+                   num_threads: int | None = None) -> dict[str, Any]:
+    """Measure every artifact; returns ``{"rows": [...], "environment": {...}, "settings": {...}}``.
+
+    Rows keep the given order and hold ``name``, ``kind``, ``architecture``, ``parameters``,
+    ``macro_roc_auc``, ``macro_f1``, ``f1_vs_teacher`` (fraction of the teacher's macro-F1, where a
+    teacher is among the artifacts or is the students' parent), ``latency`` percentiles (ms) and
+    ``examples_per_s``.
+    """
+    import torch
+
+    from compress.artifact import read_info
+    from compress.models import load_text_classifier, num_parameters
+
+    if not artifacts:
+        raise ConfigError("artifacts: pass at least one artifact directory")
+    if calls < 1 or warmup < 0 or batch_size < 1 or throughput_batches < 1:
+        raise ConfigError("calls, batch_size and throughput_batches must be >= 1 and warmup >= 0")
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    paths = [Path(a) for a in artifacts]
+    infos = [read_info(p, kinds=["teacher", "student", "baseline"]) for p in paths]
+    texts = _validation_texts(infos, data)
+    if not texts:
+        raise DataError("the validation split is empty; pass --data with more rows")
+
+    teacher_f1: float | None = None
+    for info in infos:
+        if info.kind == "teacher":
+            teacher_f1 = float(info.metrics.get("macro_f1", float("nan")))
+            break
+    if teacher_f1 is None:
+        parents = {i.parent for i in infos if i.parent}
+        if len(parents) == 1:
+            parent = read_info(parents.pop())
+            teacher_f1 = float(parent.metrics.get("macro_f1", float("nan")))
+
+    rows = []
+    for path, info in zip(paths, infos, strict=True):
+        log.info("measuring %s", path)
+        clf = load_text_classifier(path, batch_size=batch_size)
+        params = info.extra.get("num_parameters")
+        if params is None and hasattr(clf, "model"):
+            params = num_parameters(clf.model)  # teachers do not record it
+        latency = measure_latency(clf.predict_proba, texts, calls, warmup)
+        speed = measure_throughput(clf.predict_proba, texts, batch_size, throughput_batches)
+        f1 = float(info.metrics.get("macro_f1", float("nan")))
+        rows.append({
+            "name": path.name, "path": str(path), "kind": info.kind, "architecture": info.architecture,
+            "parameters": int(params) if params is not None else None,
+            "macro_roc_auc": float(info.metrics.get("macro_roc_auc", float("nan"))), "macro_f1": f1,
+            "f1_vs_teacher": f1 / teacher_f1 if teacher_f1 else None,
+            "alpha": (info.recipe or {}).get("alpha"), "temperature": (info.recipe or {}).get("temperature"),
+            "latency": latency, "examples_per_s": speed,
+        })
+    return {
+        "rows": rows,
+        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                        "cpu": platform.processor() or platform.machine(), "device": "cpu", "precision": "fp32"},
+        "settings": {"validation_texts": len(texts), "latency_calls": calls, "warmup": warmup,
+                     "throughput_batch_size": batch_size, "throughput_batches": throughput_batches},
+    }
+
+
+def format_markdown(report: dict[str, Any]) -> str:
+    """The report as a Markdown table (one row per artifact)."""
+    head = ("| artifact | kind | architecture | parameters | val macro ROC-AUC | val macro-F1 | F1 vs teacher "
+            "| p50 batch-1 (ms) | p99 batch-1 (ms) | examples/s (batch 32) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in report["rows"]:
+        kept = f"{100 * r['f1_vs_teacher']:.1f}%" if r["f1_vs_teacher"] is not None else "-"
+        params = f"{r['parameters']:,}" if r["parameters"] is not None else "-"
+        lines.append(f"| {r['name']} | {r['kind']} | {r['architecture']} | {params} | {r['macro_roc_auc']:.4f} "
+                     f"| {r['macro_f1']:.4f} | {kept} | {r['latency']['p50_ms']:.2f} | {r['latency']['p99_ms']:.2f} "
+                     f"| {r['examples_per_s']:.0f} |")
+    s = report["settings"]
+    env = report["environment"]
+    lines.append("")
+    lines.append(f"Latency: {s['latency_calls']} batch-1 calls after {s['warmup']} warm-up, real validation texts "
+                 f"({s['validation_texts']}), text in -> probabilities out; {env['device']} {env['precision']}, "
+                 f"torch {env['torch']}, {env['threads']} threads.")
+    return "\n".join(lines) + "\n"

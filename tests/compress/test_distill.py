@@ -1,0 +1,351 @@
+"""Distillation: KD objective, soft-label cache, transfer set, DistilBERT init, bad input, report."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from compress import distill as distill_mod
+from compress.artifact import ArtifactInfo, read_info, write_info
+from compress.cli import main
+from compress.config import DataConfig, to_dict
+from compress.distill import (
+    DistillConfig,
+    build_transfer_set,
+    distill,
+    load_distill_config,
+    masked_distillation_loss,
+)
+from compress.errors import ConfigError
+from compress.losses import BCELoss, DistillationLoss
+from tests import fixtures
+
+
+def write_teacher(root: Path, csv: Path, layers: int = 2, epochs: int = 5, seed: int = 0) -> Path:
+    """A tiny BERT trained briefly with a plain loop, written as a teacher artifact (recipe.data = ``csv``).
+
+    Faster than ``compress.train.train`` (no checkpoints, no Accelerate) and good enough to teach.
+    """
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from compress.batching import encode, iterate
+    from compress.data import load_dataset, train_val_split
+    from compress.metrics import multilabel_metrics, tune_thresholds
+    from compress.predict import predict_logits, sigmoid
+
+    ckpt = fixtures.write_tiny_bert(root / "ckpt", layers=layers, seed=seed)
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification.from_pretrained(ckpt)
+    train, val = train_val_split(load_dataset(csv), val_fraction=0.1, seed=0)
+    enc = encode(tok, train.texts, 32, train.labels)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for epoch in range(epochs):
+        for batch in iterate(enc, 16, shuffle=True, seed=epoch):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["labels"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    probs = sigmoid(predict_logits(model, encode(tok, val.texts, 32)))
+    thresholds = tune_thresholds(val.labels, probs)
+    metrics = multilabel_metrics(val.labels, probs, train.schema.names, thresholds)
+    out = root / "teacher"
+    out.mkdir()
+    model.save_pretrained(out / "model")
+    tok.save_pretrained(out / "tokenizer")
+    write_info(out, ArtifactInfo(
+        kind="teacher", architecture="hf", labels=list(train.schema.names),
+        hierarchy={c: p for c, p in train.schema.hierarchy}, thresholds=thresholds.tolist(), max_length=32,
+        metrics=metrics, recipe={"data": to_dict(DataConfig(data=str(csv))), "max_length": 32}))
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on shared cores a second one costs several times over."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, jigsaw_csv):
+    return write_teacher(tmp_path_factory.mktemp("teacher"), jigsaw_csv)
+
+
+def _config(teacher, student, out, cache, *extra) -> DistillConfig:
+    return load_distill_config(str(teacher), student, None, [
+        f"out={out}", f"cache_dir={cache}", "tracking.enabled=false", "optim.mixed_precision=no", *extra])
+
+
+SMALL_CNN = ["student_params.num_filters=16", "student_params.embed_dim=32"]
+
+
+# ---------------------------------------------------------------------------------------------- objective
+
+
+def test_masked_distillation_loss_matches_per_row_reference():
+    torch.manual_seed(0)
+    s, t = torch.randn(6, 4) * 3, torch.randn(6, 4) * 3
+    y = (torch.rand(6, 4) > 0.5).float()
+    has = torch.tensor([1, 0, 1, 1, 0, 0], dtype=torch.bool)
+    temp, alpha = 2.5, 0.3
+    got = masked_distillation_loss(s, t, y, has, DistillationLoss(BCELoss(), temp, alpha))
+
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    kd_rows = bce(s / temp, torch.sigmoid(t / temp), reduction="none").mean(1) * temp**2  # (B,)
+    hard_rows = bce(s, y, reduction="none").mean(1)
+    want = (alpha * kd_rows + (1 - alpha) * has.float() * hard_rows).mean()
+    assert torch.allclose(got, want, atol=1e-6)
+    # all labelled: exactly DistillationLoss; none labelled: alpha * KD
+    full = masked_distillation_loss(s, t, y, torch.ones(6, dtype=torch.bool), DistillationLoss(BCELoss(), temp, alpha))
+    assert torch.allclose(full, DistillationLoss(BCELoss(), temp, alpha)(s, t, y), atol=1e-6)
+    none = masked_distillation_loss(s, t, y, torch.zeros(6, dtype=torch.bool), DistillationLoss(BCELoss(), temp, 1.0))
+    assert torch.allclose(none, kd_rows.mean(), atol=1e-6)
+
+
+def test_transfer_set_counts_and_augmentation():
+    texts, labels = fixtures.synthetic_rows(20, seed=1)
+    ts = build_transfer_set(texts, labels, ["an extra unlabeled text", "another one here"], augment=3, p_mask=0.5,
+                            p_ng=0.5, mask_token="[MASK]", seed=0)
+    assert ts.counts == {"labelled": 20, "unlabeled": 2, "augmented": 66, "total": 88}
+    assert ts.has_labels.sum() == 20 and ts.has_labels[:20].all()
+    assert (ts.labels[:20] == labels).all() and (ts.labels[20:] == 0).all()
+    aug = ts.texts[22:]
+    assert sum("[MASK]" in t for t in aug) > 20  # p_mask = 0.5 over ~10-word texts
+    assert sum(len(t.split()) <= 5 for t in aug) > 10  # n-gram samples
+    again = build_transfer_set(texts, labels, ["an extra unlabeled text", "another one here"], augment=3,
+                               p_mask=0.5, p_ng=0.5, mask_token="[MASK]", seed=0)
+    assert again.fingerprint() == ts.fingerprint()  # seeded: the soft-label cache key is stable
+
+
+# ---------------------------------------------------------------------------------------------- recipe
+
+
+def test_textcnn_learns_from_teacher_and_cache_is_reused(tmp_path, teacher, monkeypatch, caplog):
+    from transformers import BertForSequenceClassification
+
+    calls = {"n": 0}
+    real_forward = BertForSequenceClassification.forward
+
+    def counting_forward(self, *args, **kwargs):
+        calls["n"] += 1
+        return real_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(BertForSequenceClassification, "forward", counting_forward)
+    cache = tmp_path / "cache"
+    first = distill(_config(teacher, "textcnn", tmp_path / "s1", cache, "optim.epochs=6", "optim.lr=1e-2",
+                            "optim.batch_size=16", "alpha=0.7", *SMALL_CNN))
+    assert calls["n"] > 0 and not first.cache_hit
+    assert len(list(cache.glob("*.npy"))) == 1
+    teacher_auc = read_info(teacher).metrics["macro_roc_auc"]
+    assert teacher_auc > 0.75
+    assert first.metrics["macro_roc_auc"] > 0.75, first.metrics["macro_roc_auc"]
+
+    # the cached logits are the teacher's logits over the transfer set
+    from compress.batching import encode
+    from compress.models import load_model
+    from compress.predict import predict_logits
+
+    t_model, t_tok = load_model(teacher)
+    cached = np.load(next(cache.glob("*.npy")))
+    n_train = first.transfer["labelled"]
+    assert cached.shape == (n_train, 6)
+    from compress.data import load_dataset, train_val_split
+
+    train, _ = train_val_split(load_dataset(read_info(teacher).recipe["data"]["data"]), 0.1, 0)
+    expected = predict_logits(t_model, encode(t_tok, train.texts, 32))
+    np.testing.assert_allclose(cached, expected, atol=1e-5)
+
+    calls["n"] = 0
+    caplog.set_level("INFO", logger="compress.distill")
+    second = distill(_config(teacher, "textcnn", tmp_path / "s2", cache, "optim.max_steps=2", *SMALL_CNN))
+    assert second.cache_hit and calls["n"] == 0  # the teacher never ran
+    assert "reusing cached soft labels" in caplog.text
+    assert second.cache_key == first.cache_key
+
+    info = read_info(tmp_path / "s1", kinds=["student"])
+    assert info.architecture == "textcnn" and info.parent == str(Path(teacher).resolve())
+    assert info.recipe["temperature"] == 2.0 and info.recipe["alpha"] == 0.7 and info.recipe["loss"]["name"] == "bce"
+    assert info.extra["num_parameters"] == first.num_parameters and info.extra["soft_label_cache_key"] == first.cache_key
+    config = json.loads((tmp_path / "s1" / "model" / "config.json").read_text())
+    assert config["architecture"] == "textcnn" and config["num_labels"] == 6
+    assert config["params"]["num_filters"] == 16 and config["params"]["vocab_size"] == len(fixtures.vocabulary())
+    assert (tmp_path / "s1" / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "s1" / "tokenizer" / "vocab.txt").is_file()
+    assert not (tmp_path / "s1.checkpoint").exists()
+
+
+def test_unlabeled_and_augmented_rows_are_counted(tmp_path, teacher, jigsaw_csv):
+    unl_txt = tmp_path / "unlabeled.txt"
+    extra, _ = fixtures.synthetic_rows(30, seed=7)
+    unl_txt.write_text("\n".join(extra) + "\n\n")
+    cfg = _config(teacher, "textcnn", tmp_path / "s", tmp_path / "cache", f"unlabeled={unl_txt}", "augment=2",
+                  "optim.max_steps=1", *SMALL_CNN)
+    result = distill(cfg)
+    n_l = result.transfer["labelled"]
+    assert n_l == 360  # 400 rows, 10% held out
+    assert result.transfer == {"labelled": 360, "unlabeled": 30, "augmented": 2 * 390, "total": 3 * 390}
+    assert read_info(tmp_path / "s").extra["transfer"] == result.transfer
+
+    # a CSV column works too; validation texts are never used for transfer
+    from compress.data import load_dataset, train_val_split
+
+    _, val = train_val_split(load_dataset(jigsaw_csv), 0.1, 0)
+    unl_csv = tmp_path / "unlabeled.csv"
+    unl_csv.write_text("id,comment_text\n" + "".join(f"{i},{t}\n" for i, t in enumerate([*extra[:5], val.texts[0]])))
+    texts = distill_mod.read_unlabeled(unl_csv)
+    assert len(texts) == 6
+    cfg = _config(teacher, "textcnn", tmp_path / "s2", tmp_path / "cache", f"unlabeled={unl_csv}",
+                  "optim.max_steps=1", *SMALL_CNN)
+    assert distill(cfg).transfer["unlabeled"] == 5
+
+    # alpha=0 (hard labels only): rows without labels carry no loss and are left out
+    cfg = _config(teacher, "textcnn", tmp_path / "s3", tmp_path / "cache", f"unlabeled={unl_txt}", "augment=2",
+                  "alpha=0", "optim.max_steps=1", *SMALL_CNN)
+    assert distill(cfg).transfer == {"labelled": 360, "unlabeled": 0, "augmented": 0, "total": 360}
+
+
+def test_distilbert_copies_every_other_teacher_layer(tmp_path):
+    from transformers import BertForSequenceClassification
+
+    from compress.models import STUDENTS
+
+    t_model = BertForSequenceClassification.from_pretrained(fixtures.write_tiny_bert(tmp_path / "t4", layers=4))
+    student = STUDENTS["distilbert"](t_model)  # 4 layers -> 2: teacher layers 0 and 2
+    assert student.config.num_hidden_layers == 2 and type(student) is type(t_model)
+    t_state, s_state = t_model.state_dict(), student.state_dict()
+    for key, value in s_state.items():
+        if ".encoder.layer." in key:
+            i, rest = key.split(".encoder.layer.")[1].split(".", 1)
+            source = f"bert.encoder.layer.{[0, 2][int(i)]}.{rest}"
+        else:
+            source = key
+        assert torch.equal(value, t_state[source]), key
+    assert torch.equal(student.bert.encoder.layer[1].attention.self.query.weight,
+                       t_model.bert.encoder.layer[2].attention.self.query.weight)
+    assert not torch.equal(student.bert.encoder.layer[1].attention.self.query.weight,
+                           t_model.bert.encoder.layer[1].attention.self.query.weight)
+    assert torch.equal(student.bert.embeddings.word_embeddings.weight, t_model.bert.embeddings.word_embeddings.weight)
+    assert torch.equal(student.classifier.weight, t_model.classifier.weight)
+    assert torch.equal(student.bert.pooler.dense.weight, t_model.bert.pooler.dense.weight)
+    assert STUDENTS["distilbert"](t_model, 3).config.num_hidden_layers == 3
+    with pytest.raises(ValueError, match="student_layers"):
+        STUDENTS["distilbert"](t_model, 5)
+
+
+def test_distilbert_with_hidden_state_matching_runs_the_teacher_per_step(tmp_path, teacher, monkeypatch):
+    from transformers import BertForSequenceClassification
+
+    seen = []
+    real_forward = BertForSequenceClassification.forward
+
+    def spy(self, *args, **kwargs):
+        seen.append((self.config.num_hidden_layers, bool(kwargs.get("output_hidden_states")), self.training))
+        return real_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(BertForSequenceClassification, "forward", spy)
+    result = distill(_config(teacher, "distilbert", tmp_path / "s", tmp_path / "cache", "hidden_weight=1.0",
+                             "optim.max_steps=3", "optim.batch_size=32", "freeze_embeddings=true"))
+    teacher_steps = [s for s in seen if s[0] == 2 and s[1]]
+    assert len(teacher_steps) == 3 and not any(s[2] for s in teacher_steps)  # once per step, in eval mode
+    info = read_info(tmp_path / "s")
+    assert info.architecture == "distilbert" and info.recipe["student_params"] == {"student_layers": 1,
+                                                                                    "teacher_layers": 2}
+    assert (tmp_path / "s" / "model" / "config.json").is_file() and np.isfinite(result.metrics["macro_roc_auc"])
+    from compress.models import load_model
+
+    t_model, _ = load_model(teacher)
+    s_model, _ = load_model(tmp_path / "s")
+    # frozen: still the teacher's table; the layers did train
+    assert torch.equal(s_model.bert.embeddings.word_embeddings.weight, t_model.bert.embeddings.word_embeddings.weight)
+    assert not torch.equal(s_model.bert.encoder.layer[0].output.dense.weight,
+                           t_model.bert.encoder.layer[0].output.dense.weight)
+
+
+def test_hf_checkpoint_as_student(tmp_path, teacher):
+    ckpt = fixtures.write_tiny_bert(tmp_path / "other", layers=1, hidden=16, seed=3)
+    result = distill(_config(teacher, str(ckpt), tmp_path / "s", tmp_path / "cache", "optim.max_steps=1"))
+    info = read_info(tmp_path / "s")
+    assert info.architecture == "distilbert" and info.recipe["student_params"] == {"checkpoint": str(ckpt)}
+    assert result.num_parameters < 20000
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ConfigError, match="temperature"):
+        DistillConfig(teacher="t", student="textcnn", temperature=0)
+    with pytest.raises(ConfigError, match="alpha"):
+        DistillConfig(teacher="t", student="textcnn", alpha=1.5)
+    with pytest.raises(ConfigError, match="known: distilbert, textcnn, bilstm"):
+        DistillConfig(teacher="t", student="resnet")
+
+
+def _other_labels_csv(path: Path) -> Path:
+    path.write_text("text,spam,ham\n" + "".join(f"text number {i},{i % 2},{(i + 1) % 2}\n" for i in range(40)))
+    return path
+
+
+@pytest.mark.parametrize("case, message", [
+    ("not_teacher", "not a modcompress artifact"),
+    ("wrong_kind", "student artifact; this command needs one of: teacher"),
+    ("unknown_student", "unknown student 'resnet'; known: distilbert, textcnn, bilstm"),
+    ("label_mismatch", "missing toxic"),
+    ("temperature", "temperature: must be > 0"),
+    ("alpha", r"alpha: must be in \[0, 1\]"),
+])
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, teacher, capsys, case, message):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    teacher_arg, student, extra = str(teacher), "textcnn", []
+    if case == "not_teacher":
+        teacher_arg = str(tmp_path)
+    elif case == "wrong_kind":
+        fake = tmp_path / "student"
+        fake.mkdir()
+        write_info(fake, ArtifactInfo(kind="student", architecture="textcnn", labels=["a"]))
+        teacher_arg = str(fake)
+    elif case == "unknown_student":
+        student = "resnet"
+    elif case == "label_mismatch":
+        extra = ["--data", str(_other_labels_csv(tmp_path / "other.csv")), "--text-column", "text",
+                 "--label-columns", "spam,ham"]
+    elif case == "temperature":
+        extra = ["--temperature", "0"]
+    elif case == "alpha":
+        extra = ["--alpha", "1.5"]
+    code = main(["distill", teacher_arg, student, "--out", str(out), "--cache-dir", str(cache), "--no-tracking",
+                 *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("error:") and len(err.splitlines()) == 1, err
+    assert re.search(message, err), err
+    assert not out.exists() and not cache.exists() and not (tmp_path / "out.checkpoint").exists()
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def test_distill_report_table(tmp_path, teacher, capsys):
+    distill(_config(teacher, "textcnn", tmp_path / "cnn", tmp_path / "cache", "optim.max_steps=1", *SMALL_CNN))
+    code = main(["distill-report", str(teacher), str(tmp_path / "cnn"), "--calls", "5", "--warmup", "1",
+                 "--batch-size", "4", "--output", "json", "--save", str(tmp_path / "report")])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    teacher_row, cnn_row = report["rows"]
+    assert teacher_row["kind"] == "teacher" and teacher_row["f1_vs_teacher"] == pytest.approx(1.0)
+    assert teacher_row["parameters"] > cnn_row["parameters"] > 0
+    assert cnn_row["macro_roc_auc"] == pytest.approx(read_info(tmp_path / "cnn").metrics["macro_roc_auc"])
+    assert cnn_row["latency"]["p50_ms"] > 0 and cnn_row["examples_per_s"] > 0
+    assert report["settings"]["validation_texts"] == 40
+    table = (tmp_path / "report.md").read_text()
+    assert table.startswith("| artifact |") and "| cnn | student | textcnn |" in table
