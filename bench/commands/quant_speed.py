@@ -1,0 +1,44 @@
+"""`bench quant-speed`: int8/bf16/fp32 paths vs Optimum's default int8 path, one run (JSON + Markdown)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quant-speed", help="quantized inference speed + AUC: ours vs Optimum default, same run",
+                       description="For each teacher/student: batch-1 latency, throughput of requests of 32 and of "
+                                   "bulk calls, and validation macro ROC-AUC for torch fp32/bf16, ORT fp32, ORT int8 "
+                                   "dynamic/static and Optimum's default int8 path (HF models).")
+    p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="teacher or student artifact directories")
+    p.add_argument("--data", required=True, help="labelled file; its held-out split is evaluated and timed")
+    p.add_argument("--format", help="data format (detected when omitted)")
+    p.add_argument("--latency-texts", type=int, default=100, help="texts timed one at a time")
+    p.add_argument("--throughput-texts", type=int, default=512, help="texts timed in requests of 32")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--budget-s", type=float, default=120.0, help="per path and pass; slower paths time fewer texts")
+    p.add_argument("--max-auc-drop", type=float, default=0.005)
+    p.add_argument("--calibration-samples", type=int, default=128)
+    p.add_argument("--slow-eval-rows", type=int, default=200, help="AUC rows for the bf16 path (slow on AVX2)")
+    p.add_argument("--json-out", help="also write the JSON report here")
+    p.add_argument("--md-out", help="also write the Markdown table here")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench import quant_speed
+
+    report = quant_speed.run(args.artifacts, args.data, args.format, args.latency_texts, args.throughput_texts,
+                             args.warmup, args.budget_s, args.max_auc_drop, args.calibration_samples,
+                             args.slow_eval_rows)
+    text, table = quant_speed.dumps(report), quant_speed.markdown(report)
+    if args.json_out:
+        Path(args.json_out).write_text(text + "\n")
+    if args.md_out:
+        Path(args.md_out).write_text(table + "\n")
+    print(text)
+    print()
+    print(table)
+    return 0

@@ -1,0 +1,339 @@
+"""Quantized inference speed and accuracy: our paths vs Optimum's default int8 path, in one run.
+
+For each artifact (a teacher or student), on the same texts and the same machine:
+
+* ``torch fp32`` and ``torch bf16`` (autocast) — :func:`export.runtime.load`;
+* ``ORT fp32`` — :func:`export.onnx.export_onnx` (O2 transformer fusions for HF models);
+* ``ORT int8 dynamic`` and ``ORT int8 static`` — :func:`compress.quantize.quantize` with its accuracy
+  guard (reduce_range auto: 7-bit weights on x86 CPUs without VNNI);
+* ``Optimum default`` (HF architectures only) — optimum's own export, ``ORTQuantizer`` with
+  ``AutoQuantizationConfig.avx512_vnni(is_static=False)``, run through
+  ``ORTModelForSequenceClassification`` with inputs padded to 128 tokens, as its examples do.
+
+Measures: batch-1 latency (p50/p90, one text per call), throughput of requests of 32 texts in
+data order (each call padded to its own longest text; Optimum: to 128), throughput of a bulk call
+(the same texts in one call; ours sorts them by length into micro-batches of 32), and validation
+macro ROC-AUC on the held-out split of ``--data``. Warm-up first, then three rounds in which every
+path is timed on a third of the texts, the order rotating (see :func:`measure`); ratios are
+against Optimum's default in the same run. A path slower than its time budget is measured on
+fewer texts (the row says how many).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+OPTIMUM_PAD = 128
+REQUEST = 32
+
+
+@dataclass
+class InferencePath:
+    """One inference path: a predict(texts) -> (N, L) probabilities callable and its numbers."""
+
+    name: str
+    predict: Callable[[list[str]], np.ndarray]
+    note: str = ""
+    latencies: list[float] = field(default_factory=list)
+    request_seconds: float = 0.0
+    request_texts: int = 0
+    bulk_seconds: float | None = None
+    bulk_texts: int = 0
+    auc: float | None = None
+    auc_drop: float | None = None
+
+
+def optimum_default(artifact: Path, workdir: Path) -> Callable[[list[str]], np.ndarray]:
+    """Optimum's documented CPU path: export, ORTQuantizer avx512_vnni dynamic, ORTModel, pad to 128."""
+    import torch
+    from optimum.exporters.onnx import onnx_export_from_model
+    from optimum.onnxruntime import ORTModelForSequenceClassification, ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    from compress.models import load_model
+
+    model, tokenizer = load_model(artifact)
+    export_dir, quant_dir = workdir / "optimum-onnx", workdir / "optimum-int8"
+    with torch.no_grad():
+        onnx_export_from_model(model, export_dir, task="text-classification", do_validation=False)
+    ORTQuantizer.from_pretrained(export_dir).quantize(AutoQuantizationConfig.avx512_vnni(is_static=False), quant_dir)
+    ort_model = ORTModelForSequenceClassification.from_pretrained(quant_dir, file_name="model_quantized.onnx")
+
+    def predict(texts: list[str]) -> np.ndarray:
+        out = []
+        for start in range(0, len(texts), REQUEST):
+            enc = tokenizer(texts[start:start + REQUEST], padding="max_length", truncation=True,
+                            max_length=OPTIMUM_PAD, return_tensors="pt")
+            with torch.inference_mode():
+                out.append(torch.sigmoid(ort_model(**enc).logits).numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+    return predict
+
+
+def padded_to(predictor: Any, width: int) -> Callable[[list[str]], np.ndarray]:
+    """Our predictor fed Optimum-style inputs (padded to ``width``), to separate padding from quantization."""
+    from compress.quantize import pad_batch
+
+    def predict(texts: list[str]) -> np.ndarray:
+        out = []
+        for start in range(0, len(texts), REQUEST):
+            ids, mask = pad_batch(predictor.encode(texts[start:start + REQUEST]), predictor.pad_id, width=width)
+            out.append(predictor.predict_batch(ids, mask))
+        return np.concatenate(out)
+
+    return predict
+
+
+def build_paths(artifact: Path, data: str, fmt: str | None, workdir: Path, max_auc_drop: float,
+                calibration_samples: int) -> tuple[list[InferencePath], dict[str, Any]]:
+    """Every path for one artifact (exports and quantizations land in ``workdir``)."""
+    from compress.artifact import read_info
+    from compress.errors import UserError
+    from compress.quantize import QuantizeConfig, quantize
+    from export.onnx import OnnxExportConfig, export_onnx
+    from export.runtime import load
+
+    info = read_info(artifact, kinds=["teacher", "student"])
+    hf = info.architecture in ("hf", "distilbert")
+    details: dict[str, Any] = {"artifact": str(artifact), "architecture": info.architecture, "kind": info.kind}
+    paths = [InferencePath("torch fp32", load(artifact, "torch").predict),
+             InferencePath("torch bf16 (autocast)", load(artifact, "torch-bf16").predict)]
+    fp32 = export_onnx(artifact, OnnxExportConfig(out=str(workdir / "onnx-fp32"), optimize="O2" if hf else "none"))
+    plain = fp32 if not hf else export_onnx(artifact, OnnxExportConfig(out=str(workdir / "onnx-plain")))
+    details["onnx_max_abs_diff"] = fp32.max_abs_diff
+    paths.append(InferencePath("ORT fp32" + (" (O2 fusions)" if hf else ""), load(fp32.artifact).predict))
+    int8_predictor = None
+    for mode, source, extra in (("int8-dynamic", fp32.artifact, {}),
+                                ("int8-static", plain.artifact, {"calibration_samples": calibration_samples})):
+        label = f"ORT {mode.replace('-', ' ')}"
+        try:
+            out = quantize(source, QuantizeConfig(mode=mode, data=data, format=fmt, out=str(workdir / mode),
+                                                  max_auc_drop=max_auc_drop, **extra))
+        except UserError as exc:
+            details[f"{mode}_failed"] = str(exc)
+            log.warning("%s: %s", label, exc)
+            continue
+        guard = read_info(out).extra["guard"]
+        predictor = load(out)
+        paths.append(InferencePath(label, predictor.predict, note=f"guard: {guard['chosen']}"))
+        details[f"{mode}_guard"] = guard
+        if mode == "int8-dynamic":
+            int8_predictor = predictor
+    if hf:
+        paths.append(InferencePath("Optimum default (avx512_vnni dynamic, pad 128)", optimum_default(artifact, workdir)))
+        if int8_predictor is not None:
+            paths.append(InferencePath("ORT int8 dynamic, padded to 128 (diagnostic)", padded_to(int8_predictor, OPTIMUM_PAD),
+                               note="our int8 model on Optimum-style inputs"))
+    return paths, details
+
+
+def measure(paths: list[InferencePath], latency_texts: list[str], request_texts: list[str], warmup: int,
+            budget_s: float, rounds: int = 3) -> None:
+    """Warm up, then ``rounds`` rounds; each round times every path on its share of the texts.
+
+    Paths run one after another inside a round (block by block, a short pause between them, so one
+    runtime's spinning worker threads do not steal the next one's cores), the order rotating each
+    round so slow drifts in background load spread over all paths. A path past ``budget_s`` in a
+    pass stops early.
+    """
+    for path in paths:
+        for text in latency_texts[:warmup]:
+            path.predict([text])
+        path.predict(request_texts[:REQUEST])
+    lat_parts = np.array_split(np.arange(len(latency_texts)), rounds)
+    req_chunks = [request_texts[i:i + REQUEST] for i in range(0, len(request_texts), REQUEST)]
+    req_parts = np.array_split(np.arange(len(req_chunks)), rounds)
+    for r in range(rounds):
+        for path in paths[r % len(paths):] + paths[:r % len(paths)]:
+            time.sleep(0.2)
+            spent = 0.0
+            for i in lat_parts[r]:
+                if spent > budget_s / rounds:
+                    break
+                t0 = time.perf_counter()
+                path.predict([latency_texts[i]])
+                dt = time.perf_counter() - t0
+                path.latencies.append(dt)
+                spent += dt
+            time.sleep(0.2)
+            spent, done = 0.0, []
+            for i in req_parts[r]:
+                if spent > budget_s / rounds:
+                    break
+                t0 = time.perf_counter()
+                path.predict(req_chunks[i])
+                dt = time.perf_counter() - t0
+                path.request_seconds += dt
+                path.request_texts += len(req_chunks[i])
+                spent += dt
+                done.extend(req_chunks[i])
+            if done:  # the same texts in one call: ours sorts them by length into micro-batches of 32
+                time.sleep(0.2)
+                t0 = time.perf_counter()
+                path.predict(done)
+                path.bulk_seconds = (path.bulk_seconds or 0.0) + time.perf_counter() - t0
+                path.bulk_texts += len(done)
+
+
+def evaluate(paths: list[InferencePath], texts: list[str], labels: np.ndarray, names: list[str], slow: set[str],
+             slow_rows: int) -> None:
+    """Validation macro ROC-AUC of every path, and its drop vs torch fp32 on the same rows.
+
+    ``slow`` paths (bf16 on CPUs without native bf16) are scored on the first ``slow_rows`` rows
+    only; their drop is against torch fp32 on those same rows.
+    """
+    from compress.quantize import macro_auc
+
+    reference = next(p for p in paths if p.name == "torch fp32")
+    ref_probs = reference.predict(texts)
+    for path in paths:
+        rows = slow_rows if path.name in slow else len(texts)
+        probs = ref_probs if path is reference else path.predict(texts[:rows])
+        path.auc = macro_auc(labels[:rows], probs[:rows], names)
+        path.auc_drop = macro_auc(labels[:rows], ref_probs[:rows], names) - path.auc
+        if rows < len(texts):
+            path.note = (path.note + "; " if path.note else "") + f"AUC on {rows} rows"
+
+
+def machine() -> dict[str, Any]:
+    from compress.quantize import cpu_has_vnni, physical_cores
+
+    flags: list[str] = []
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    return {"cpu": model, "physical_cores": physical_cores(), "vnni": cpu_has_vnni(),
+            "avx512": any(f.startswith("avx512") for f in flags), "amx": any(f.startswith("amx") for f in flags),
+            "avx2": "avx2" in flags, "load_average_at_start": list(os.getloadavg())}
+
+
+
+def _row(path: InferencePath, ref: InferencePath | None) -> dict[str, Any]:
+    lat = np.asarray(path.latencies) * 1000
+    row: dict[str, Any] = {
+        "path": path.name, "note": path.note,
+        "batch1_p50_ms": float(np.percentile(lat, 50)) if lat.size else None,
+        "batch1_p90_ms": float(np.percentile(lat, 90)) if lat.size else None,
+        "batch1_n": int(lat.size),
+        "requests32_texts_per_s": path.request_texts / path.request_seconds if path.request_seconds else None,
+        "bulk32_texts_per_s": path.bulk_texts / path.bulk_seconds if path.bulk_seconds else None,
+        "throughput_n": path.request_texts,
+        "macro_roc_auc": path.auc,
+        "auc_drop_vs_torch_fp32": path.auc_drop,
+    }
+    if ref is not None and ref is not path:
+        r = _row(ref, None)
+        row["x_requests32_vs_optimum"] = _ratio(row["requests32_texts_per_s"], r["requests32_texts_per_s"])
+        row["x_bulk32_vs_optimum"] = _ratio(row["bulk32_texts_per_s"], r["bulk32_texts_per_s"])
+        row["x_batch1_speed_vs_optimum"] = _ratio(r["batch1_p50_ms"], row["batch1_p50_ms"])
+    return row
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def run(artifacts: list[str], data: str, fmt: str | None = None, latency_texts: int = 100,
+        throughput_texts: int = 512, warmup: int = 10, budget_s: float = 120.0, max_auc_drop: float = 0.005,
+        calibration_samples: int = 128, slow_eval_rows: int = 200, seed: int = 0) -> dict:
+    """Build, measure and evaluate every path for every artifact; returns the JSON report."""
+    from compress.artifact import read_info
+    from compress.quantize import load_guard_data
+
+    report: dict[str, Any] = {"machine": machine(), "settings": {
+        "data": data, "latency_texts": latency_texts, "throughput_texts": throughput_texts, "warmup": warmup,
+        "request_size": REQUEST, "optimum_padding": OPTIMUM_PAD, "budget_s_per_path": budget_s,
+        "max_auc_drop": max_auc_drop, "calibration_samples": calibration_samples}, "artifacts": []}
+    for artifact in artifacts:
+        source = Path(artifact)
+        info = read_info(source, kinds=["teacher", "student"])
+        guard = load_guard_data(data, fmt, info.labels, info.hierarchy, 0.1, seed, None)
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(guard.texts))
+        timed = [guard.texts[i] for i in order]
+        with tempfile.TemporaryDirectory(prefix="quant-speed-") as tmp:
+            paths, details = build_paths(source, data, fmt, Path(tmp), max_auc_drop, calibration_samples)
+            log.info("%s: measuring %d paths", source, len(paths))
+            measure(paths, timed[:latency_texts], timed[:throughput_texts], warmup, budget_s)
+            evaluate(paths, guard.texts, guard.labels, info.labels, {"torch bf16 (autocast)"}, slow_eval_rows)
+        ref = next((p for p in paths if p.name.startswith("Optimum default")), None)
+        rows = [_row(p, ref) for p in paths]
+        ours = [r for r in rows if r["path"] in ("ORT int8 dynamic", "ORT int8 static")]
+        target = None
+        if ref is not None and ours:
+            best = max(ours, key=lambda r: r["bulk32_texts_per_s"] or 0)
+            target = {"best_int8_path": best["path"], "x_bulk32_vs_optimum": best["x_bulk32_vs_optimum"],
+                      "x_requests32_vs_optimum": best["x_requests32_vs_optimum"],
+                      "auc_drop_vs_torch_fp32": best["auc_drop_vs_torch_fp32"],
+                      "met_bulk": bool((best["x_bulk32_vs_optimum"] or 0) >= 1.5
+                                       and best["auc_drop_vs_torch_fp32"] <= max_auc_drop),
+                      "met_requests": bool((best["x_requests32_vs_optimum"] or 0) >= 1.5
+                                           and best["auc_drop_vs_torch_fp32"] <= max_auc_drop)}
+        report["artifacts"].append({**details, "eval_rows": len(guard.texts), "rows": rows, "target": target,
+                                    "load_average_after": list(os.getloadavg()),
+                                    "optimum": "measured" if ref is not None else "n/a (own architecture)"})
+    return report
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"CPU: {m['cpu']}, {m['physical_cores']} physical cores, AVX2 {m['avx2']}, AVX-512 {m['avx512']}, "
+             f"VNNI {m['vnni']}, AMX {m['amx']}; load average at start {m['load_average_at_start'][0]:.1f}", ""]
+    for art in report["artifacts"]:
+        lines += [f"### {art['artifact']} ({art['architecture']}), macro ROC-AUC on {art['eval_rows']} held-out rows",
+                  "", "| path | batch-1 p50 ms | req-32 texts/s | bulk texts/s | macro ROC-AUC | ΔAUC vs fp32 | "
+                  "req-32 × Optimum | bulk × Optimum | batch-1 × Optimum | note |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for r in art["rows"]:
+            note = r["note"]
+            if r["batch1_n"] < report["settings"]["latency_texts"]:
+                note += f" (time budget: batch-1 n={r['batch1_n']}, throughput n={r['throughput_n']})"
+            lines.append(
+                f"| {r['path']} | {_fmt(r['batch1_p50_ms'], '.1f')} | {_fmt(r['requests32_texts_per_s'], '.1f')} | "
+                f"{_fmt(r['bulk32_texts_per_s'], '.1f')} | {_fmt(r['macro_roc_auc'], '.4f')} | "
+                f"{_fmt(r['auc_drop_vs_torch_fp32'], '+.4f')} | {_fmt(r.get('x_requests32_vs_optimum'), '.2f')} | "
+                f"{_fmt(r.get('x_bulk32_vs_optimum'), '.2f')} | {_fmt(r.get('x_batch1_speed_vs_optimum'), '.2f')} | "
+                f"{note} |")
+        t = art["target"]
+        if t:
+            lines += ["", f"Target (best int8 >= 1.5x Optimum default, ΔAUC <= {report['settings']['max_auc_drop']}): "
+                      f"{t['best_int8_path']}: bulk {_fmt(t['x_bulk32_vs_optimum'], '.2f')}x "
+                      f"({'met' if t['met_bulk'] else 'NOT met'}), requests of 32 "
+                      f"{_fmt(t['x_requests32_vs_optimum'], '.2f')}x ({'met' if t['met_requests'] else 'NOT met'}), "
+                      f"ΔAUC {_fmt(t['auc_drop_vs_torch_fp32'], '+.4f')}"]
+        else:
+            lines += ["", f"Optimum default: {art['optimum']}"]
+        for key in ("int8-dynamic_failed", "int8-static_failed"):
+            if key in art:
+                lines.append(f"{key.split('_')[0]} guard failed: {art[key]}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def dumps(report: dict) -> str:
+    return json.dumps(report, indent=2, default=float)

@@ -1,0 +1,799 @@
+"""Quantization with an accuracy guard: ``quantize(artifact, QuantizeConfig(mode=...)) -> Path``.
+
+Modes (dispatch on ``QuantizeConfig.mode``):
+
+* ``int8-dynamic`` — ONNX Runtime ``quantize_dynamic`` (int8 weights, activations quantized per
+  batch at run time; QOperator format: MatMulInteger / QAttention). Needs no calibration data.
+* ``int8-static`` — ONNX Runtime ``quantize_static``, QDQ format, activations uint8 / weights int8,
+  ranges calibrated on ``calibration_samples`` real texts (minmax, entropy or percentile).
+* ``fp16`` — ONNX float16 conversion (``onnxruntime.transformers.float16``, fp32 inputs/outputs
+  kept). For GPUs (CUDA / TensorRT execution providers); on a CPU it runs, slower than fp32.
+* ``bf16`` — PyTorch: the artifact keeps the fp32 weights and records that inference runs under
+  ``torch.autocast(dtype=torch.bfloat16)``. Fast only where the CPU has AMX / AVX512-BF16 (or on a
+  GPU); on an AVX2-only CPU bf16 matmuls are emulated and far slower than fp32.
+* ``torch-int8-dynamic`` — ``torch.ao.quantization.quantize_dynamic`` on ``nn.Linear`` (and
+  ``nn.LSTM``); the int8 state dict is saved as ``model_int8.pt`` beside the fp32 ``model/`` it is
+  rebuilt from (:func:`load_torch_int8`).
+
+ONNX modes take an ``onnx`` artifact, or a teacher/student that is exported first
+(:func:`export.onnx.export_onnx`, validated as always). Torch modes take a teacher/student.
+
+Accuracy guard: with ``data``, validation macro ROC-AUC is measured before (fp32) and after on the
+held-out split of that file (the same seeded split ``compress train`` uses by default; the whole
+file when it is too small to split). If the drop exceeds ``max_auc_drop`` the documented fallbacks
+are tried in order (see :func:`attempts_for`); the first that passes is written, with every
+attempt's numbers in ``artifact.json`` ``extra.guard``; if none passes, a UserError lists each
+attempt's drop and nothing is written.
+
+This module is imported by ``export`` (``ort_session``, ``onnx_logits``, ``load_torch_int8``);
+the only import in the other direction is the lazy ``export.onnx`` call that turns a PyTorch
+artifact into the ONNX one the ONNX modes need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compress.errors import ArtifactError, ConfigError, DataError, UserError
+
+log = logging.getLogger(__name__)
+
+MODES = ("int8-dynamic", "int8-static", "fp16", "bf16", "torch-int8-dynamic")
+ONNX_MODES = ("int8-dynamic", "int8-static", "fp16")
+TORCH_MODES = ("bf16", "torch-int8-dynamic")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+OPTIMIZE_CHOICES = ("auto", "none", "O1", "O2")
+TORCH_INT8_FILE = "model_int8.pt"
+MIN_CALIBRATION_SAMPLES = 8
+# Static fallback: quantize only the weight-carrying ops, keep Softmax/Add/Mul/... in float.
+WEIGHT_OPS = ("MatMul", "Gemm", "Conv")
+HEAD_NODES = 2  # the last weight-carrying ops (classifier + pooler / pre-classifier)
+# int8-dynamic quantizes ONNX Runtime's dynamic registry minus Conv: its ConvInteger CPU kernel ran
+# 2.3x slower than the fp32 Conv (TextCNN on OLID, bench quant-speed); int8-static's QLinearConv
+# is the fast int8 path for convolutions.
+DYNAMIC_OPS = ("MatMul", "Attention", "LSTM", "Gather", "Transpose", "EmbedLayerNormalization")
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """`compress quantize` settings.
+
+    Attributes:
+        mode: one of :data:`MODES`.
+        out: artifact directory to write; None -> ``<source>-<mode>`` beside the source.
+        data: labelled file for the accuracy guard and int8-static calibration (any format
+            ``compress.data.load_dataset`` reads; its labels must be the artifact's).
+        format: data format, None to detect it.
+        val_fraction: held-out share evaluated by the guard (``compress train``'s default split);
+            calibration texts come from the other part.
+        calibration_samples: texts run through the model to calibrate int8-static ranges.
+        calibration_method: ``minmax``, ``entropy`` or ``percentile``.
+        per_channel: per-output-channel weight scales (first attempt). On by default: on MiniLM it
+            cut the int8 logit error 4x (0.037 -> 0.010) at the same speed here.
+        reduce_range: 7-bit weights (first attempt). None = auto: on for x86 CPUs without VNNI,
+            whose u8 x s8 int8 kernels (VPMADDUBSW) saturate with full-range weights (measured
+            here: 10x larger output error on AVX2), off elsewhere.
+        max_auc_drop: largest accepted fall in validation macro ROC-AUC.
+        fallbacks: try the documented fallbacks when the first attempt fails the guard.
+        max_eval_samples: cap on guard rows (seeded sample), None for the whole split.
+        optimize: graph optimization when a PyTorch artifact is exported first: ``auto`` = O2
+            (transformer fusions) for int8-dynamic on Hugging Face models, none otherwise.
+        seed: split, sampling.
+    """
+
+    mode: str = ""
+    out: str | None = None
+    data: str | None = None
+    format: str | None = None
+    val_fraction: float = 0.1
+    calibration_samples: int = 128
+    calibration_method: str = "minmax"
+    per_channel: bool = True
+    reduce_range: bool | None = None
+    max_auc_drop: float = 0.005
+    fallbacks: bool = True
+    max_eval_samples: int | None = None
+    optimize: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"mode: must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.calibration_method not in CALIBRATION_METHODS:
+            raise ConfigError(f"calibration_method: must be one of {', '.join(CALIBRATION_METHODS)}, "
+                              f"got {self.calibration_method!r}")
+        if self.calibration_samples < MIN_CALIBRATION_SAMPLES:
+            raise ConfigError(f"calibration_samples: must be >= {MIN_CALIBRATION_SAMPLES}, "
+                              f"got {self.calibration_samples}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction: must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.max_auc_drop < 1.0:
+            raise ConfigError(f"max_auc_drop: must be in [0, 1), got {self.max_auc_drop}")
+        if self.max_eval_samples is not None and self.max_eval_samples < 2:
+            raise ConfigError(f"max_eval_samples: must be >= 2, got {self.max_eval_samples}")
+        if self.optimize not in OPTIMIZE_CHOICES:
+            raise ConfigError(f"optimize: must be one of {', '.join(OPTIMIZE_CHOICES)}, got {self.optimize!r}")
+        if self.mode == "int8-static" and not self.data:
+            raise ConfigError("data: int8-static calibrates on real texts; pass --data FILE (labelled, "
+                              "with the artifact's labels)")
+
+
+# ----------------------------------------------------------------------------------------------
+# ONNX Runtime parts shared with export.runtime
+
+
+def cpu_has_vnni() -> bool:
+    """True when this CPU has an int8 dot-product instruction (AVX512-VNNI, AVX-VNNI, AMX) or is not x86."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return True  # ARM & co. have their own int8 dot products; the u8s8 saturation is an x86 matter
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:  # pragma: no cover - not Linux
+        return False
+    return any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def resolve_reduce_range(requested: bool | None) -> tuple[bool, str]:
+    """(reduce_range, why): an explicit choice wins; auto = 7-bit weights on x86 without VNNI."""
+    if requested is not None:
+        return requested, "requested"
+    if cpu_has_vnni():
+        return False, "auto: this CPU has VNNI (or is not x86), full 8-bit weights"
+    return True, "auto: x86 CPU without VNNI, 7-bit weights avoid u8s8 saturation"
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use (SMT siblings do not speed up GEMMs)."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        usable = os.cpu_count() or 1
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False) or usable
+    except ImportError:  # pragma: no cover - psutil comes with accelerate
+        physical = usable
+    return max(1, min(usable, physical))
+
+
+def ort_session(path: str | os.PathLike[str], providers: Sequence[Any] = ("CPUExecutionProvider",),
+                threads: int | None = None):
+    """An ONNX Runtime session: all graph optimizations, intra-op threads = physical cores, one inter-op thread."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or physical_cores()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token id lists to their longest (or ``width``).
+
+    Returns:
+        input_ids (B, T) int64, attention_mask (B, T) int64.
+    """
+    width = width or max(1, max((len(s) for s in seqs), default=1))
+    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(seqs), width), dtype=np.int64)
+    for row, seq in enumerate(seqs):
+        n = min(len(seq), width)
+        ids[row, :n] = seq[:n]
+        mask[row, :n] = 1
+    return ids, mask
+
+
+def onnx_logits(session: Any, encoded: Any, batch_size: int = 64) -> np.ndarray:
+    """(N, L) float32 logits of an ONNX session over :class:`compress.batching.Encoded` rows.
+
+    Rows are run in length-sorted batches padded to their own longest sequence; the result is
+    in the original row order.
+    """
+    from compress.batching import bucketed_batches
+
+    out: np.ndarray | None = None
+    for idx in bucketed_batches(encoded.lengths, batch_size, shuffle=False):
+        ids, mask = pad_batch([encoded.input_ids[i] for i in idx], encoded.pad_id)
+        logits = session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0].astype(np.float32)
+        if out is None:
+            out = np.zeros((len(encoded), logits.shape[1]), dtype=np.float32)
+        out[idx] = logits
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# PyTorch parts
+
+
+def load_torch_model(artifact_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
+    """(fp32 model in eval mode, tokenizer) of a teacher/student, or of a quantized artifact with ``model/``."""
+    from compress.artifact import read_info
+    from compress.models import HF_ARCHITECTURES, load_model, load_own_model
+
+    directory = Path(artifact_dir)
+    info = read_info(directory)
+    if info.kind in ("teacher", "student"):
+        return load_model(directory)
+    if info.kind != "quantized" or not (directory / "model").is_dir():
+        raise ArtifactError(f"{directory} is a {info.kind} artifact without a PyTorch model/; pass a teacher, "
+                            "student, or a bf16 / torch-int8-dynamic quantized artifact")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory / "tokenizer"))
+        if info.architecture in HF_ARCHITECTURES:
+            model = AutoModelForSequenceClassification.from_pretrained(str(directory / "model"))
+        else:
+            model = load_own_model(directory / "model")
+    except ArtifactError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - transformers/safetensors raise many kinds
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ArtifactError(f"cannot load the model of {directory} ({first}); re-create the artifact") from None
+    return model.float().eval(), tokenizer
+
+
+@contextlib.contextmanager
+def _quiet_torch_ao() -> Iterator[None]:
+    """torch.ao.quantization warns that it is deprecated (torchao replaces it); it still works."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*deprecated.*")
+        warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
+        yield
+
+
+def _fast_bf16() -> bool:
+    """True where PyTorch's CPU kernels have native bf16 (AMX / AVX512-BF16) or a GPU is present."""
+    import torch
+
+    if torch.cuda.is_available():
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # noqa: BLE001 - private op may vanish
+        return False
+
+
+def int8_module_names(model: Any, skip_last: int = 0) -> list[str]:
+    """Names of the ``nn.Linear`` / ``nn.LSTM`` modules to quantize, leaving out the last ``skip_last`` Linears."""
+    import torch
+
+    linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    keep = set(linears[: len(linears) - skip_last]) if skip_last else set(linears)
+    return [n for n, m in model.named_modules()
+            if (isinstance(m, torch.nn.Linear) and n in keep) or isinstance(m, torch.nn.LSTM)]
+
+
+def torch_int8_dynamic(model: Any, module_names: Sequence[str]) -> Any:
+    """A dynamically quantized (int8 weights) copy of ``model`` for the named modules (CPU)."""
+    import copy
+
+    import torch
+
+    with _quiet_torch_ao():
+        from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+        spec = {name: default_dynamic_qconfig for name in module_names}
+        return quantize_dynamic(copy.deepcopy(model).float().cpu().eval(), qconfig_spec=spec, dtype=torch.qint8)
+
+
+def load_torch_int8(artifact_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
+    """(int8 model, tokenizer) of a ``torch-int8-dynamic`` artifact: rebuild, quantize, load the int8 state."""
+    import torch
+
+    from compress.artifact import read_info
+
+    directory = Path(artifact_dir)
+    info = read_info(directory, kinds=["quantized"])
+    quant = info.extra.get("quantization", {})
+    if quant.get("mode") != "torch-int8-dynamic" or not (directory / TORCH_INT8_FILE).is_file():
+        raise ArtifactError(f"{directory} is not a torch-int8-dynamic artifact (no {TORCH_INT8_FILE}); "
+                            "make one with `compress quantize --mode torch-int8-dynamic`")
+    model, tokenizer = load_torch_model(directory)
+    qmodel = torch_int8_dynamic(model, quant.get("modules", []))
+    with _quiet_torch_ao():
+        state = torch.load(directory / TORCH_INT8_FILE, map_location="cpu", weights_only=True)
+        qmodel.load_state_dict(state)
+    return qmodel.eval(), tokenizer
+
+
+# ----------------------------------------------------------------------------------------------
+# ONNX quantization parts
+
+
+@contextlib.contextmanager
+def quiet_onnxruntime_logs() -> Iterator[None]:
+    """onnxruntime.quantization logs a line per tensor on the root logger; keep only errors meanwhile."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _graph_nodes(onnx_path: str | os.PathLike[str]) -> list[Any]:
+    import onnx
+
+    return list(onnx.load(str(onnx_path), load_external_data=False).graph.node)
+
+
+def head_nodes(onnx_path: str | os.PathLike[str], n: int = HEAD_NODES, ops: Sequence[str] = WEIGHT_OPS) -> list[str]:
+    """Names of the last ``n`` weight-carrying nodes of type ``ops`` (the classifier head), graph order."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    weights = {i.name for i in model.graph.initializer}
+    # a weight may reach its op through a Transpose/Cast of an initializer
+    derived = {o for node in model.graph.node if node.op_type in ("Transpose", "Cast", "DequantizeLinear")
+               and node.input and node.input[0] in weights for o in node.output}
+    names = [node.name for node in model.graph.node
+             if node.op_type in ops and any(i in weights or i in derived for i in node.input[1:])]
+    return names[-n:] if n else []
+
+
+class TextCalibrationReader:
+    """Calibration inputs for ``quantize_static``: one real tokenized text per run, unpadded.
+
+    One text per run keeps padding positions out of the activation ranges.
+
+    Args:
+        token_ids: N lists of token ids (truncated to max_length).
+    """
+
+    def __init__(self, token_ids: Sequence[Sequence[int]]) -> None:
+        self.token_ids = [list(t) for t in token_ids if len(t)]
+        self.position = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.position >= len(self.token_ids):
+            return None
+        seq = self.token_ids[self.position]
+        self.position += 1
+        ids, mask = pad_batch([seq], 0)
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def rewind(self) -> None:
+        self.position = 0
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+
+def int8_dynamic_onnx(src: Path, dst: Path, per_channel: bool, reduce_range: bool,
+                      nodes_to_exclude: Sequence[str] = ()) -> None:
+    """``quantize_dynamic``: int8 weights (QOperator: MatMulInteger, QAttention), uint8 activations."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with quiet_onnxruntime_logs():
+        quantize_dynamic(
+            str(src), str(dst), per_channel=per_channel, reduce_range=reduce_range, weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(nodes_to_exclude), op_types_to_quantize=list(DYNAMIC_OPS),
+            # fused contrib ops (Attention, SkipLayerNormalization) defeat ONNX shape inference: say float
+            extra_options={"DefaultTensorType": 1},
+        )
+
+
+def int8_static_onnx(src: Path, dst: Path, reader: TextCalibrationReader, method: str, per_channel: bool,
+                     reduce_range: bool, nodes_to_exclude: Sequence[str] = (),
+                     op_types: Sequence[str] | None = None) -> None:
+    """``quantize_static`` in QDQ format: uint8 activations, int8 weights (ORT's CPU recommendation)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    # Not CalibMaxIntermediateOutputs: in onnxruntime 1.31 it drops the collected outputs without
+    # folding them into the ranges. Calibration memory grows with calibration_samples instead.
+    extra: dict[str, Any] = {"DefaultTensorType": 1}
+    reader.rewind()
+    with quiet_onnxruntime_logs():
+        quantize_static(
+            str(src), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+            reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(nodes_to_exclude), op_types_to_quantize=list(op_types) if op_types else None,
+            calibrate_method=methods[method], extra_options=extra,
+        )
+
+
+def fp16_onnx(src: Path, dst: Path, node_block_list: Sequence[str] = ()) -> None:
+    """float16 weights and compute, fp32 inputs/outputs (``keep_io_types``)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    converted = convert_float_to_float16(model, keep_io_types=True, node_block_list=list(node_block_list) or None)
+    onnx.save(converted, str(dst))
+
+
+# ----------------------------------------------------------------------------------------------
+# Guard data and evaluation
+
+
+@dataclass
+class GuardData:
+    """Rows the guard evaluates on and texts int8-static calibrates on.
+
+    Attributes:
+        texts / labels: evaluation rows, (N,) and (N, L) 0/1 in the artifact's label order.
+        calibration_texts: texts from the non-evaluated part (or the whole file when too small).
+        split: ``validation`` (held-out split) or ``all`` (file too small to split).
+    """
+
+    texts: list[str]
+    labels: np.ndarray
+    calibration_texts: list[str]
+    split: str
+    source: str
+
+
+def load_guard_data(path: str, fmt: str | None, labels: Sequence[str], hierarchy: dict[str, str],
+                    val_fraction: float, seed: int, max_eval: int | None) -> GuardData:
+    """Read ``path``, align its labels to the artifact's, and split it (seeded, stratified)."""
+    from compress import data as data_mod
+
+    full = data_mod.load_dataset(path, format=fmt)
+    schema = data_mod.LabelSchema.from_names(list(labels), hierarchy or None)
+    full = data_mod.align_to_schema(full, schema)
+    try:
+        train, val = data_mod.train_val_split(full, val_fraction=val_fraction, seed=seed)
+        split = "validation"
+    except DataError:
+        train, val, split = full, full, "all"
+    if max_eval and len(val) > max_eval:
+        rng = np.random.default_rng(seed)
+        val = val.subset(np.sort(rng.choice(len(val), max_eval, replace=False)))
+    return GuardData(list(val.texts), val.labels, list(train.texts), split, str(path))
+
+
+def calibration_ids(tokenizer: Any, texts: Sequence[str], n: int, max_length: int, seed: int,
+                    source: str) -> list[list[int]]:
+    """Token ids of ``n`` texts sampled (seeded) for calibration; DataError when there are fewer."""
+    usable = [t for t in texts if t and t.strip()]
+    if len(usable) < n:
+        raise DataError(f"{source}: only {len(usable)} texts are available for calibration, fewer than "
+                        f"--calibration-samples {n}; pass more data or --calibration-samples "
+                        f"{max(MIN_CALIBRATION_SAMPLES, len(usable))}" if len(usable) >= MIN_CALIBRATION_SAMPLES
+                        else f"{source}: only {len(usable)} texts are available for calibration, fewer than "
+                        f"the minimum {MIN_CALIBRATION_SAMPLES}; pass a larger --data file")
+    rng = np.random.default_rng(seed)
+    chosen = [usable[i] for i in np.sort(rng.choice(len(usable), n, replace=False))]
+    return tokenizer(chosen, truncation=True, max_length=max_length, padding=False)["input_ids"]
+
+
+def macro_auc(labels: np.ndarray, probs: np.ndarray, names: Sequence[str]) -> float:
+    """Macro ROC-AUC over labels with both classes present; DataError when no label has both."""
+    from compress.metrics import multilabel_metrics
+
+    value = multilabel_metrics(labels, probs, names)["macro_roc_auc"]
+    if not np.isfinite(value):
+        raise DataError("the guard's evaluation rows have no label with both positives and negatives; "
+                        "pass a larger --data file")
+    return float(value)
+
+
+def onnx_probs(path: Path, encoded: Any) -> np.ndarray:
+    """(N, L) probabilities of an ONNX file (CUDA EP for fp16 when present, else CPU)."""
+    import onnxruntime as ort
+
+    from compress.predict import sigmoid
+
+    providers = ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return sigmoid(onnx_logits(ort_session(path, providers), encoded))
+
+
+def torch_probs(model: Any, encoded: Any, mixed_precision: str = "no") -> np.ndarray:
+    """(N, L) probabilities of a PyTorch model (CPU; bf16 via autocast)."""
+    from compress.predict import predict_logits, sigmoid
+
+    return sigmoid(predict_logits(model, encoded, batch_size=64, mixed_precision=mixed_precision))
+
+
+# ----------------------------------------------------------------------------------------------
+# Attempts (the documented fallback order)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One quantization recipe the guard may try.
+
+    Attributes:
+        name: short label for messages and artifact.json.
+        per_channel / reduce_range: weight quantization (ONNX int8 modes).
+        keep_head: leave the last weight-carrying ops (classifier head) in float.
+        weight_ops_only: int8-static: quantize only MatMul/Gemm/Conv (Softmax, Add, ... stay float).
+    """
+
+    name: str
+    per_channel: bool = False
+    reduce_range: bool = False
+    keep_head: bool = False
+    weight_ops_only: bool = False
+
+
+def attempts_for(mode: str, per_channel: bool, reduce_range: bool, fallbacks: bool = True) -> list[Attempt]:
+    """The attempts for ``mode``, first the requested recipe, then the fallbacks in order.
+
+    int8-dynamic / int8-static: requested -> per-channel -> per-channel + classifier head in float
+    (+ static: only MatMul/Gemm/Conv quantized, Softmax/Add/... in float) -> the same with 7-bit
+    weights (reduce_range). torch-int8-dynamic: all Linear -> classifier head in float. fp16:
+    all -> classifier head in float. bf16: one attempt.
+    """
+    first = Attempt("requested", per_channel, reduce_range)
+    if mode in ("int8-dynamic", "int8-static"):
+        static = mode == "int8-static"
+        chain = [
+            first,
+            Attempt("per-channel", True, reduce_range),
+            Attempt("per-channel+float-head" + ("+weight-ops-only" if static else ""), True, reduce_range,
+                    keep_head=True, weight_ops_only=static),
+            Attempt("per-channel+float-head" + ("+weight-ops-only" if static else "") + "+reduce-range", True, True,
+                    keep_head=True, weight_ops_only=static),
+        ]
+    elif mode in ("torch-int8-dynamic", "fp16"):
+        chain = [Attempt("requested"), Attempt("float-head", keep_head=True)]
+    else:
+        chain = [Attempt("requested")]
+    unique: list[Attempt] = []
+    seen: set[tuple] = set()
+    for attempt in chain:
+        key = (attempt.per_channel, attempt.reduce_range, attempt.keep_head, attempt.weight_ops_only)
+        if key not in seen:
+            seen.add(key)
+            unique.append(attempt)
+    return unique if fallbacks else unique[:1]
+
+
+# ----------------------------------------------------------------------------------------------
+# The recipe
+
+
+@dataclass
+class _Source:
+    """What the attempts start from: an fp32 ONNX file or a PyTorch model, plus its artifact."""
+
+    artifact: Path  # directory to copy tokenizer/ (and config.json / model/) from
+    onnx: Path | None = None
+    model: Any = None
+    tokenizer: Any = None
+    export_extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _export_first(source: Path, info: Any, config: QuantizeConfig, workdir: Path) -> _Source:
+    """A teacher/student -> a validated fp32 ONNX artifact in ``workdir`` (ONNX modes need one)."""
+    from export.onnx import OnnxExportConfig, export_onnx
+
+    optimize = config.optimize
+    if optimize == "auto":
+        optimize = "O2" if config.mode == "int8-dynamic" and info.architecture in ("hf", "distilbert") else "none"
+    result = export_onnx(source, OnnxExportConfig(out=str(workdir / "fp32"), optimize=optimize))
+    from compress.artifact import read_info
+
+    exported = read_info(result.artifact)
+    return _Source(result.artifact, onnx=result.artifact / "model.onnx",
+                   export_extra={k: exported.extra[k] for k in ("exporter", "opset", "optimize", "validation")})
+
+
+def _build(mode: str, attempt: Attempt, src: _Source, target: Path, config: QuantizeConfig,
+           calibration: list[list[int]] | None) -> tuple[Any, dict[str, Any]]:
+    """Make one candidate in ``target``; returns (torch model or None, recipe details)."""
+    details: dict[str, Any] = {"mode": mode, "keep_head": attempt.keep_head}
+    if mode in ("int8-dynamic", "int8-static"):
+        details.update(per_channel=attempt.per_channel, reduce_range=attempt.reduce_range, weights="int8")
+    if mode == "int8-static":
+        details["weight_ops_only"] = attempt.weight_ops_only
+    if mode in ONNX_MODES:
+        assert src.onnx is not None
+        target.mkdir(parents=True, exist_ok=True)
+        # the last ops this mode would quantize: dynamic leaves Gemm/Conv in float anyway
+        head_ops = ("MatMul",) if mode == "int8-dynamic" else WEIGHT_OPS
+        excluded = head_nodes(src.onnx, ops=head_ops) if attempt.keep_head else []
+        details["nodes_excluded"] = excluded
+        dst = target / "model.onnx"
+        if mode == "int8-dynamic":
+            details.update(format="QOperator (MatMulInteger / QAttention)", activations="uint8, per batch",
+                           op_types=list(DYNAMIC_OPS))
+            if any(n.op_type == "Conv" for n in _graph_nodes(src.onnx)):
+                details["note"] = ("Conv stays fp32 (ONNX Runtime's ConvInteger is slower than fp32 on CPU); "
+                                   "int8-static quantizes convolutions (QLinearConv)")
+                log.warning("this model has convolutions; int8-dynamic keeps them fp32 (ConvInteger is slow on CPU), "
+                            "use --mode int8-static to run them in int8")
+            int8_dynamic_onnx(src.onnx, dst, attempt.per_channel, attempt.reduce_range, excluded)
+        elif mode == "int8-static":
+            assert calibration is not None
+            op_types = list(WEIGHT_OPS) if attempt.weight_ops_only else None
+            details.update(calibration_method=config.calibration_method, calibration_samples=len(calibration),
+                           op_types=op_types or "onnxruntime default (QDQ registry)", format="QDQ",
+                           activations="uint8")
+            int8_static_onnx(src.onnx, dst, TextCalibrationReader(calibration), config.calibration_method,
+                             attempt.per_channel, attempt.reduce_range, excluded, op_types)
+        else:
+            details.update(keep_io_types=True, note="fp16 is for GPUs (CUDA / TensorRT EPs); on CPU it is slower "
+                                                    "than fp32")
+            fp16_onnx(src.onnx, dst, excluded)
+        return None, details
+    if mode == "torch-int8-dynamic":
+        names = int8_module_names(src.model, skip_last=HEAD_NODES if attempt.keep_head else 0)
+        details.update(modules=names, dtype="qint8", backend="torch.ao.quantization.quantize_dynamic")
+        return torch_int8_dynamic(src.model, names), details
+    details.update(inference="torch.autocast(device_type, dtype=torch.bfloat16); weights stay fp32")
+    return src.model, details
+
+
+def quantize(artifact: str | os.PathLike[str], config: QuantizeConfig) -> Path:
+    """Quantize ``artifact`` as ``config.mode`` says, guarded by validation macro ROC-AUC.
+
+    Args:
+        artifact: a teacher/student (any mode) or an ``onnx`` artifact (ONNX modes).
+        config: :class:`QuantizeConfig`.
+
+    Returns:
+        The new artifact (kind ``quantized``; ``extra.quantization``, ``extra.guard``,
+        ``extra.runtime`` = the :func:`export.runtime.load` backend that runs it).
+
+    Raises:
+        ArtifactError: wrong kind for the mode. DataError: unusable ``data``. UserError: no
+        attempt kept the AUC drop within ``max_auc_drop`` (each attempt's drop listed).
+    """
+    import torch
+
+    from compress.artifact import (
+        ArtifactInfo,
+        atomic_artifact_dir,
+        copy_artifact_files,
+        read_info,
+        write_info,
+    )
+    from compress.batching import encode
+    from compress.metrics import multilabel_metrics
+
+    source = Path(artifact)
+    info = read_info(source)
+    mode = config.mode
+    if mode in TORCH_MODES and info.kind not in ("teacher", "student"):
+        hint = f"; use its parent {info.parent}" if info.parent else ""
+        raise ArtifactError(f"{source} is a {info.kind} artifact; --mode {mode} needs a PyTorch teacher or "
+                            f"student{hint}")
+    if mode in ONNX_MODES and info.kind not in ("teacher", "student", "onnx"):
+        raise ArtifactError(f"{source} is a {info.kind} artifact; --mode {mode} needs an onnx artifact or a "
+                            "teacher/student (exported first)")
+    out = Path(config.out) if config.out else source.with_name(f"{source.name}-{mode}")
+    if out.resolve() == source.resolve():
+        raise ConfigError(f"out: {out} is the source artifact; pass another --out")
+
+    guard = None
+    if config.data:
+        guard = load_guard_data(config.data, config.format, info.labels, info.hierarchy, config.val_fraction,
+                                config.seed, config.max_eval_samples)
+    elif mode != "int8-static":
+        log.warning("no --data: the accuracy guard is skipped (pass --data FILE to measure the AUC drop)")
+
+    with tempfile.TemporaryDirectory(prefix=".quantize-", dir=out.parent if out.parent.exists() else None) as t:
+        work = Path(t)
+        if mode in ONNX_MODES:
+            src = _Source(source, onnx=source / "model.onnx") if info.kind == "onnx" else \
+                _export_first(source, info, config, work)
+            if src.onnx is None or not src.onnx.is_file():
+                raise ArtifactError(f"{source} has no model.onnx; re-create it with `export onnx`")
+            from transformers import AutoTokenizer
+
+            src.tokenizer = AutoTokenizer.from_pretrained(str(src.artifact / "tokenizer"))
+        else:
+            model, tokenizer = load_torch_model(source)
+            src = _Source(source, model=model, tokenizer=tokenizer)
+
+        calibration = None
+        if mode == "int8-static":
+            assert guard is not None
+            calibration = calibration_ids(src.tokenizer, guard.calibration_texts, config.calibration_samples,
+                                          info.max_length, config.seed, guard.source)
+
+        encoded = encode(src.tokenizer, guard.texts, info.max_length) if guard else None
+
+        def evaluate(model: Any, onnx_file: Path | None, precision: str = "no") -> np.ndarray:
+            if onnx_file is not None:
+                return onnx_probs(onnx_file, encoded)
+            with torch.inference_mode():
+                return torch_probs(model, encoded, precision)
+
+        if mode == "bf16" and guard is not None and not _fast_bf16():
+            log.warning("this CPU has no AMX / AVX512-BF16: bf16 matmuls are emulated and far slower than fp32; "
+                        "the guard evaluation will be slow (cap it with --max-eval-samples)")
+        baseline = None
+        if guard is not None:
+            base_probs = evaluate(src.model, src.onnx)
+            baseline = macro_auc(guard.labels, base_probs, info.labels)
+            log.info("fp32 validation macro ROC-AUC %.4f on %d rows (%s split of %s)", baseline, len(guard.texts),
+                     guard.split, guard.source)
+
+        attempts: list[dict[str, Any]] = []
+        chosen = None
+        reduce_range, reduce_why = resolve_reduce_range(config.reduce_range)
+        if mode in ("int8-dynamic", "int8-static"):
+            log.info("reduce_range=%s (%s)", reduce_range, reduce_why)
+        for i, attempt in enumerate(attempts_for(mode, config.per_channel, reduce_range, config.fallbacks)):
+            target = work / f"attempt{i}"
+            qmodel, details = _build(mode, attempt, src, target, config, calibration)
+            record: dict[str, Any] = {"name": attempt.name, **details}
+            if mode in ("int8-dynamic", "int8-static"):
+                record["reduce_range_reason"] = reduce_why if attempt.reduce_range == reduce_range else "fallback"
+            probs = None
+            if guard is not None:
+                onnx_file = target / "model.onnx" if mode in ONNX_MODES else None
+                try:
+                    probs = evaluate(qmodel, onnx_file, "bf16" if mode == "bf16" else "no")
+                except Exception as exc:  # noqa: BLE001 - e.g. fp16 kernels missing on the CPU EP
+                    if mode != "fp16":
+                        raise
+                    record.update(macro_roc_auc=None, drop=None, passed=True,
+                                  note=f"not evaluated: this ONNX Runtime cannot run fp16 here ({type(exc).__name__})")
+                else:
+                    after = macro_auc(guard.labels, probs, info.labels)
+                    record.update(macro_roc_auc=after, drop=baseline - after,
+                                  passed=bool(baseline - after <= config.max_auc_drop))
+                    log.info("attempt %s: macro ROC-AUC %.4f (drop %+.4f, limit %.4f) %s", attempt.name, after,
+                             baseline - after, config.max_auc_drop, "ok" if record["passed"] else "too large")
+            else:
+                record.update(passed=True, note="not evaluated (no --data)")
+            attempts.append(record)
+            if record["passed"]:
+                chosen = (target, qmodel, record, probs)
+                break
+        if chosen is None:
+            listing = "; ".join(f"{a['name']} drop {a['drop']:.4f}" for a in attempts)
+            raise UserError(f"{mode} loses too much accuracy: validation macro ROC-AUC {baseline:.4f} fp32, limit "
+                            f"drop {config.max_auc_drop:g}; attempts: {listing}; raise --max-auc-drop or pick "
+                            "another --mode")
+        target, qmodel, record, probs = chosen
+
+        thresholds = np.asarray(info.thresholds if info.thresholds else [0.5] * len(info.labels))
+        metrics = dict(info.metrics)
+        if guard is not None and probs is not None:
+            metrics = multilabel_metrics(guard.labels, probs, info.labels, thresholds)
+        runtime = {"bf16": "torch-bf16", "torch-int8-dynamic": "torch-int8"}.get(mode, "ort")
+        guard_extra = {"data": guard.source, "split": guard.split, "rows": len(guard.texts),
+                       "baseline_macro_roc_auc": baseline, "max_auc_drop": config.max_auc_drop,
+                       "attempts": attempts, "chosen": record["name"]} if guard else \
+            {"skipped": "no --data given", "attempts": attempts, "chosen": record["name"]}
+        new_info = ArtifactInfo(
+            kind="quantized", architecture=info.architecture, labels=list(info.labels),
+            hierarchy=dict(info.hierarchy), thresholds=[float(x) for x in thresholds], max_length=info.max_length,
+            parent=str(source.resolve()), metrics=metrics, data_fingerprint=info.data_fingerprint,
+            recipe={"quantize": asdict(config), "source_recipe": info.recipe},
+            extra={"quantization": {k: v for k, v in record.items()
+                                    if k not in ("name", "macro_roc_auc", "drop", "passed")},
+                   "guard": guard_extra, "runtime": runtime, "source_kind": info.kind,
+                   **({"onnx_export": src.export_extra} if src.export_extra else {})},
+        )
+        with atomic_artifact_dir(out) as tmp:
+            if mode in ONNX_MODES:
+                shutil.move(str(target / "model.onnx"), tmp / "model.onnx")
+                copy_artifact_files(src.artifact, tmp, ["tokenizer", "config.json"])
+            else:
+                copy_artifact_files(source, tmp, ["model", "tokenizer"])
+                if mode == "torch-int8-dynamic":
+                    with _quiet_torch_ao():
+                        torch.save(qmodel.state_dict(), tmp / TORCH_INT8_FILE)
+            write_info(tmp, new_info)
+    return out

@@ -1,0 +1,1 @@
+"""One module per `export` subcommand, each with ``register(subparsers)``."""

@@ -1,0 +1,48 @@
+"""`export triton`: parse -> TritonConfig -> export.triton.write_repository -> print a short result."""
+
+from __future__ import annotations
+
+import argparse
+
+from compress.errors import ConfigError
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"preferred_batch_sizes: expected comma-separated integers like 4,8,16, got {text!r}") from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("triton", help="write a Triton model repository (tokenizer + model + ensemble)",
+                       description="Write a model repository the stock Triton container serves: per artifact a "
+                                   "Python tokenizer, the ONNX/TensorRT model and an ensemble TEXT -> PROBABILITIES.")
+    p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="onnx / ONNX-quantized / tensorrt artifacts")
+    p.add_argument("--out", required=True, help="repository directory to write (replaced if it exists)")
+    p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--preferred-batch-sizes", default="4,8,16", help="comma-separated (default 4,8,16)")
+    p.add_argument("--max-queue-delay-us", type=int, default=500)
+    p.add_argument("--instances", type=int, default=1, help="model instances per model")
+    p.add_argument("--kind", default="cpu", choices=["cpu", "gpu"], help="instance kind of the models")
+    p.add_argument("--pad-to-multiple-of", type=int, default=16,
+                   help="tokenizer pads each request to a multiple of this, so the batcher can merge requests")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from export.triton import TritonConfig, write_repository
+
+    config = TritonConfig(
+        out=args.out, max_batch_size=args.max_batch_size, preferred_batch_sizes=_sizes(args.preferred_batch_sizes),
+        max_queue_delay_us=args.max_queue_delay_us, instances=args.instances, kind=args.kind,
+        pad_to_multiple_of=args.pad_to_multiple_of,
+    )
+    out, summary = write_repository(args.artifacts, config)
+    print(f"Triton repository written to {out}")
+    for model in summary:
+        print(f"  {model['name']}: TEXT -> PROBABILITIES ({len(model['labels'])} labels) via "
+              f"{' -> '.join(model['models'][:-1])} [{model['platform']}]")
+    print(f"serve it: docker run --rm -p8000:8000 -p8001:8001 -v {out.resolve()}:/models "
+          "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models")
+    return 0

@@ -1,0 +1,126 @@
+"""Runtime: one Predictor interface over every artifact kind; backends picked by kind; clean errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compress.errors import ArtifactError, ConfigError, UserError
+from compress.quantize import QuantizeConfig, ort_session, physical_cores, quantize
+from export.onnx import OnnxExportConfig, export_onnx
+from export.runtime import Predictor, load
+from tests import fixtures
+from tests.export.helpers import LABELS, TRICKY_TEXTS
+
+TEXTS = fixtures.synthetic_rows(40, seed=3)[0] + TRICKY_TEXTS
+
+
+@pytest.fixture(scope="module")
+def kinds(tmp_path_factory, tiny_teacher):
+    """One artifact of every kind the runtime serves (from the tiny teacher)."""
+    root = tmp_path_factory.mktemp("kinds")
+    onnx_dir = export_onnx(tiny_teacher, OnnxExportConfig(out=str(root / "onnx"))).artifact
+    return {
+        "teacher": tiny_teacher,
+        "onnx": onnx_dir,
+        "int8-dynamic": quantize(onnx_dir, QuantizeConfig(mode="int8-dynamic", out=str(root / "int8"))),
+        "torch-int8-dynamic": quantize(tiny_teacher, QuantizeConfig(mode="torch-int8-dynamic", out=str(root / "ti8"))),
+        "bf16": quantize(tiny_teacher, QuantizeConfig(mode="bf16", out=str(root / "bf16"))),
+    }
+
+
+@pytest.mark.parametrize("kind,backend", [("teacher", "torch"), ("onnx", "ort"), ("int8-dynamic", "ort"),
+                                          ("torch-int8-dynamic", "torch-int8"), ("bf16", "torch-bf16")])
+def test_auto_backend_by_kind_and_the_predictor_contract(kinds, kind, backend):
+    predictor = load(kinds[kind], max_batch_size=4)
+    assert isinstance(predictor, Predictor) and predictor.backend == backend
+    assert predictor.labels == LABELS and predictor.max_batch_size == 4
+    assert predictor.thresholds.dtype == np.float32 and predictor.thresholds.shape == (6,)
+    assert predictor.name == kinds[kind].name
+    probs = predictor.predict(TEXTS)
+    assert probs.shape == (len(TEXTS), 6) and probs.dtype == np.float32
+    assert ((probs >= 0) & (probs <= 1)).all()
+    # length-sorted micro-batches with dynamic padding return rows in input order, as one-by-one does;
+    # dynamic int8 quantizes activations with one scale per batch, so batch-mates move outputs a little
+    one_by_one = np.concatenate([predictor.predict([t]) for t in TEXTS[:12]])
+    atol = {"torch-bf16": 2e-2, "torch-int8": 2e-3}.get(backend, 2e-3 if kind == "int8-dynamic" else 1e-5)
+    np.testing.assert_allclose(probs[:12], one_by_one, atol=atol)
+
+
+def test_backends_agree_with_fp32(kinds):
+    reference = load(kinds["teacher"], "torch").predict(TEXTS)
+    np.testing.assert_allclose(load(kinds["onnx"]).predict(TEXTS), reference, atol=1e-5)
+    np.testing.assert_allclose(load(kinds["teacher"], "torch-bf16").predict(TEXTS), reference, atol=2e-2)
+    np.testing.assert_allclose(load(kinds["teacher"], "torch-int8").predict(TEXTS), reference, atol=2e-2)
+
+
+def test_micro_batches_cover_every_text_once_and_limit_padding():
+    from export.runtime import micro_batches
+
+    lengths = np.array([5, 40, 38, 12, 19, 40, 3, 21, 22, 39])
+    batches = micro_batches(lengths, max_batch_size=3, min_fill=0.5)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(10))
+    assert all(len(b) <= 3 for b in batches)
+    for b in batches:
+        assert lengths[b].min() >= 0.5 * lengths[b].max()  # nobody padded to more than twice its length
+        assert list(lengths[b]) == sorted(lengths[b], reverse=True)
+    assert [len(b) for b in micro_batches(lengths, 4, 0.0)] == [4, 4, 2]  # min_fill 0: fixed batches (GPU)
+
+
+def test_predict_batch_and_edge_cases(kinds):
+    predictor = load(kinds["onnx"])
+    ids, mask = np.array([[2, 10, 11, 3, 0]]), np.array([[1, 1, 1, 1, 0]])
+    out = predictor.predict_batch(ids, mask)
+    assert out.shape == (1, 6) and out.dtype == np.float32
+    assert predictor.predict([]).shape == (0, 6)
+    with pytest.raises(UserError, match="list of texts"):
+        predictor.predict("one string")
+    with pytest.raises(UserError, match="not a string"):
+        predictor.predict(["ok", 3])
+
+
+def test_baseline_runs_through_sklearn(tmp_path, jigsaw_csv):
+    from compress.baseline import baseline, load_baseline_config
+
+    artifact = baseline(load_baseline_config("tfidf", overrides=[
+        f"data.data={jigsaw_csv}", f"out={tmp_path / 'tfidf'}", "tracking.enabled=false"])).artifact
+    predictor = load(artifact)
+    assert predictor.backend == "sklearn" and isinstance(predictor, Predictor)
+    assert predictor.predict(TEXTS).shape == (len(TEXTS), 6)
+    with pytest.raises(UserError, match="reads texts, not token ids"):
+        predictor.predict_batch(np.zeros((1, 2), dtype=np.int64), np.ones((1, 2), dtype=np.int64))
+
+
+def test_backend_mismatches_are_one_line_errors(kinds):
+    with pytest.raises(ArtifactError, match="no model.onnx"):
+        load(kinds["teacher"], "ort")
+    with pytest.raises(ArtifactError, match="without a PyTorch model"):
+        load(kinds["onnx"], "torch")
+    with pytest.raises(ArtifactError, match="no model.plan"):
+        load(kinds["onnx"], "tensorrt")
+    with pytest.raises(ConfigError, match="backend"):
+        load(kinds["onnx"], "openvino")
+
+
+def test_gpu_backends_say_what_is_missing(kinds):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has the CUDA execution provider")
+    for backend in ("ort-cuda", "ort-trt"):
+        with pytest.raises(UserError) as exc:
+            load(kinds["onnx"], backend)
+        assert "\n" not in str(exc.value) and "modcompress[gpu]" in str(exc.value)
+
+
+def test_ort_session_uses_physical_cores(kinds):
+    session = ort_session(kinds["onnx"] / "model.onnx")
+    options = session.get_session_options()
+    assert options.intra_op_num_threads == physical_cores() and options.inter_op_num_threads == 1
+    assert 1 <= physical_cores() <= 1024
+
+
+@pytest.mark.gpu
+def test_ort_cuda_matches_cpu(kinds):
+    reference = load(kinds["onnx"], "ort").predict(TEXTS)
+    np.testing.assert_allclose(load(kinds["onnx"], "ort-cuda").predict(TEXTS), reference, atol=1e-4)

@@ -1,0 +1,236 @@
+"""Triton repository: configs parse back with Triton's own protobuf, python-backend models run, errors are clean."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from compress.artifact import ArtifactInfo, atomic_artifact_dir, copy_artifact_files, write_info
+from compress.errors import ArtifactError, ConfigError
+from compress.quantize import QuantizeConfig, ort_session, quantize
+from export.cli import main
+from export.onnx import OnnxExportConfig, export_onnx
+from export.triton import TritonConfig, write_repository
+from tests.export.helpers import LABELS, TRICKY_TEXTS
+
+
+def _config(path: Path) -> mc.ModelConfig:
+    return text_format.Parse(path.read_text(), mc.ModelConfig())
+
+
+@pytest.fixture(scope="module")
+def onnx_artifacts(tmp_path_factory, tiny_teacher):
+    root = tmp_path_factory.mktemp("triton_src")
+    onnx_dir = export_onnx(tiny_teacher, OnnxExportConfig(out=str(root / "teacher-onnx"))).artifact
+    int8 = quantize(onnx_dir, QuantizeConfig(mode="int8-dynamic", out=str(root / "teacher-int8")))
+    return onnx_dir, int8
+
+
+class FakeTensor:
+    def __init__(self, name, array):
+        self.name, self.array = name, np.asarray(array)
+
+    def as_numpy(self):
+        return self.array
+
+
+class FakeResponse:
+    def __init__(self, output_tensors, error=None):
+        self.output_tensors, self.error = output_tensors, error
+
+
+class FakeRequest:
+    def __init__(self, **inputs):
+        self.inputs = {k: FakeTensor(k, v) for k, v in inputs.items()}
+
+
+@pytest.fixture
+def fake_pb_utils(monkeypatch):
+    """A stand-in for triton_python_backend_utils with the few calls the written model.py files make."""
+    module = types.ModuleType("triton_python_backend_utils")
+    module.Tensor = FakeTensor
+    module.InferenceResponse = FakeResponse
+    module.TritonError = lambda msg: msg
+    module.get_input_tensor_by_name = lambda request, name: request.inputs.get(name)
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", module)
+    return module
+
+
+def _load_python_model(model_dir: Path, fake_pb_utils):
+    spec = importlib.util.spec_from_file_location(f"triton_model_{model_dir.name}", model_dir / "1" / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = _config(model_dir / "config.pbtxt")
+    from google.protobuf import json_format
+
+    model = module.TritonPythonModel()
+    model.initialize({"model_config": json.dumps(json_format.MessageToDict(config, preserving_proto_field_name=True)),
+                      "model_repository": str(model_dir), "model_version": "1", "model_name": model_dir.name,
+                      "model_instance_kind": "CPU"})
+    return module, model
+
+
+def test_repository_configs_parse_back(tmp_path, onnx_artifacts):
+    onnx_dir, int8 = onnx_artifacts
+    cfg = TritonConfig(out=str(tmp_path / "repo"), max_batch_size=16, preferred_batch_sizes=(4, 8),
+                       max_queue_delay_us=250, instances=2, kind="cpu")
+    repo, summary = write_repository([onnx_dir, int8], cfg)
+    assert [m["name"] for m in summary] == ["teacher-onnx", "teacher-int8"]
+    for name in ("teacher-onnx", "teacher-int8"):
+        model = _config(repo / f"{name}_model" / "config.pbtxt")
+        assert model.name == f"{name}_model" and model.platform == "onnxruntime_onnx" and model.max_batch_size == 16
+        assert [(i.name, i.data_type, list(i.dims)) for i in model.input] == [
+            ("input_ids", mc.TYPE_INT64, [-1]), ("attention_mask", mc.TYPE_INT64, [-1])]
+        assert [(o.name, o.data_type, list(o.dims), o.label_filename) for o in model.output] == [
+            ("probabilities", mc.TYPE_FP32, [6], "labels.txt")]
+        assert list(model.dynamic_batching.preferred_batch_size) == [4, 8]
+        assert model.dynamic_batching.max_queue_delay_microseconds == 250
+        assert [(g.kind, g.count) for g in model.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, 2)]
+        assert (repo / f"{name}_model" / "labels.txt").read_text().split() == LABELS
+        assert (repo / f"{name}_model" / "1" / "model.onnx").is_file()
+
+        tok = _config(repo / f"{name}_tokenizer" / "config.pbtxt")
+        assert tok.backend == "python" and tok.max_batch_size == 16
+        assert [(i.name, i.data_type, list(i.dims)) for i in tok.input] == [("TEXT", mc.TYPE_STRING, [1])]
+        assert [(o.name, o.data_type, list(o.dims)) for o in tok.output] == [
+            ("input_ids", mc.TYPE_INT64, [-1]), ("attention_mask", mc.TYPE_INT64, [-1])]
+        assert tok.parameters["max_length"].string_value == "32"
+        assert tok.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+        assert (repo / f"{name}_tokenizer" / "1" / "tokenizer" / "vocab.txt").is_file()
+
+        ens = _config(repo / name / "config.pbtxt")
+        assert ens.platform == "ensemble" and ens.max_batch_size == 16 and (repo / name / "1").is_dir()
+        assert [(i.name, i.data_type) for i in ens.input] == [("TEXT", mc.TYPE_STRING)]
+        assert [(o.name, o.data_type, list(o.dims)) for o in ens.output] == [("PROBABILITIES", mc.TYPE_FP32, [6])]
+        steps = ens.ensemble_scheduling.step
+        assert [s.model_name for s in steps] == [f"{name}_tokenizer", f"{name}_model"]
+        assert dict(steps[0].input_map) == {"TEXT": "TEXT"}
+        assert dict(steps[1].input_map) == {"input_ids": "input_ids", "attention_mask": "attention_mask"}
+        assert dict(steps[1].output_map) == {"probabilities": "PROBABILITIES"}
+        # every tensor an ensemble step reads is produced by the ensemble input or an earlier step
+        produced = {"TEXT"}
+        for step in steps:
+            assert set(step.input_map.values()) <= produced
+            produced |= set(step.output_map.values())
+        assert "PROBABILITIES" in produced
+
+
+def test_sigmoid_is_folded_into_the_served_graph(tmp_path, onnx_artifacts):
+    onnx_dir, _ = onnx_artifacts
+    repo, _ = write_repository([onnx_dir], TritonConfig(out=str(tmp_path / "repo")))
+    ids, mask = np.array([[2, 9, 14, 3, 0, 0], [2, 20, 21, 22, 23, 3]]), np.array([[1, 1, 1, 1, 0, 0], [1] * 6])
+    logits = ort_session(onnx_dir / "model.onnx").run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
+    served = ort_session(repo / "teacher-onnx_model" / "1" / "model.onnx")
+    assert [o.name for o in served.get_outputs()] == ["probabilities"]
+    probs = served.run(["probabilities"], {"input_ids": ids, "attention_mask": mask})[0]
+    np.testing.assert_allclose(probs, 1 / (1 + np.exp(-logits)), atol=1e-6)
+
+
+@pytest.mark.parametrize("impl", ["auto", "tokenizers", "wordpiece"])
+def test_tokenizer_model_matches_the_artifact_tokenizer(tmp_path, onnx_artifacts, fake_pb_utils, impl):
+    from transformers import AutoTokenizer
+
+    onnx_dir, _ = onnx_artifacts
+    repo, _ = write_repository([onnx_dir], TritonConfig(out=str(tmp_path / "repo"), pad_to_multiple_of=8))
+    tok_dir = repo / "teacher-onnx_tokenizer"
+    config = tok_dir / "config.pbtxt"
+    config.write_text(config.read_text().replace('string_value: "auto"', f'string_value: "{impl}"'))
+    _, model = _load_python_model(tok_dir, fake_pb_utils)
+    assert model.impl == ("transformers" if impl == "auto" else impl)
+
+    reference = AutoTokenizer.from_pretrained(onnx_dir / "tokenizer")
+    requests = [FakeRequest(TEXT=np.array([[t.encode()] for t in TRICKY_TEXTS], dtype=object)),
+                FakeRequest(TEXT=np.array([[b"short one"]], dtype=object))]
+    responses = model.execute(requests)
+    assert all(r.error is None for r in responses)
+    for request, response in zip(requests, responses, strict=True):
+        texts = [t[0].decode() for t in request.inputs["TEXT"].as_numpy()]
+        ids, mask = (t.as_numpy() for t in response.output_tensors)
+        names = [t.name for t in response.output_tensors]
+        assert names == ["input_ids", "attention_mask"] and ids.dtype == mask.dtype == np.int64
+        assert ids.shape == mask.shape and ids.shape[0] == len(texts)
+        assert ids.shape[1] % 8 == 0 or ids.shape[1] == 32  # rounded up to the multiple, capped at max_length
+        want = reference(texts, truncation=True, max_length=32)["input_ids"]
+        for row, expected in enumerate(want):
+            assert mask[row].sum() == len(expected)
+            assert ids[row, : len(expected)].tolist() == expected
+            assert (ids[row, len(expected):] == reference.pad_token_id).all()
+
+
+def test_wordpiece_fallback_matches_hf_on_the_minilm_vocabulary(tmp_path, fake_pb_utils):
+    """The fallback the stock Triton image uses, checked against BertTokenizerFast on a real 30k vocabulary."""
+    from transformers import AutoTokenizer
+
+    from compress.models.teacher import offline_minilm_path
+    from export.triton import TOKENIZER_MODEL_PY
+
+    path = offline_minilm_path()
+    if path is None:
+        pytest.skip("the offline MiniLM package is not installed")
+    module_file = tmp_path / "tok_model.py"
+    module_file.write_text(TOKENIZER_MODEL_PY)
+    spec = importlib.util.spec_from_file_location("tok_model", module_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    encode, pad_id, impl = module.load_tokenizer(str(path), "wordpiece")
+    reference = AutoTokenizer.from_pretrained(path)
+    texts = TRICKY_TEXTS + ["@USER @USER Go home you’re drunk!!! @USER #MAGA #Trump2020 👊🇺🇸👊 URL",
+                            "Ünïcödé ÀÉÎÕÜ ﬁ ligature ½ ① Ⅻ Straße İstanbul", "한국어 텍스트 🙂 ¿qué? «quoted» „quoted“"]
+    assert impl == "wordpiece" and pad_id == reference.pad_token_id
+    assert encode(texts, 128) == reference(texts, truncation=True, max_length=128)["input_ids"]
+
+
+def test_postprocess_model_and_tensorrt_layout(tmp_path, onnx_artifacts, fake_pb_utils):
+    onnx_dir, _ = onnx_artifacts
+    plan = tmp_path / "teacher-trt"
+    with atomic_artifact_dir(plan) as tmp:  # a stand-in engine: the repository layout needs no GPU
+        (tmp / "model.plan").write_bytes(b"not a real engine")
+        copy_artifact_files(onnx_dir, tmp, ["tokenizer"])
+        write_info(tmp, ArtifactInfo(kind="tensorrt", architecture="hf", labels=LABELS, max_length=32,
+                                     extra={"profile": {"max_batch": 32}, "ids_dtype": "int32"}))
+    with pytest.raises(ConfigError, match="GPU instances only"):
+        write_repository([plan], TritonConfig(out=str(tmp_path / "repo")))
+    repo, summary = write_repository([plan], TritonConfig(out=str(tmp_path / "repo"), kind="gpu"))
+    assert summary[0]["platform"] == "tensorrt_plan"
+    model = _config(repo / "teacher-trt_model" / "config.pbtxt")
+    assert model.platform == "tensorrt_plan" and model.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    assert model.input[0].data_type == mc.TYPE_INT32 and model.output[0].name == "logits"
+    assert (repo / "teacher-trt_model" / "1" / "model.plan").read_bytes() == b"not a real engine"
+    steps = _config(repo / "teacher-trt" / "config.pbtxt").ensemble_scheduling.step
+    assert [s.model_name for s in steps] == ["teacher-trt_tokenizer", "teacher-trt_model", "teacher-trt_postprocess"]
+    assert dict(steps[2].output_map) == {"probabilities": "PROBABILITIES"}
+
+    _, post = _load_python_model(repo / "teacher-trt_postprocess", fake_pb_utils)
+    logits = np.array([[-2.0, 0.0, 3.0, 0, 0, 0]], dtype=np.float32)
+    (out,) = post.execute([FakeRequest(logits=logits)])[0].output_tensors
+    np.testing.assert_allclose(out.as_numpy(), 1 / (1 + np.exp(-logits)), atol=1e-6)
+    _, tok = _load_python_model(repo / "teacher-trt_tokenizer", fake_pb_utils)
+    ids = tok.execute([FakeRequest(TEXT=np.array([[b"you idiot"]], dtype=object))])[0].output_tensors[0].as_numpy()
+    assert ids.dtype == np.int32
+
+
+def test_unservable_inputs_are_one_line_errors(tmp_path, tiny_teacher, onnx_artifacts, capsys):
+    onnx_dir, int8 = onnx_artifacts
+    with pytest.raises(ArtifactError, match="Triton serves onnx"):
+        write_repository([tiny_teacher], TritonConfig(out=str(tmp_path / "r1")))
+    torch_int8 = quantize(tiny_teacher, QuantizeConfig(mode="torch-int8-dynamic", out=str(tmp_path / "ti8")))
+    with pytest.raises(ArtifactError, match="runs in PyTorch"):
+        write_repository([onnx_dir, torch_int8], TritonConfig(out=str(tmp_path / "r2")))
+    assert not (tmp_path / "r2").exists()  # the first model was written to a temporary that is gone
+    with pytest.raises(ConfigError, match="preferred_batch_sizes"):
+        TritonConfig(max_batch_size=8, preferred_batch_sizes=(4, 16))
+
+    assert main(["triton", str(onnx_dir), "--out", str(tmp_path / "r3"), "--preferred-batch-sizes", "4,x"]) == 2
+    assert main(["triton", str(onnx_dir), str(onnx_dir), "--out", str(tmp_path / "r3")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(e.startswith("error: ") for e in err)
+    assert main(["triton", str(onnx_dir), str(int8), "--out", str(tmp_path / "r4"), "--instances", "2"]) == 0
+    assert "teacher-onnx: TEXT -> PROBABILITIES" in capsys.readouterr().out
