@@ -7,7 +7,7 @@ import sys
 from compress.clikit import make_main
 
 # Adding a subcommand is one new module in bench/commands plus one name here.
-COMMANDS = ("train_speed",)
+COMMANDS = ("train_speed", "latency", "accuracy", "table", "select", "load", "report", "serve_speed", "quant_speed")
 
 main = make_main("bench", __doc__.splitlines()[0], "bench", COMMANDS)
 

@@ -1,0 +1,181 @@
+"""Metrics of every artifact on the same labelled data.
+
+For each artifact: its label columns are aligned to the data (the data's columns are reordered
+to the artifact's label order; a different label set is a :class:`DataError` naming the missing
+and extra labels), its predictions are scored with :func:`compress.metrics.multilabel_metrics`
+at the artifact's own thresholds (per-label and macro ROC-AUC, PR-AUC, F1, subset and label
+accuracy), and its thresholded predictions are checked against the label hierarchy: a row where a
+child label is predicted without its parent is a violation (counted per ``child->parent`` and
+as rows with any violation).
+
+``split="val"`` reproduces the seeded stratified validation split ``compress train`` makes
+(:func:`compress.data.train_val_split` with the same ``val_fraction`` and ``seed``), so an
+artifact trained on the rest of the file is not scored on its own training rows.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compress.artifact import read_info
+from compress.data import LabeledData, LabelSchema, align_to_schema, hierarchy_violations, load_dataset
+from compress.errors import ConfigError
+from compress.metrics import multilabel_metrics
+
+SPLITS = ("all", "val")
+
+
+def load_eval_data(path: str | os.PathLike[str], format: str | None = None, split: str = "all",
+                   val_fraction: float = 0.1, seed: int = 0, max_rows: int | None = None) -> LabeledData:
+    """The labelled rows to score: the whole file, or its validation split; optionally a seeded sample."""
+    if split not in SPLITS:
+        raise ConfigError(f"split: must be one of {', '.join(SPLITS)}, got {split!r}")
+    if max_rows is not None and max_rows < 1:
+        raise ConfigError(f"max_rows: must be >= 1, got {max_rows}")
+    data = load_dataset(path, format=format)
+    if split == "val":
+        from compress.data import train_val_split
+
+        _, data = train_val_split(data, val_fraction=val_fraction, seed=seed)
+    if max_rows is not None and max_rows < len(data):
+        rng = np.random.default_rng(seed)
+        data = data.subset(np.sort(rng.choice(len(data), max_rows, replace=False)))
+    return data
+
+
+def predicted_violations(preds: np.ndarray, schema: LabelSchema) -> dict[str, Any]:
+    """Hierarchy violations of (N, L) 0/1 predictions: per ``child->parent`` and rows with any."""
+    per_pair = hierarchy_violations(preds, schema)
+    pos = np.asarray(preds) > 0.5
+    rows = np.zeros(len(pos), dtype=bool)
+    for child, parent in schema.parent_indices().items():
+        rows |= pos[:, child] & ~pos[:, parent]
+    return {"per_pair": per_pair, "rows": int(rows.sum()), "rate": float(rows.mean()) if len(rows) else 0.0}
+
+
+def score(probs: np.ndarray, data: LabeledData, thresholds: Sequence[float] | np.ndarray) -> dict[str, Any]:
+    """Metrics + predicted hierarchy violations of (N, L) ``probs`` against ``data`` (same label order)."""
+    thresholds = np.asarray(thresholds if len(thresholds) else [0.5] * data.schema.num_labels, dtype=np.float64)
+    metrics = multilabel_metrics(data.labels, probs, data.schema.names, thresholds)
+    preds = (np.asarray(probs) >= thresholds[None, :]).astype(np.int64)
+    return {"metrics": metrics, "hierarchy_violations": predicted_violations(preds, data.schema)}
+
+
+def evaluate_artifact(artifact: str | os.PathLike[str], data: LabeledData, runtime: str = "auto",
+                      batch_size: int = 64, threads: int | None = None) -> dict[str, Any]:
+    """Score one artifact on ``data``; ``status`` is ``ok`` or ``skipped`` (runtime does not apply).
+
+    Raises:
+        DataError: the data's labels are not the artifact's labels.
+    """
+    from bench.latency import Skipped, load_predictor
+
+    directory = Path(artifact)
+    info = read_info(directory)
+    schema = LabelSchema.from_names(info.labels, info.hierarchy)
+    aligned = align_to_schema(data, schema)
+    row: dict[str, Any] = {"name": directory.name, "artifact": str(directory), "kind": info.kind,
+                           "architecture": info.architecture, "runtime": runtime}
+    try:
+        predictor = load_predictor(directory, runtime, max_batch_size=batch_size, threads=threads)
+    except Skipped as exc:
+        return {**row, "status": "skipped", "reason": str(exc)}
+    step = max(1, min(batch_size, int(getattr(predictor, "max_batch_size", batch_size) or batch_size)))
+    t0 = time.perf_counter()
+    parts = [np.asarray(predictor.predict(aligned.texts[i:i + step]), dtype=np.float32)
+             for i in range(0, len(aligned), step)]
+    seconds = time.perf_counter() - t0
+    probs = np.concatenate(parts) if parts else np.zeros((0, schema.num_labels), dtype=np.float32)
+    row["runtime"] = str(getattr(predictor, "backend", runtime))
+    return {**row, "status": "ok", "seconds": seconds, "examples_per_s": len(aligned) / seconds if seconds else None,
+            **score(probs, aligned, info.thresholds)}
+
+
+def run(artifacts: Sequence[str | os.PathLike[str]], data_path: str | os.PathLike[str], format: str | None = None,
+        runtime: str = "auto", split: str = "all", val_fraction: float = 0.1, seed: int = 0,
+        max_rows: int | None = None, log: Callable[[str], None] = lambda _m: None,
+        threads: int | None = None) -> dict[str, Any]:
+    """Score every artifact on the same rows; returns the JSON-ready report (``bench: accuracy``)."""
+    from bench.latency import check_artifacts
+
+    paths = check_artifacts(artifacts)
+    data = load_eval_data(data_path, format, split, val_fraction, seed, max_rows)
+    rows = []
+    for path in paths:
+        log(f"accuracy: {path.name} on {len(data)} rows")
+        rows.append(evaluate_artifact(path, data, runtime, threads=threads))
+    return {
+        "bench": "accuracy",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "data": {"path": str(data_path), "format": format, "split": split, "val_fraction": val_fraction,
+                 "seed": seed, "rows": len(data), "fingerprint": data.fingerprint(),
+                 "labels": list(data.schema.names)},
+        "rows": rows,
+    }
+
+
+def _f(value: float | None) -> str:
+    return "—" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.4f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Summary table (one row per artifact), then per-label ROC-AUC / PR-AUC / F1."""
+    d = report["data"]
+    lines = [f"Metrics on {d['path']} ({d['split']}, {d['rows']:,} rows) at each artifact's own thresholds.", "",
+             "| artifact | runtime | macro ROC-AUC | macro PR-AUC | macro-F1 | micro-F1 | subset acc. | label acc. | "
+             "rows violating hierarchy |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    ok = [r for r in report["rows"] if r["status"] == "ok"]
+    for r in report["rows"]:
+        if r["status"] != "ok":
+            lines.append(f"| {r['name']} | {r['runtime']} | {r['status']}: {r['reason']} |" + " |" * 6)
+            continue
+        m, v = r["metrics"], r["hierarchy_violations"]
+        lines.append(f"| {r['name']} | {r['runtime']} | {_f(m['macro_roc_auc'])} | {_f(m['macro_pr_auc'])} | "
+                     f"{_f(m['macro_f1'])} | {_f(m['micro_f1'])} | {_f(m['subset_accuracy'])} | "
+                     f"{_f(m['label_accuracy'])} | {v['rows']:,} ({100 * v['rate']:.1f}%) |")
+    if ok:
+        labels = list(ok[0]["metrics"]["per_label"])
+        lines += ["", "Per label: ROC-AUC / PR-AUC / F1", "",
+                  "| label | support | " + " | ".join(r["name"] for r in ok) + " |",
+                  "|---|---:|" + "---|" * len(ok)]
+        for label in labels:
+            cells = []
+            for r in ok:
+                m = r["metrics"]["per_label"].get(label, {})
+                cells.append(f"{_f(m.get('roc_auc'))} / {_f(m.get('pr_auc'))} / {_f(m.get('f1'))}")
+            support = ok[0]["metrics"]["per_label"][label]["support"]
+            lines.append(f"| {label} | {support:,} | " + " | ".join(cells) + " |")
+        pairs = list(ok[0]["hierarchy_violations"]["per_pair"])
+        if pairs:
+            lines += ["", "Predicted child without its parent (rows):", "",
+                      "| child->parent | " + " | ".join(r["name"] for r in ok) + " |", "|---|" + "---:|" * len(ok)]
+            for pair in pairs:
+                lines.append(f"| {pair} | " + " | ".join(f"{r['hierarchy_violations']['per_pair'][pair]:,}"
+                                                        for r in ok) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def dumps(report: dict[str, Any]) -> str:
+    """JSON text of a report (NaN metrics become null)."""
+    return json.dumps(_nan_to_none(report), indent=2)
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    if isinstance(value, np.generic):
+        return _nan_to_none(value.item())
+    return value

@@ -1,0 +1,592 @@
+"""Inference latency and throughput over a grid: artifact x runtime x batch size x sequence length.
+
+Each cell warms up first (``warmup`` calls, untimed), then times ``iters`` calls of
+``predictor.predict(texts)`` with :func:`time.perf_counter` around each call and reports the
+p50 / p90 / p99 latency of one call (one batch) in milliseconds and the throughput in examples per
+second (``batch_size * calls / total call time``). A call is end to end, as a server sees it:
+tokenization, the model and the sigmoid. A cell stops early once it has run ``max_seconds`` (and
+at least :data:`MIN_ITERS` calls), so a slow runtime (bf16 on a CPU without bf16 hardware is
+~100x slower than fp32) cannot stall the run; the calls it really made are reported.
+
+Inputs:
+
+* **fixed length** (``seq_lengths``): synthetic texts that tokenize to exactly ``T`` tokens,
+  special tokens included: one filler word that is a single token in the artifact's tokenizer
+  (the first of :data:`FILLER_WORDS` that is), repeated ``T - (special tokens)`` times, checked by
+  tokenizing it. Every text of a batch is the same length, so dynamic padding pads nothing.
+  Artifacts without a tokenizer (baselines) get ``T`` whitespace-separated words; the length unit
+  is then ``words``. A length over the artifact's ``max_length`` is skipped (it would be truncated).
+* **real lengths** (``real_texts``): batches drawn (seeded) from real comments, so the cost of a
+  realistic length mix (and of padding to the longest text of each batch) is measured.
+
+Runtimes are :func:`export.runtime.load` backends (``auto``, ``torch``, ``torch-bf16``,
+``torch-int8``, ``ort``, ``sklearn``, ...) and ``triton`` (the endpoint at ``url`` serving the
+artifact under its directory name, through :class:`serve.client.ServeClient`). Rows are named
+``artifact/backend`` with the backend the runtime resolved to (``auto`` -> ``torch`` for a
+teacher/student, ``ort`` for an onnx artifact, ``sklearn`` for a baseline); two runtimes resolving
+to the same backend are measured once. A baseline asked for ``torch`` runs in its own library
+(``sklearn``). A runtime that does not apply to an artifact (no ``model.onnx``, no GPU, not served
+at ``url``, ...) becomes a ``skipped`` row with the reason; an unexpected failure an ``error`` row;
+neither stops the run.
+
+Ratios compare each row with the named baseline row (``artifact/runtime``) at the same batch size
+and length in the same run: ``speedup`` = baseline p50 / row p50 and ``throughput_ratio`` =
+row examples/s / baseline examples/s (both 1.0 for the baseline itself, > 1 means faster).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compress.artifact import ARTIFACT_FILE, ArtifactInfo, read_info
+from compress.errors import ArtifactError, ConfigError, DataError, UserError
+
+FILLER_WORDS = ("the", "a", "and", "is", "of", "to", "x")
+GPU_RUNTIMES = ("ort-cuda", "ort-trt", "tensorrt")
+BASELINE_BACKEND = "sklearn"
+TRITON = "triton"
+MIN_ITERS = 3
+REAL = "real"
+
+
+class Skipped(Exception):
+    """A runtime does not apply to an artifact; the message says why."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Artifacts and predictors
+
+
+def find_artifacts(root: str | os.PathLike[str] = "runs") -> list[Path]:
+    """Artifact directories ``root/*/artifact.json``, sorted by name.
+
+    Raises:
+        ArtifactError: none found (the message says where it looked and how to make one).
+    """
+    root = Path(root)
+    found = sorted(p.parent for p in root.glob(f"*/{ARTIFACT_FILE}"))
+    if not found:
+        raise ArtifactError(f"no artifacts found under {root}/ (looked for {root}/*/{ARTIFACT_FILE}); pass artifact "
+                            f"directories, or make one with `compress train` / `compress distill` / `compress baseline`")
+    return found
+
+
+def check_artifacts(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The given artifact directories, each checked to hold an ``artifact.json`` (one-line errors)."""
+    out = []
+    for path in map(Path, paths):
+        read_info(path)  # raises ArtifactError naming the problem
+        out.append(path)
+    return out
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def load_predictor(artifact: str | os.PathLike[str], runtime: str = "auto", max_batch_size: int | None = None,
+                   threads: int | None = None) -> Any:
+    """A Predictor (``predict(texts) -> (N, L)``) for ``artifact`` on ``runtime``, via :func:`export.runtime.load`.
+
+    A baseline asked for ``torch`` runs in its own library (backend ``sklearn``), as ``auto`` does.
+
+    Args:
+        artifact: artifact directory.
+        runtime: an export.runtime backend or ``auto``.
+        max_batch_size: the predictor's micro-batch size (None: the runtime's default).
+        threads: intra-op threads of PyTorch / ONNX Runtime (None: the runtime's default, the physical cores).
+
+    Raises:
+        Skipped: the runtime does not apply to this artifact (reason in the message).
+        ArtifactError: ``artifact`` is not an artifact.
+        ConfigError: ``runtime`` is not a backend name.
+    """
+    directory = Path(artifact)
+    info = read_info(directory)
+    backend = BASELINE_BACKEND if info.kind == "baseline" and runtime == "torch" else runtime
+    if backend in GPU_RUNTIMES and not _cuda_available():
+        raise Skipped(f"{backend} needs a CUDA GPU and this machine has none")
+    from export.runtime import load
+
+    kwargs: dict[str, Any] = {"max_batch_size": int(max_batch_size)} if max_batch_size else {}
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))  # also for baselines (fastText is PyTorch), which take no threads
+        kwargs["threads"] = int(threads)
+    try:
+        return load(directory, backend=backend, **kwargs)
+    except ConfigError:
+        raise
+    except UserError as exc:
+        raise Skipped(str(exc)) from None
+
+
+def known_runtimes() -> tuple[str, ...]:
+    """Runtime names: export.runtime's backends plus ``triton``."""
+    from export.runtime import BACKENDS
+
+    return (*BACKENDS, TRITON)
+
+
+def check_runtimes(runtimes: Sequence[str]) -> list[str]:
+    """Validate runtime names (typos are errors, not skips); returns them without duplicates."""
+    names = [r.strip() for r in runtimes if r.strip()]
+    if not names:
+        raise ConfigError("runtimes: give at least one, e.g. --runtimes torch,ort")
+    known = known_runtimes()
+    bad = [r for r in names if r not in known]
+    if bad:
+        raise ConfigError(f"runtimes: unknown runtime {bad[0]!r}; known: {', '.join(known)}")
+    return list(dict.fromkeys(names))
+
+
+def load_tokenizer(artifact: str | os.PathLike[str]) -> Any:
+    """The artifact's Hugging Face tokenizer (``tokenizer/``), or None if it has none (baselines)."""
+    directory = Path(artifact, "tokenizer")
+    if not directory.is_dir():
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(directory))
+    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds
+        raise ArtifactError(f"cannot load the tokenizer in {directory} ({type(exc).__name__}); "
+                            f"the artifact is damaged, re-create it") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs
+
+
+def fixed_length_text(length: int, tokenizer: Any = None) -> str:
+    """A text that tokenizes to exactly ``length`` tokens (special tokens included).
+
+    With ``tokenizer=None`` the text is ``length`` whitespace-separated words.
+
+    Raises:
+        ConfigError: the length is below the tokenizer's special tokens + 1, or no filler word works.
+    """
+    if length < 1:
+        raise ConfigError(f"seq_lengths: must be >= 1, got {length}")
+    if tokenizer is None:
+        return " ".join(["the"] * length)
+    for word in FILLER_WORDS:
+        if len(tokenizer(f"{word} {word} {word}", add_special_tokens=False)["input_ids"]) != 3:
+            continue  # not one token per repetition in this vocabulary
+        special = len(tokenizer(word)["input_ids"]) - 1
+        if length <= special:
+            raise ConfigError(f"seq_lengths: {length} leaves no room for text after {special} special tokens; "
+                              f"use at least {special + 1}")
+        text = " ".join([word] * (length - special))
+        if len(tokenizer(text)["input_ids"]) == length:
+            return text
+    raise ConfigError(f"seq_lengths: cannot build a {length}-token text with this tokenizer (none of "
+                      f"{', '.join(FILLER_WORDS)} is one token); use --real-lengths DATAFILE")
+
+
+def read_texts(path: str | os.PathLike[str], format: str | None = None) -> list[str]:
+    """Comment texts from a file: ``.txt`` = one text per non-empty line, else any ``compress.data`` file."""
+    p = Path(path)
+    if p.suffix.lower() == ".txt":
+        if not p.is_file():
+            raise DataError(f"texts file not found: {p}; check the path")
+        texts = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        from compress.data import load_dataset
+
+        texts = load_dataset(p, format=format).texts
+    if not texts:
+        raise DataError(f"{p} holds no texts; pass a file with at least one comment")
+    return texts
+
+
+def real_batches(texts: Sequence[str], batch_size: int, count: int, seed: int = 0) -> list[list[str]]:
+    """``count`` batches of ``batch_size`` texts drawn with a seeded RNG (with replacement across batches)."""
+    rng = np.random.default_rng(seed)
+    return [[texts[i] for i in rng.choice(len(texts), size=batch_size, replace=len(texts) < batch_size)]
+            for _ in range(count)]
+
+
+def mean_length(texts: Sequence[str], tokenizer: Any = None) -> float:
+    """Mean length in tokens (special tokens included, no truncation) or whitespace words."""
+    if tokenizer is None:
+        return float(np.mean([len(t.split()) for t in texts]))
+    ids = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    return float(np.mean([len(x) for x in ids]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing
+
+
+@dataclass
+class Timing:
+    """Per-call latencies (seconds) of one cell and its batch size."""
+
+    seconds: np.ndarray  # (calls,)
+    batch_size: int
+
+    def summary(self) -> dict[str, float | int]:
+        """p50/p90/p99/mean in ms (linear interpolation), throughput in examples/s, calls."""
+        ms = self.seconds * 1000.0
+        p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+        total = float(self.seconds.sum())
+        return {"iters": int(len(ms)), "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
+                "mean_ms": float(ms.mean()),
+                "throughput": self.batch_size * len(ms) / total if total > 0 else float("inf")}
+
+
+def time_calls(fn: Callable[[list[str]], Any], batches: Sequence[list[str]], warmup: int, iters: int,
+               max_seconds: float = 30.0) -> Timing:
+    """Warm up, then time ``fn`` on ``batches`` (cycled) call by call.
+
+    Args:
+        fn: one call = one batch (e.g. ``predictor.predict``).
+        batches: input batches, all of the same size.
+        warmup: untimed calls first (stopped early after ``max_seconds / 2``).
+        iters: timed calls, at most.
+        max_seconds: stop timing after this long once :data:`MIN_ITERS` calls are done.
+    """
+    if iters < 1:
+        raise ConfigError(f"iters: must be >= 1, got {iters}")
+    start = time.perf_counter()
+    for i in range(warmup):
+        fn(batches[i % len(batches)])
+        if time.perf_counter() - start > max_seconds / 2:
+            break
+    seconds: list[float] = []
+    start = time.perf_counter()
+    for i in range(iters):
+        batch = batches[i % len(batches)]
+        t0 = time.perf_counter()
+        fn(batch)
+        seconds.append(time.perf_counter() - t0)
+        if len(seconds) >= MIN_ITERS and time.perf_counter() - start > max_seconds:
+            break
+    return Timing(np.asarray(seconds), len(batches[0]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Environment
+
+
+def environment() -> dict[str, Any]:
+    """Hardware and library facts that shape the numbers (CPU model and SIMD flags, threads, versions)."""
+    env: dict[str, Any] = {"machine": platform.machine(), "logical_cpus": os.cpu_count(),
+                           "python": platform.python_version()}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        cpuinfo = ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+                 platform.processor() or "unknown")
+    flags_line = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
+    flags = set(flags_line.split(":", 1)[1].split()) if ":" in flags_line else set()
+    env["cpu"] = model
+    env["cpu_flags"] = {f: f in flags for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")}
+    env["bf16_hardware"] = bool(flags & {"avx512_bf16", "amx_bf16"})
+    try:
+        env["load_average_1m"] = round(os.getloadavg()[0], 2)
+    except OSError:
+        pass
+    try:
+        import torch
+
+        env["torch"] = torch.__version__
+        env["torch_threads"] = torch.get_num_threads()
+        env["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        pass
+    try:
+        import onnxruntime
+
+        env["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return env
+
+
+def machine_notes(env: dict[str, Any]) -> list[str]:
+    """A warning when other work kept the CPUs busy during the run (numbers are then pessimistic)."""
+    cpus = env.get("logical_cpus") or 1
+    loads = [v for v in (env.get("load_average_1m_start"), env.get("load_average_1m")) if v is not None]
+    if loads and max(loads) > 0.75 * cpus:
+        return [f"the machine was busy with other work (1-minute load average up to {max(loads):.1f} on {cpus} "
+                f"logical CPUs), so these latencies are pessimistic and noisy; multi-threaded PyTorch suffers most "
+                f"(threads wait for cores), which --threads 1 avoids."]
+    return []
+
+
+# ----------------------------------------------------------------------------------------------
+# The grid
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    """What ``bench latency`` measures.
+
+    Attributes:
+        runtimes: runtime names (see the module docstring).
+        batch_sizes / seq_lengths: the grid (fixed-length mode).
+        real_texts: comments for real-lengths mode (replaces ``seq_lengths``), or None.
+        url: Triton endpoint for the ``triton`` runtime, or None.
+        warmup / iters / max_seconds: per cell (see :func:`time_calls`).
+        baseline: row name (``artifact/runtime``) the ratios compare with; None = first measured row.
+        seed: sampling of real-length batches.
+        threads: intra-op threads of PyTorch / ONNX Runtime (None: the runtime's default).
+    """
+
+    runtimes: tuple[str, ...] = ("auto",)
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    seq_lengths: tuple[int, ...] = (16, 64, 128)
+    real_texts: tuple[str, ...] | None = None
+    real_source: str | None = None
+    url: str | None = None
+    warmup: int = 5
+    iters: int = 50
+    max_seconds: float = 20.0
+    baseline: str | None = None
+    seed: int = 0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads: must be >= 1, got {self.threads}")
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise ConfigError(f"batch_sizes: must be positive integers, got {list(self.batch_sizes)}")
+        if self.real_texts is None and (not self.seq_lengths or any(t < 1 for t in self.seq_lengths)):
+            raise ConfigError(f"seq_lengths: must be positive integers, got {list(self.seq_lengths)}")
+        if self.warmup < 0:
+            raise ConfigError(f"warmup: must be >= 0, got {self.warmup}")
+        if self.iters < 1:
+            raise ConfigError(f"iters: must be >= 1, got {self.iters}")
+        if self.max_seconds <= 0:
+            raise ConfigError(f"max_seconds: must be > 0, got {self.max_seconds}")
+        if TRITON in self.runtimes and not self.url:
+            raise ConfigError("runtimes: 'triton' needs --url http://127.0.0.1:PORT of a `serve start` endpoint")
+
+
+def _row(artifact: Path, info: ArtifactInfo, runtime: str, backend: str | None = None, **fields: Any
+         ) -> dict[str, Any]:
+    backend = backend or runtime
+    return {"name": f"{artifact.name}/{backend}", "artifact": str(artifact), "artifact_name": artifact.name,
+            "kind": info.kind, "architecture": info.architecture, "runtime": runtime, "backend": backend, **fields}
+
+
+class _TritonPredictor:
+    """The ``triton`` runtime: one served model through :class:`serve.client.ServeClient`."""
+
+    backend = TRITON
+
+    def __init__(self, url: str, model: str) -> None:
+        from serve.client import ServeClient
+
+        self.client = ServeClient(url, model=model)
+        if not self.client.ready():
+            try:
+                served = ", ".join(self.client.models()) or "none"
+            except UserError:
+                self.client.close()
+                raise Skipped(f"cannot reach {url}; is `serve start` running there?") from None
+            self.client.close()
+            raise Skipped(f"{url} does not serve a model named {model} (it serves: {served})")
+        self.max_batch_size = self.client.max_batch_size
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        return self.client.predict(texts)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _open(artifact: Path, runtime: str, config: LatencyConfig) -> Any:
+    if runtime == TRITON:
+        assert config.url is not None
+        from export.runtime import model_name
+
+        return _TritonPredictor(config.url, model_name(artifact))
+    return load_predictor(artifact, runtime, max_batch_size=max(max(config.batch_sizes), 32), threads=config.threads)
+
+
+def _cells(config: LatencyConfig) -> list[int | str]:
+    return [REAL] if config.real_texts is not None else list(config.seq_lengths)
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+
+
+def benchmark_artifact(artifact: Path, runtime: str, config: LatencyConfig,
+                       log: Callable[[str], None] = lambda _m: None, seen: set[str] | None = None
+                       ) -> list[dict[str, Any]]:
+    """All rows (batch x length) of one artifact on one runtime; skipped/error rows instead of raising.
+
+    Rows are named ``artifact/backend`` with the backend the runtime resolved to (``auto`` ->
+    ``torch``, ``ort``, ``sklearn``...). A runtime resolving to a backend already in ``seen`` is not
+    measured twice: it returns no rows.
+    """
+    info = read_info(artifact)
+    try:
+        predictor = _open(artifact, runtime, config)
+    except Skipped as exc:
+        return [_row(artifact, info, runtime, status="skipped", reason=str(exc), batch_size=None, seq_length=None)]
+    except Exception as exc:  # noqa: BLE001 - one broken runtime must not stop the grid
+        return [_row(artifact, info, runtime, status="error", batch_size=None, seq_length=None,
+                     reason=_one_line(exc))]
+    backend = str(getattr(predictor, "backend", runtime))
+    rows: list[dict[str, Any]] = []
+    try:
+        if seen is not None:
+            if backend in seen:
+                log(f"{artifact.name}: runtime {runtime} is {backend}, measured already")
+                return []
+            seen.add(backend)
+        tokenizer = load_tokenizer(artifact)
+        unit = "tokens" if tokenizer is not None else "words"
+        max_batch = int(getattr(predictor, "max_batch_size", 0) or 0)
+        for length in _cells(config):
+            for batch_size in config.batch_sizes:
+                base = {"batch_size": batch_size, "seq_length": length, "length_unit": unit}
+                if max_batch and batch_size > max_batch:
+                    rows.append(_row(artifact, info, runtime, backend, status="skipped", **base,
+                                     reason=f"batch {batch_size} > this runtime's max batch size {max_batch}"))
+                    continue
+                if length != REAL and tokenizer is not None and info.max_length and length > info.max_length:
+                    rows.append(_row(artifact, info, runtime, backend, status="skipped", **base,
+                                     reason=f"length {length} > the artifact's max_length {info.max_length} "
+                                            f"(inputs would be truncated)"))
+                    continue
+                if length == REAL:
+                    assert config.real_texts is not None
+                    batches = real_batches(config.real_texts, batch_size, max(config.iters, 1), config.seed)
+                    mean = mean_length([t for b in batches for t in b], tokenizer)
+                else:
+                    batches = [[fixed_length_text(int(length), tokenizer)] * batch_size]
+                    mean = float(length)
+                log(f"{artifact.name}/{backend}: batch {batch_size}, length {length}")
+                try:
+                    timing = time_calls(predictor.predict, batches, config.warmup, config.iters, config.max_seconds)
+                except Exception as exc:  # noqa: BLE001 - report and go on with the grid
+                    rows.append(_row(artifact, info, runtime, backend, status="error", **base,
+                                     reason=_one_line(exc)))
+                    continue
+                rows.append(_row(artifact, info, runtime, backend, status="ok", **base, mean_length=round(mean, 2),
+                                 **timing.summary()))
+    finally:
+        close = getattr(predictor, "close", None)
+        if callable(close):
+            close()
+    return rows
+
+
+def add_ratios(rows: list[dict[str, Any]], baseline: str | None) -> str | None:
+    """Add ``speedup`` and ``throughput_ratio`` vs the ``baseline`` row name to every ok row.
+
+    Returns the baseline name used (the first ok row's name when ``baseline`` is None), or None if
+    no row was measured.
+
+    Raises:
+        ConfigError: ``baseline`` names no measured row.
+    """
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        return None
+    names = list(dict.fromkeys(r["name"] for r in ok))
+    if baseline is None:
+        baseline = names[0]
+    elif baseline not in names:
+        raise ConfigError(f"baseline: no measured row is named {baseline!r}; measured rows: {', '.join(names)}")
+    reference = {(r["batch_size"], r["seq_length"]): r for r in ok if r["name"] == baseline}
+    for row in ok:
+        ref = reference.get((row["batch_size"], row["seq_length"]))
+        row["speedup"] = ref["p50_ms"] / row["p50_ms"] if ref and row["p50_ms"] > 0 else None
+        row["throughput_ratio"] = row["throughput"] / ref["throughput"] if ref and ref["throughput"] > 0 else None
+    return baseline
+
+
+def run(artifacts: Sequence[str | os.PathLike[str]], config: LatencyConfig,
+        log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """Measure the grid; returns the JSON-ready report (``bench: latency``)."""
+    paths = check_artifacts(artifacts)
+    load_before = environment().get("load_average_1m")
+    rows: list[dict[str, Any]] = []
+    for artifact in paths:
+        seen: set[str] = set()
+        for runtime in config.runtimes:
+            rows.extend(benchmark_artifact(artifact, runtime, config, log, seen))
+    baseline = add_ratios(rows, config.baseline)
+    env = environment()
+    env["load_average_1m_start"] = load_before
+    notes = machine_notes(env)
+    if any(r.endswith("bf16") for r in config.runtimes) and not env.get("bf16_hardware"):
+        notes.append(f"bf16 runs here without bf16 hardware ({env.get('cpu')}: no AVX-512 BF16 / AMX), so "
+                     f"PyTorch emulates it and it is far slower than fp32; on a CPU with AMX it is the fast path.")
+    return {
+        "bench": "latency",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "environment": env,
+        "settings": {"runtimes": list(config.runtimes), "batch_sizes": list(config.batch_sizes),
+                     "seq_lengths": _cells(config), "real_lengths": config.real_source, "url": config.url,
+                     "warmup": config.warmup, "iters": config.iters, "max_seconds_per_cell": config.max_seconds,
+                     "seed": config.seed, "threads": config.threads},
+        "baseline": baseline,
+        "notes": notes,
+        "rows": rows,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Output
+
+
+def _fmt(value: float | None, spec: str = ".2f", suffix: str = "") -> str:
+    return "—" if value is None else f"{value:{spec}}{suffix}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown: measured rows, then skipped/error rows with reasons, then notes."""
+    base = report.get("baseline")
+    env = report.get("environment", {})
+    ok = [r for r in report["rows"] if r["status"] == "ok"]
+    other = [r for r in report["rows"] if r["status"] != "ok"]
+    lines = [f"Latency of one `predict` call (one batch, tokenization included); {env.get('cpu', '?')}, "
+             f"{env.get('torch_threads', '?')} torch threads. Ratios vs `{base}` at the same batch and length "
+             f"(> 1 = faster).", ""]
+    if ok:
+        lines += ["| row | batch | length | p50 ms | p90 ms | p99 ms | examples/s | speed-up (p50) | throughput ratio |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in ok:
+            length = f"real (mean {r['mean_length']:.0f})" if r["seq_length"] == REAL else str(r["seq_length"])
+            lines.append(f"| {r['name']} | {r['batch_size']} | {length} {r['length_unit']} | {r['p50_ms']:.2f} | "
+                         f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['throughput']:.1f} | "
+                         f"{_fmt(r.get('speedup'), '.2f', 'x')} | {_fmt(r.get('throughput_ratio'), '.2f', 'x')} |")
+    else:
+        lines.append("No cell was measured.")
+    if other:
+        lines += ["", "| row | batch | length | status | reason |", "|---|---:|---:|---|---|"]
+        for r in other:
+            lines.append(f"| {r['name']} | {r.get('batch_size') or 'all'} | {r.get('seq_length') or 'all'} | "
+                         f"{r['status']} | {r['reason']} |")
+    for note in report.get("notes", []):
+        lines += ["", f"Note: {note}"]
+    return "\n".join(lines) + "\n"
+
+
+def dumps(report: dict[str, Any]) -> str:
+    """JSON text of a report."""
+    return json.dumps(report, indent=2, default=float)

@@ -1,0 +1,282 @@
+"""One Markdown (or HTML) report from bench JSON reports, with PNG plots; plus the bench CLIs' output helpers.
+
+``build_report(reports, out_dir)`` takes any mix of ``bench table / latency / accuracy / load /
+serve-speed`` JSON reports (each has a ``bench`` key) and writes into ``out_dir``:
+
+* ``pareto.png``: batch-1 p50 latency vs the compared metric (from a table report; else from a
+  latency report joined with an accuracy report by artifact name), Pareto front marked;
+* ``latency_percentiles.png``: p50/p90/p99 per runtime row at batch 1 (first length);
+* ``throughput_vs_batch.png``: examples/s vs batch size per runtime row (first length);
+* ``serve_speed.png``: endpoint vs in-process throughput per concurrency;
+* ``report.md`` (or ``report.html``) embedding them beside each report's own tables.
+
+This module imports only the standard library at import time (the bench command modules use its
+output helpers while building their parsers); matplotlib loads when a plot is drawn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import html
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from compress.errors import ConfigError, DataError
+
+KINDS = ("table", "latency", "accuracy", "serve-speed", "load")
+FORMATS = ("md", "html")
+
+# ----------------------------------------------------------------------------------------------
+# Output helpers shared by the bench commands
+
+
+def split_list(value: str, cast: Callable[[str], Any], name: str) -> list[Any]:
+    """``"1,8,32"`` -> ``[1, 8, 32]``; a bad item is a one-line ConfigError naming the flag."""
+    items = [v.strip() for v in str(value).split(",") if v.strip()]
+    try:
+        out = [cast(v) for v in items]
+    except ValueError:
+        raise ConfigError(f"--{name}: expected a comma-separated list of {cast.__name__}, got {value!r}") from None
+    if not out:
+        raise ConfigError(f"--{name}: give at least one value")
+    return out
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr (stdout carries the result)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def add_output_args(parser: argparse.ArgumentParser) -> None:
+    """``--json-out`` and ``--md-out``."""
+    parser.add_argument("--json-out", metavar="FILE", help="write the JSON report here")
+    parser.add_argument("--md-out", metavar="FILE", help="write the Markdown table here")
+
+
+def write_outputs(args: argparse.Namespace, json_text: str, md_text: str) -> None:
+    """Write the JSON/Markdown files asked for, then print the Markdown."""
+    for path, text in ((args.json_out, json_text), (args.md_out, md_text)):
+        if path:
+            p = Path(path)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text if text.endswith("\n") else text + "\n")
+    print(md_text, end="" if md_text.endswith("\n") else "\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading reports
+
+
+def load_reports(paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
+    """Bench JSON reports from files; each must carry a known ``bench`` kind."""
+    reports = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise DataError(f"report file not found: {path}; pass JSON written by a bench command's --json-out")
+        try:
+            report = json.loads(path.read_text())
+        except ValueError:
+            raise DataError(f"{path} is not valid JSON; pass JSON written by a bench command's --json-out") from None
+        kind = report.get("bench") if isinstance(report, dict) else None
+        if kind not in KINDS:
+            raise DataError(f"{path} is not a bench report (bench = {kind!r}); pass output of "
+                            f"bench {' / '.join(KINDS)} --json-out")
+        report["_source"] = str(path)
+        reports.append(report)
+    return reports
+
+
+def find_reports(directory: str | os.PathLike[str] = "runs/bench") -> list[Path]:
+    """The bench JSON reports in ``directory`` (files whose ``bench`` key is a known kind)."""
+    found = []
+    for path in sorted(Path(directory).glob("*.json")):
+        try:
+            kind = json.loads(path.read_text()).get("bench")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if kind in KINDS:
+            found.append(path)
+    if not found:
+        raise DataError(f"no bench reports in {directory}/; pass --from FILE.json (written by bench table / latency "
+                        f"/ accuracy / serve-speed --json-out)")
+    return found
+
+
+# ----------------------------------------------------------------------------------------------
+# Plots from reports
+
+
+def _first(reports: Sequence[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    return next((r for r in reports if r["bench"] == kind), None)
+
+
+def pareto_points(reports: Sequence[dict[str, Any]]) -> tuple[list[Any], list[Any], str]:
+    """(measured points, claimed points, metric label) for the Pareto plot."""
+    from bench.plots import Point
+    from bench.table import CLAIMED, COMPARED_METRIC, METRIC_NAMES
+
+    table = _first(reports, "table")
+    if table is not None:
+        metric = table["compared_metric"]
+        points = [Point(r["artifact"], r["latency_p50_ms"], r["metrics"][metric]) for r in table["rows"]
+                  if r["status"] == "ok" and r.get("metrics", {}).get(metric) is not None]
+        claimed = [Point(c.model, c.latency_ms, c.accuracy) for c in CLAIMED]
+        return points, claimed, f"{METRIC_NAMES[metric]} (claimed: \"accuracy\")"
+    latency, accuracy = _first(reports, "latency"), _first(reports, "accuracy")
+    if latency is None or accuracy is None:
+        return [], [], ""
+    quality = {r["name"]: r["metrics"][COMPARED_METRIC] for r in accuracy["rows"]
+               if r["status"] == "ok" and r["metrics"].get(COMPARED_METRIC) is not None}
+    first_len = next((r["seq_length"] for r in latency["rows"] if r["status"] == "ok"), None)
+    points = [Point(r["name"], r["p50_ms"], quality[r["artifact_name"]]) for r in latency["rows"]
+              if r["status"] == "ok" and r["batch_size"] == 1 and r["seq_length"] == first_len
+              and r["artifact_name"] in quality]
+    return points, [], METRIC_NAMES[COMPARED_METRIC]
+
+
+def _latency_views(latency: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, list[tuple[int, float]]], Any]:
+    ok = [r for r in latency["rows"] if r["status"] == "ok"]
+    if not ok:
+        return [], {}, None
+    length = ok[0]["seq_length"]
+    at_len = [r for r in ok if r["seq_length"] == length]
+    smallest = min(r["batch_size"] for r in at_len)
+    bars = [r for r in at_len if r["batch_size"] == smallest]
+    series: dict[str, list[tuple[int, float]]] = {}
+    for r in at_len:
+        series.setdefault(r["name"], []).append((r["batch_size"], r["throughput"]))
+    return bars, series, (length, smallest)
+
+
+def make_plots(reports: Sequence[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
+    """Every plot the reports allow; returns {plot key: PNG path}."""
+    from bench import plots
+
+    made: dict[str, Path] = {}
+    points, claimed, label = pareto_points(reports)
+    if points:
+        made["pareto"] = plots.pareto_plot(points, out_dir / "pareto.png", label, claimed,
+                                           title="Latency vs quality (measured here; claimed in grey)")
+    latency = _first(reports, "latency")
+    if latency is not None:
+        bars, series, where = _latency_views(latency)
+        if bars:
+            length, batch = where
+            made["percentiles"] = plots.percentile_plot(
+                bars, out_dir / "latency_percentiles.png", f"Latency percentiles, batch {batch}, length {length}")
+        if any(len(v) > 1 for v in series.values()):
+            made["throughput"] = plots.throughput_plot(
+                series, out_dir / "throughput_vs_batch.png", f"Throughput vs batch size, length {where[0]}")
+    serve = _first(reports, "serve-speed")
+    if serve is not None:
+        ok = [a for a in serve["artifacts"] if a["status"] == "ok"]
+        if ok:
+            made["serve_speed"] = plots.serve_speed_plot(ok, out_dir / "serve_speed.png")
+    return made
+
+
+# ----------------------------------------------------------------------------------------------
+# The report
+
+
+def _section_markdown(report: dict[str, Any]) -> str:
+    from bench import accuracy, latency, load, serve_speed, table
+
+    render = {"table": table.markdown, "latency": latency.markdown, "accuracy": accuracy.markdown,
+              "serve-speed": serve_speed.markdown, "load": load.markdown}[report["bench"]]
+    return render(report)
+
+
+TITLES = {"table": "Model selection: claimed vs measured", "latency": "Latency and throughput",
+          "accuracy": "Accuracy on one labelled set", "serve-speed": "Serving: Triton endpoint vs in-process",
+          "load": "Load test (locust)"}
+PLOTS_FOR = {"table": ["pareto"], "latency": ["percentiles", "throughput"], "serve-speed": ["serve_speed"]}
+ALT = {"pareto": "latency/quality Pareto front", "percentiles": "latency percentiles per runtime",
+       "throughput": "throughput vs batch size", "serve_speed": "endpoint vs in-process throughput"}
+
+
+def build_report(reports: Sequence[dict[str, Any]], out_dir: str | os.PathLike[str], fmt: str = "md") -> Path:
+    """Write plots and ``report.md`` / ``report.html`` into ``out_dir``; returns the report path."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not reports:
+        raise DataError("no reports to render; pass --from FILE.json")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plots_made = make_plots(reports, out)
+    env = next((r["environment"] for r in reports if "environment" in r), {})
+    lines = ["# modcompress benchmark report", "",
+             f"Generated {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} from "
+             f"{', '.join('`' + Path(r['_source']).name + '`' for r in reports if '_source' in r) or 'in-memory reports'}."]
+    if env:
+        flags = ", ".join(k for k, v in env.get("cpu_flags", {}).items() if v) or "none listed"
+        lines += ["", f"Machine: {env.get('cpu', '?')}, {env.get('logical_cpus', '?')} logical CPUs "
+                      f"({flags}), torch {env.get('torch', '?')} with {env.get('torch_threads', '?')} threads, "
+                      f"onnxruntime {env.get('onnxruntime', '—')}, GPU: {env.get('cuda') or 'none'}."]
+    used: set[str] = set()
+    order = sorted(reports, key=lambda r: KINDS.index(r["bench"]))
+    plots_for = dict(PLOTS_FOR)
+    if _first(reports, "table") is None:  # a Pareto plot from latency + accuracy goes with the latency section
+        plots_for["latency"] = ["pareto", *PLOTS_FOR["latency"]]
+    for report in order:
+        lines += ["", f"## {TITLES[report['bench']]}", ""]
+        for key in plots_for.get(report["bench"], []):
+            if key in plots_made and key not in used:
+                used.add(key)
+                lines += [f"![{ALT[key]}]({plots_made[key].name})", ""]
+        lines.append(_section_markdown(report).rstrip("\n"))
+    text = "\n".join(lines) + "\n"
+    if fmt == "md":
+        path = out / "report.md"
+        path.write_text(text)
+    else:
+        path = out / "report.html"
+        path.write_text(markdown_to_html(text, "modcompress benchmark report"))
+    return path
+
+
+_IMAGE = re.compile(r"^!\[([^\]]*)\]\(([^)]+)\)$")
+
+
+def _inline(text: str) -> str:
+    out = html.escape(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+
+
+def markdown_to_html(text: str, title: str) -> str:
+    """The small Markdown subset these reports use (headings, tables, images, paragraphs) as HTML."""
+    body: list[str] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
+        elif _IMAGE.match(line):
+            alt, src = _IMAGE.match(line).groups()  # type: ignore[union-attr]
+            body.append(f'<p><img src="{html.escape(src)}" alt="{html.escape(alt)}"></p>')
+        elif line.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].startswith("|"):
+                rows.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
+                i += 1
+            header, data = rows[0], rows[2:]
+            body.append("<table><thead><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in header) + "</tr></thead>"
+                        "<tbody>" + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>"
+                                            for r in data) + "</tbody></table>")
+            continue
+        elif line.strip():
+            body.append(f"<p>{_inline(line)}</p>")
+        i += 1
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;} table{border-collapse:collapse;"
+             "margin:1em 0;} td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;} img{max-width:100%;}")
+    return (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

@@ -1,0 +1,268 @@
+"""Serving throughput: the Triton endpoint vs the same predictor in-process, in one run.
+
+For each artifact:
+
+1. **in-process**: the :mod:`export.runtime` predictor's ``predict`` on batches of ``c`` texts
+   (c = each concurrency), back to back in one thread: examples/s, and the p50/p99 latency of a
+   batch-1 call. Batch ``c`` is the best a server can do with ``c`` clients sending one text each
+   (the dynamic batcher can at most merge their ``c`` requests into one batch), so it is the
+   reference the endpoint is held to.
+2. **endpoint**: the same predictor bound into a real Triton server by
+   :func:`serve.server.start_server` on free loopback ports; ``c`` client threads, each with its own
+   :class:`serve.client.ServeClient` (HTTP), send one text per request until ``requests`` requests
+   are done: requests/s (= texts/s) and p50/p99 request latency.
+
+``ratio`` = endpoint requests/s / in-process examples/s at the same ``c``; the headline is ``c = 8``.
+In-process runs first and the server is stopped before the next artifact, so the two never
+compete for the CPU; the client threads do share it with the server (as a client on the same
+box would). Every request count is bounded.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compress.errors import ConfigError, UserError
+
+HEADLINE_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class ServeSpeedConfig:
+    """What ``bench serve-speed`` measures.
+
+    Attributes:
+        concurrency: client threads per measurement (each sends one text per request).
+        requests: requests per concurrency level (bounded, at least 2 per thread).
+        texts: comments to send (cycled), same for in-process and endpoint.
+        backend: export.runtime backend.
+        max_queue_delay_us: Triton dynamic batcher delay.
+        warmup: untimed requests per thread (and untimed in-process batches).
+        max_seconds: stop a measurement after this long (the requests done so far count).
+        threads: intra-op threads of PyTorch / ONNX Runtime (None: the runtime's default).
+    """
+
+    concurrency: tuple[int, ...] = (1, 8, 32)
+    requests: int = 400
+    texts: tuple[str, ...] = ()
+    texts_source: str | None = None
+    backend: str = "auto"
+    max_queue_delay_us: int = 1000
+    warmup: int = 2
+    max_seconds: float = 120.0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.concurrency or any(c < 1 or c > 256 for c in self.concurrency):
+            raise ConfigError(f"concurrency: must be integers in 1..256, got {list(self.concurrency)}")
+        if not 1 <= self.requests <= 100_000:
+            raise ConfigError(f"requests: must be in 1..100000, got {self.requests}")
+        if not self.texts:
+            raise ConfigError("texts: need at least one text to send")
+        if self.max_queue_delay_us < 0:
+            raise ConfigError(f"max_queue_delay_us: must be >= 0, got {self.max_queue_delay_us}")
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports free a moment ago (the OS picks them)."""
+    sockets = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _percentiles(seconds: Sequence[float]) -> dict[str, float]:
+    ms = np.asarray(seconds) * 1000.0
+    p50, p99 = np.percentile(ms, [50, 99])
+    return {"p50_ms": float(p50), "p99_ms": float(p99), "mean_ms": float(ms.mean())}
+
+
+def in_process(predictor: Any, texts: Sequence[str], batch_size: int, examples: int, warmup: int,
+               max_seconds: float) -> dict[str, Any]:
+    """Back-to-back ``predict`` on batches of ``batch_size`` until ``examples`` texts: examples/s + latency."""
+    batches = [[texts[(start + j) % len(texts)] for j in range(batch_size)]
+               for start in range(0, max(examples, batch_size), batch_size)]
+    for batch in batches[:warmup]:
+        predictor.predict(batch)
+    seconds = []
+    start = time.perf_counter()
+    for batch in batches:
+        t0 = time.perf_counter()
+        predictor.predict(batch)
+        seconds.append(time.perf_counter() - t0)
+        if time.perf_counter() - start > max_seconds and len(seconds) >= 3:
+            break
+    total = float(np.sum(seconds))
+    return {"batch_size": batch_size, "examples": batch_size * len(seconds),
+            "examples_per_s": batch_size * len(seconds) / total, **_percentiles(seconds)}
+
+
+def endpoint(url: str, model: str, texts: Sequence[str], concurrency: int, requests: int, warmup: int,
+             max_seconds: float) -> dict[str, Any]:
+    """``concurrency`` threads, one ServeClient each, one text per request until ``requests`` are done."""
+    from serve.client import ServeClient
+
+    lock = threading.Lock()
+    counter = {"next": 0}
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    errors: list[str] = []
+    ready = threading.Barrier(concurrency + 1)
+    deadline = {"t": float("inf")}
+
+    def worker(k: int) -> None:
+        try:
+            with ServeClient(url, model=model) as client:
+                for i in range(warmup):
+                    client.predict([texts[(k + i) % len(texts)]])
+                ready.wait()
+                while True:
+                    with lock:
+                        i = counter["next"]
+                        if i >= requests or time.perf_counter() > deadline["t"]:
+                            return
+                        counter["next"] += 1
+                    t0 = time.perf_counter()
+                    client.predict([texts[i % len(texts)]])
+                    latencies[k].append(time.perf_counter() - t0)
+        except threading.BrokenBarrierError:
+            return
+        except Exception as exc:  # noqa: BLE001 - reported in the result, the run goes on
+            errors.append(f"{type(exc).__name__}: {exc}")
+            ready.abort()
+
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(concurrency)]
+    for t in threads:
+        t.start()
+    try:
+        ready.wait(timeout=120)
+    except threading.BrokenBarrierError:
+        pass
+    start = time.perf_counter()
+    deadline["t"] = start + max_seconds
+    for t in threads:
+        t.join(timeout=max_seconds + 60)
+    wall = time.perf_counter() - start
+    if errors:
+        raise UserError(f"endpoint requests failed at concurrency {concurrency}: {errors[0]}")
+    flat = [s for per in latencies for s in per]
+    if not flat:
+        raise UserError(f"no request finished at concurrency {concurrency}")
+    return {"concurrency": concurrency, "requests": len(flat), "seconds": wall,
+            "requests_per_s": len(flat) / wall, **_percentiles(flat)}
+
+
+def benchmark_artifact(artifact: Path, config: ServeSpeedConfig,
+                       log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """In-process and endpoint numbers of one artifact at every concurrency."""
+    from bench.latency import Skipped, load_predictor
+    from serve.config import ServeConfig
+    from serve.server import start_server
+
+    try:
+        predictor = load_predictor(artifact, config.backend, threads=config.threads)
+    except Skipped as exc:
+        return {"artifact": artifact.name, "status": "skipped", "reason": str(exc)}
+    max_batch = int(getattr(predictor, "max_batch_size", 0) or max(config.concurrency))
+    texts = list(config.texts)
+    local = {}
+    one = None
+    for c in config.concurrency:
+        b = min(c, max_batch)
+        log(f"serve-speed {artifact.name}: in-process batch {b}")
+        local[c] = in_process(predictor, texts, b, config.requests, config.warmup, config.max_seconds)
+        if b == 1:
+            one = local[c]
+    if one is None:
+        one = in_process(predictor, texts, 1, min(config.requests, 100), config.warmup, config.max_seconds)
+    http_port, grpc_port, metrics_port = free_ports(3)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as log_dir:
+        serve_config = ServeConfig(host="127.0.0.1", http_port=http_port, grpc_port=grpc_port,
+                                   metrics_port=metrics_port, max_queue_delay_us=config.max_queue_delay_us,
+                                   exit_timeout_s=5, log_file=Path(log_dir) / "triton.log")
+        t0 = time.perf_counter()
+        with start_server([predictor], serve_config) as handle:
+            startup = time.perf_counter() - t0
+            for c in config.concurrency:
+                log(f"serve-speed {artifact.name}: endpoint, concurrency {c}")
+                ep = endpoint(handle.http_url, predictor.name, texts, c, config.requests, config.warmup,
+                              config.max_seconds)
+                ref = local[c]
+                rows.append({"concurrency": c, "endpoint": ep, "in_process": ref,
+                             "ratio": ep["requests_per_s"] / ref["examples_per_s"]})
+    headline = next((r for r in rows if r["concurrency"] == HEADLINE_CONCURRENCY), None)
+    return {"artifact": artifact.name, "artifact_path": str(artifact), "model": predictor.name, "status": "ok",
+            "max_batch_size": max_batch, "server_startup_s": startup, "in_process_batch1": one, "rows": rows,
+            "ratio_at_8": headline["ratio"] if headline else None}
+
+
+def run(artifacts: Sequence[str | os.PathLike[str]], config: ServeSpeedConfig,
+        log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """Measure every artifact; returns the JSON-ready report (``bench: serve-speed``)."""
+    from bench.latency import check_artifacts, environment, machine_notes
+
+    paths = check_artifacts(artifacts)
+    load_before = environment().get("load_average_1m")
+    results = [benchmark_artifact(p, config, log) for p in paths]
+    env = environment()
+    env["load_average_1m_start"] = load_before
+    return {
+        "bench": "serve-speed",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "environment": env,
+        "notes": machine_notes(env),
+        "settings": {"concurrency": list(config.concurrency), "requests": config.requests,
+                     "texts": config.texts_source or "built-in sample comments", "backend": config.backend,
+                     "max_queue_delay_us": config.max_queue_delay_us, "protocol": "http", "instances": 1,
+                     "threads": config.threads},
+        "artifacts": results,
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """One table row per artifact x concurrency."""
+    s = report["settings"]
+    lines = [f"Endpoint (Triton, HTTP, 1 instance, dynamic batching {s['max_queue_delay_us']} µs) vs in-process "
+             f"predict on batches of c texts; c client threads send one text per request ({s['requests']} requests "
+             f"per level; texts: {s['texts']}).", "",
+             "| artifact | c | endpoint req/s | endpoint p50 ms | endpoint p99 ms | in-process ex/s (batch c) | "
+             "endpoint / in-process |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for a in report["artifacts"]:
+        if a["status"] != "ok":
+            lines.append(f"| {a['artifact']} | — | {a['status']}: {a['reason']} | | | | |")
+            continue
+        for r in a["rows"]:
+            ep, ref = r["endpoint"], r["in_process"]
+            lines.append(f"| {a['artifact']} | {r['concurrency']} | {ep['requests_per_s']:.1f} | {ep['p50_ms']:.1f} | "
+                         f"{ep['p99_ms']:.1f} | {ref['examples_per_s']:.1f} (b={ref['batch_size']}) | "
+                         f"{100 * r['ratio']:.0f}% |")
+    heads = [f"{a['artifact']} {100 * a['ratio_at_8']:.0f}%" for a in report["artifacts"]
+             if a["status"] == "ok" and a.get("ratio_at_8") is not None]
+    if heads:
+        lines += ["", f"Endpoint / in-process at concurrency {HEADLINE_CONCURRENCY}: {', '.join(heads)}."]
+    lines += [f"\nNote: {note}" for note in report.get("notes", [])]
+    return "\n".join(lines) + "\n"
+
+
+def dumps(report: dict[str, Any]) -> str:
+    """JSON text of a report."""
+    return json.dumps(report, indent=2)

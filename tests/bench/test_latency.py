@@ -1,0 +1,154 @@
+"""bench latency: fixed-length inputs, the grid's structure, percentiles, ratios, skips and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import latency
+from bench.cli import main
+from compress.errors import ArtifactError, ConfigError
+from tests import fixtures
+
+FAST = {"warmup": 1, "iters": 5, "max_seconds": 5.0}
+
+
+@pytest.mark.parametrize("length", [3, 8, 16, 64])
+def test_fixed_length_text_tokenizes_to_exactly_that_length(tmp_path, length):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(fixtures.write_tokenizer(tmp_path / "tok")))
+    text = latency.fixed_length_text(length, tokenizer)
+    assert len(tokenizer(text)["input_ids"]) == length
+    assert len(latency.fixed_length_text(length).split()) == length  # no tokenizer: words
+
+
+def test_fixed_length_text_refuses_lengths_without_room_for_text(tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(fixtures.write_tokenizer(tmp_path / "tok")))
+    with pytest.raises(ConfigError, match="special tokens"):
+        latency.fixed_length_text(2, tokenizer)  # [CLS] [SEP] only
+
+
+def test_grid_structure_percentiles_and_self_ratio(tfidf_artifact):
+    config = latency.LatencyConfig(runtimes=("torch", "ort"), batch_sizes=(1, 4), seq_lengths=(8, 32), **FAST)
+    report = latency.run([tfidf_artifact], config)
+    ok = [r for r in report["rows"] if r["status"] == "ok"]
+    assert {(r["batch_size"], r["seq_length"]) for r in ok} == {(1, 8), (4, 8), (1, 32), (4, 32)}
+    for r in ok:
+        assert r["name"] == "tfidf/sklearn" and r["length_unit"] == "words"  # a baseline's torch = its own library
+        assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+        assert r["throughput"] > 0 and 1 <= r["iters"] <= 5
+        assert r["speedup"] == pytest.approx(1.0) and r["throughput_ratio"] == pytest.approx(1.0)
+    assert report["baseline"] == "tfidf/sklearn"
+    skipped = [r for r in report["rows"] if r["status"] == "skipped"]
+    assert [r["name"] for r in skipped] == ["tfidf/ort"]
+    assert "no model.onnx" in skipped[0]["reason"]
+    md = latency.markdown(report)
+    assert "| tfidf/sklearn | 4 | 32 words |" in md and "tfidf/ort" in md and "skipped" in md
+
+
+def test_runtimes_resolving_to_one_backend_are_measured_once(tfidf_artifact):
+    config = latency.LatencyConfig(runtimes=("auto", "torch", "sklearn"), batch_sizes=(1,), seq_lengths=(8,), **FAST)
+    rows = latency.run([tfidf_artifact], config)["rows"]
+    assert [(r["name"], r["runtime"]) for r in rows] == [("tfidf/sklearn", "auto")]
+
+
+def test_ratios_against_a_named_baseline(runs_dir):
+    config = latency.LatencyConfig(batch_sizes=(2,), seq_lengths=(8,), baseline="tfidf-b/sklearn", **FAST)
+    report = latency.run(latency.find_artifacts(runs_dir), config)
+    rows = {r["name"]: r for r in report["rows"]}
+    assert rows["tfidf-b/sklearn"]["speedup"] == pytest.approx(1.0)
+    a, b = rows["tfidf-a/sklearn"], rows["tfidf-b/sklearn"]
+    assert a["speedup"] == pytest.approx(b["p50_ms"] / a["p50_ms"])
+    assert a["throughput_ratio"] == pytest.approx(a["throughput"] / b["throughput"])
+    with pytest.raises(ConfigError, match="no measured row is named 'nope/torch'"):
+        latency.add_ratios(report["rows"], "nope/torch")
+
+
+def test_real_lengths_mode_samples_real_texts(tfidf_artifact, jigsaw_csv):
+    texts = latency.read_texts(jigsaw_csv)
+    config = latency.LatencyConfig(batch_sizes=(4,), real_texts=tuple(texts),
+                                   real_source=str(jigsaw_csv), **FAST)
+    report = latency.run([tfidf_artifact], config)
+    (row,) = report["rows"]
+    assert row["seq_length"] == latency.REAL and row["mean_length"] > 3
+    assert "real (mean" in latency.markdown(report)
+
+
+def test_gpu_runtime_is_skipped_with_the_reason_on_a_cpu_box(hf_artifact):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    rows = latency.benchmark_artifact(hf_artifact, "tensorrt", latency.LatencyConfig(**FAST))
+    assert [(r["status"], r["reason"]) for r in rows] == [("skipped", "tensorrt needs a CUDA GPU and this machine "
+                                                                       "has none")]
+
+
+def test_hf_artifact_grid_skips_lengths_over_max_length(hf_artifact):
+    config = latency.LatencyConfig(runtimes=("auto", "torch", "ort"), batch_sizes=(1, 2), seq_lengths=(16, 64),
+                                   **FAST)
+    rows = latency.run([hf_artifact], config)["rows"]
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert {(r["name"], r["batch_size"], r["seq_length"]) for r in ok} == {("teacher/torch", 1, 16),
+                                                                          ("teacher/torch", 2, 16)}
+    assert [r["reason"] for r in rows if r["name"] == "teacher/ort"][0].endswith(
+        "(`modcompress-export onnx` makes one)")
+    assert all(r["length_unit"] == "tokens" for r in ok)
+    over = [r for r in rows if r["seq_length"] == 64]
+    assert over and all(r["status"] == "skipped" and "max_length 32" in r["reason"] for r in over)
+
+
+def test_triton_endpoint_as_a_runtime(tfidf_artifact, server):
+    config = latency.LatencyConfig(runtimes=("auto", "triton"), batch_sizes=(1, 32), seq_lengths=(8,),
+                                   url=server.http_url, **FAST)
+    rows = {(r["name"], r["batch_size"]): r for r in latency.run([tfidf_artifact], config)["rows"]}
+    assert rows[("tfidf/triton", 1)]["status"] == "ok"
+    assert rows[("tfidf/triton", 1)]["p50_ms"] > 0
+    assert rows[("tfidf/triton", 32)]["status"] == "skipped"  # the server's max batch size is 16
+    assert "max batch size 16" in rows[("tfidf/triton", 32)]["reason"]
+
+
+def test_triton_runtime_needs_a_url():
+    with pytest.raises(ConfigError, match="--url"):
+        latency.LatencyConfig(runtimes=("triton",))
+
+
+def test_find_artifacts(tmp_path, runs_dir):
+    assert [p.name for p in latency.find_artifacts(runs_dir)] == ["tfidf-a", "tfidf-b"]
+    with pytest.raises(ArtifactError, match="no artifacts found under"):
+        latency.find_artifacts(tmp_path / "empty")
+
+
+def test_cli_writes_json_and_markdown(tmp_path, tfidf_artifact, capsys):
+    out_json, out_md = tmp_path / "lat.json", tmp_path / "lat.md"
+    code = main(["latency", str(tfidf_artifact), "--runtimes", "torch", "--batch-sizes", "1,2", "--seq-lengths", "8",
+                 "--iters", "3", "--warmup", "1", "--json-out", str(out_json), "--md-out", str(out_md)])
+    assert code == 0
+    report = json.loads(out_json.read_text())
+    assert report["bench"] == "latency" and len(report["rows"]) == 2
+    assert out_md.read_text() in capsys.readouterr().out
+
+
+def test_cli_without_artifacts_says_where_it_looked(tmp_path, capsys):
+    code = main(["latency", "--runs-dir", str(tmp_path / "nothing")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "no artifacts found under" in err and "Traceback" not in err
+
+
+def test_cli_rejects_bad_lists_and_unknown_runtimes(tfidf_artifact, capsys):
+    assert main(["latency", str(tfidf_artifact), "--batch-sizes", "1,x"]) == 2
+    assert "--batch-sizes" in capsys.readouterr().err
+    assert main(["latency", str(tfidf_artifact), "--runtimes", "onnx"]) == 2
+    assert "unknown runtime 'onnx'" in capsys.readouterr().err
+
+
+def test_busy_machine_is_reported():
+    busy = {"logical_cpus": 2, "load_average_1m_start": 0.3, "load_average_1m": 5.9}
+    (note,) = latency.machine_notes(busy)
+    assert "load average up to 5.9 on 2" in note
+    assert latency.machine_notes({"logical_cpus": 2, "load_average_1m": 0.4}) == []
