@@ -1,0 +1,92 @@
+"""`compress tune`: parse -> TuneConfig (base recipe + search space) -> compress.tune.tune -> print a table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from compress.commands.train import add_common_options, common_overrides
+from compress.errors import UserError
+
+DEFAULT_STORAGE = "sqlite:///runs/tune.db"  # mirrors compress.tune.DEFAULT_STORAGE (kept light here)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tune", help="Optuna search over the teacher recipe, or a student's (distillation)",
+        description="Tune a teacher (--model) or a student distilled from a teacher (--student NAME --teacher DIR) "
+                    "with Optuna: each trial trains into its own directory and reports validation macro ROC-AUC "
+                    "per epoch (pruning); the study's best artifact is written to --out with tune.json. "
+                    "KEY=VALUE overrides set the base recipe of every trial; the search space wins over them.")
+    p.add_argument("--model", help="teacher checkpoint: hub id, directory, or 'minilm' (teacher tuning)")
+    p.add_argument("--student", help="distilbert, textcnn, bilstm or an HF checkpoint directory (student tuning)")
+    p.add_argument("--teacher", help="teacher artifact directory (with --student)")
+    p.add_argument("--space", help="search space YAML (default: the built-in space; see --show-space)")
+    p.add_argument("--show-space", action="store_true", help="print the default search space as YAML and exit")
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help=f"Optuna storage URL; any SQLAlchemy database URL lets workers share a study "
+                        f"(default {DEFAULT_STORAGE})")
+    p.add_argument("--study-name", default="modcompress", help="study to create or resume (default modcompress)")
+    p.add_argument("--n-trials", type=int, default=None, help="trials this call runs (default 10; they accumulate; 0 = only write the study's best artifact)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds after which no new trial starts")
+    p.add_argument("--sampler", default="tpe", choices=("tpe", "random"), help="Optuna sampler (default tpe)")
+    p.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"),
+                   help="prune trials on per-epoch validation macro ROC-AUC (default median)")
+    p.add_argument("--pruner-startup-trials", type=int, default=2,
+                   help="median pruner: trials that finish before any is pruned (default 2)")
+    p.add_argument("--pruner-warmup-epochs", type=int, default=0,
+                   help="median pruner: epochs of each trial never pruned (default 0)")
+    p.add_argument("--seed", type=int, default=None, help="sampler seed")
+    p.add_argument("--trials-dir", help="per-trial artifacts (default <out>.trials)")
+    p.add_argument("--keep-trials", action="store_true", help="keep every trial's artifact")
+    add_common_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.student and not args.teacher:
+        raise UserError("--student needs --teacher DIR (the teacher artifact to distil from)")
+    if args.teacher and not args.student:
+        raise UserError("--teacher needs --student NAME (distilbert, textcnn, bilstm); to tune a teacher use --model")
+    if args.student and args.model:
+        raise UserError("pass either --model (tune a teacher) or --student with --teacher (tune a student), not both")
+    from compress import tune as tune_mod
+
+    if args.show_space:
+        print(tune_mod.default_space_yaml(args.student), end="")
+        return 0
+    pairs = [p for p in common_overrides(args) if not p.startswith("out=")]
+    if args.student:
+        from compress.distill import load_distill_config
+
+        base = load_distill_config(args.teacher, args.student, args.config, [*pairs, *args.overrides])
+    else:
+        from compress.config import TrainConfig, load_config
+
+        if args.model:
+            pairs.append(f"model={args.model}")
+        base = load_config(TrainConfig, args.config, [*pairs, *args.overrides])
+    space, text = tune_mod.load_space(args.space, args.student)
+    n_trials = args.n_trials if args.n_trials is not None or args.timeout is not None else 10
+    config = tune_mod.TuneConfig(
+        base=base, space=space, space_source=args.space or "default space", space_yaml=text,
+        out=args.out or "runs/tuned", trials_dir=args.trials_dir, storage=args.storage, study_name=args.study_name,
+        n_trials=n_trials, timeout=args.timeout, sampler=args.sampler, pruner=args.pruner,
+        pruner_startup_trials=args.pruner_startup_trials, pruner_warmup_epochs=args.pruner_warmup_epochs,
+        seed=args.seed, keep_trials=args.keep_trials)
+    result = tune_mod.tune(config)
+    if args.json:
+        print(json.dumps({
+            "artifact": str(result.artifact), "summary": str(result.summary_path), "study": result.study_name,
+            "storage": result.storage, "best_trial": result.best_trial, "best_value": result.best_value,
+            "best_params": result.best_params, "counts": result.counts(), "ran": result.ran,
+            "retrained": result.retrained, "mlflow_run_id": result.mlflow_run_id,
+        }, indent=2, default=str))
+        return 0
+    print(tune_mod.format_trials_table(result.trials, result.best_trial))
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(result.counts().items()))
+    print(f"study {result.study_name} in {result.storage}: {counts}; this call ran {len(result.ran)}")
+    print(f"best trial {result.best_trial}: {tune_mod.METRIC} {result.best_value:.4f}"
+          f"{' (retrained from its parameters)' if result.retrained else ''}")
+    print(f"best artifact written to {result.artifact}; summary {result.summary_path}")
+    return 0
