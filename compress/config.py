@@ -266,18 +266,23 @@ def load_config(
     """Config from ``defaults`` < YAML file at ``path`` < ``key=value`` ``overrides``."""
     values: dict[str, Any] = dict(defaults or {})
     if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {path} not found; pass an existing YAML file to --config")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"config file {path} must hold a mapping of settings at the top level")
-        values = merge(values, loaded)
+        values = merge(values, read_yaml_file(path))
     values = merge(values, parse_overrides(overrides))
     return build_config(cls, values)
+
+
+def read_yaml_file(path: str) -> dict[str, Any]:
+    """The top-level mapping of a recipe YAML file; one-line ConfigError if missing or malformed."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {path} not found; pass an existing YAML file to --config")
+    try:
+        loaded = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(f"config file {path} must hold a mapping of settings at the top level")
+    return dict(loaded)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

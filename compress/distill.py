@@ -39,6 +39,7 @@ from compress.config import (
     build_config,
     merge,
     parse_overrides,
+    read_yaml_file,
     to_dict,
 )
 from compress.errors import ConfigError, DataError, UserError
@@ -152,22 +153,11 @@ def load_distill_config(teacher: str, student: str, path: str | None = None,
     The teacher's data config (file, format, split seed) is inherited unless the YAML file or the
     overrides name ``data.data``, so by default the student sees the teacher's exact split.
     """
-    import yaml
-
     values: dict[str, Any] = {"teacher": teacher, "student": student}
     values = merge(values, STUDENT_DEFAULTS.get(student_family(student), {}))
     user: dict[str, Any] = {}
     if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {path} not found; pass an existing YAML file to --config")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"config file {path} must hold a mapping of settings at the top level")
-        user = merge(user, loaded)
+        user = merge(user, read_yaml_file(path))
     user = merge(user, parse_overrides(overrides))
     user_data = user.get("data") if isinstance(user.get("data"), Mapping) else None
     if not (user_data and user_data.get("data")):
