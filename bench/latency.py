@@ -68,13 +68,14 @@ class Skipped(Exception):
 
 
 def find_artifacts(root: str | os.PathLike[str] = "runs") -> list[Path]:
-    """Artifact directories ``root/*/artifact.json``, sorted by name.
+    """Artifact directories ``root/*/artifact.json``, sorted by name (hidden directories skipped).
 
     Raises:
         ArtifactError: none found (the message says where it looked and how to make one).
     """
     root = Path(root)
-    found = sorted(p.parent for p in root.glob(f"*/{ARTIFACT_FILE}"))
+    # ".name.tmp-*" / ".name.old-*" are artifacts being written or replaced (compress.artifact): not yet ones.
+    found = sorted(p.parent for p in root.glob(f"*/{ARTIFACT_FILE}") if not p.parent.name.startswith("."))
     if not found:
         raise ArtifactError(f"no artifacts found under {root}/ (looked for {root}/*/{ARTIFACT_FILE}); pass artifact "
                             f"directories, or make one with `compress train` / `compress distill` / `compress baseline`")

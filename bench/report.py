@@ -154,30 +154,43 @@ def _latency_views(latency: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[
     return bars, series, (length, smallest)
 
 
-def make_plots(reports: Sequence[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
-    """Every plot the reports allow; returns {plot key: PNG path}."""
+def make_plots(reports: Sequence[dict[str, Any]], out_dir: Path) -> list[list[tuple[str, Path]]]:
+    """Every plot the reports allow, per report (same order): ``[(plot key, PNG path), ...]``.
+
+    The Pareto plot goes with the table report, or with the first latency report when there is
+    no table (it then joins latency with an accuracy report). A second latency or serve-speed
+    report gets its own files (``latency_percentiles-2.png``, ...).
+    """
     from bench import plots
 
-    made: dict[str, Path] = {}
+    made: list[list[tuple[str, Path]]] = [[] for _ in reports]
+    seen: dict[str, int] = {}
+
+    def name(stem: str) -> Path:
+        seen[stem] = seen.get(stem, 0) + 1
+        return out_dir / (f"{stem}.png" if seen[stem] == 1 else f"{stem}-{seen[stem]}.png")
+
     points, claimed, label = pareto_points(reports)
     if points:
-        made["pareto"] = plots.pareto_plot(points, out_dir / "pareto.png", label, claimed,
-                                           title="Latency vs quality (measured here; claimed in grey)")
-    latency = _first(reports, "latency")
-    if latency is not None:
-        bars, series, where = _latency_views(latency)
-        if bars:
-            length, batch = where
-            made["percentiles"] = plots.percentile_plot(
-                bars, out_dir / "latency_percentiles.png", f"Latency percentiles, batch {batch}, length {length}")
-        if any(len(v) > 1 for v in series.values()):
-            made["throughput"] = plots.throughput_plot(
-                series, out_dir / "throughput_vs_batch.png", f"Throughput vs batch size, length {where[0]}")
-    serve = _first(reports, "serve-speed")
-    if serve is not None:
-        ok = [a for a in serve["artifacts"] if a["status"] == "ok"]
-        if ok:
-            made["serve_speed"] = plots.serve_speed_plot(ok, out_dir / "serve_speed.png")
+        owner = next((i for i, r in enumerate(reports) if r["bench"] == "table"), None)
+        if owner is None:
+            owner = next(i for i, r in enumerate(reports) if r["bench"] == "latency")
+        made[owner].append(("pareto", plots.pareto_plot(points, name("pareto"), label, claimed,
+                                                        title="Latency vs quality (measured here; claimed in grey)")))
+    for i, report in enumerate(reports):
+        if report["bench"] == "latency":
+            bars, series, where = _latency_views(report)
+            if bars:
+                length, batch = where
+                made[i].append(("percentiles", plots.percentile_plot(
+                    bars, name("latency_percentiles"), f"Latency percentiles, batch {batch}, length {length}")))
+            if any(len(v) > 1 for v in series.values()):
+                made[i].append(("throughput", plots.throughput_plot(
+                    series, name("throughput_vs_batch"), f"Throughput vs batch size, length {where[0]}")))
+        elif report["bench"] == "serve-speed":
+            ok = [a for a in report["artifacts"] if a["status"] == "ok"]
+            if ok:
+                made[i].append(("serve_speed", plots.serve_speed_plot(ok, name("serve_speed"))))
     return made
 
 
@@ -196,7 +209,6 @@ def _section_markdown(report: dict[str, Any]) -> str:
 TITLES = {"table": "Model selection: claimed vs measured", "latency": "Latency and throughput",
           "accuracy": "Accuracy on one labelled set", "serve-speed": "Serving: Triton endpoint vs in-process",
           "load": "Load test (locust)"}
-PLOTS_FOR = {"table": ["pareto"], "latency": ["percentiles", "throughput"], "serve-speed": ["serve_speed"]}
 ALT = {"pareto": "latency/quality Pareto front", "percentiles": "latency percentiles per runtime",
        "throughput": "throughput vs batch size", "serve_speed": "endpoint vs in-process throughput"}
 
@@ -209,7 +221,8 @@ def build_report(reports: Sequence[dict[str, Any]], out_dir: str | os.PathLike[s
         raise DataError("no reports to render; pass --from FILE.json")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    plots_made = make_plots(reports, out)
+    order = sorted(reports, key=lambda r: KINDS.index(r["bench"]))  # stable: same-kind reports keep their order
+    plots_made = make_plots(order, out)
     env = next((r["environment"] for r in reports if "environment" in r), {})
     lines = ["# modcompress benchmark report", "",
              f"Generated {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} from "
@@ -219,17 +232,12 @@ def build_report(reports: Sequence[dict[str, Any]], out_dir: str | os.PathLike[s
         lines += ["", f"Machine: {env.get('cpu', '?')}, {env.get('logical_cpus', '?')} logical CPUs "
                       f"({flags}), torch {env.get('torch', '?')} with {env.get('torch_threads', '?')} threads, "
                       f"onnxruntime {env.get('onnxruntime', '—')}, GPU: {env.get('cuda') or 'none'}."]
-    used: set[str] = set()
-    order = sorted(reports, key=lambda r: KINDS.index(r["bench"]))
-    plots_for = dict(PLOTS_FOR)
-    if _first(reports, "table") is None:  # a Pareto plot from latency + accuracy goes with the latency section
-        plots_for["latency"] = ["pareto", *PLOTS_FOR["latency"]]
-    for report in order:
+    for report, made in zip(order, plots_made, strict=True):
         lines += ["", f"## {TITLES[report['bench']]}", ""]
-        for key in plots_for.get(report["bench"], []):
-            if key in plots_made and key not in used:
-                used.add(key)
-                lines += [f"![{ALT[key]}]({plots_made[key].name})", ""]
+        if report.get("_source"):
+            lines += [f"From `{Path(report['_source']).name}`.", ""]
+        for key, path in made:
+            lines += [f"![{ALT[key]}]({path.name})", ""]
         lines.append(_section_markdown(report).rstrip("\n"))
     text = "\n".join(lines) + "\n"
     if fmt == "md":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -118,6 +119,7 @@ def test_triton_runtime_needs_a_url():
 
 
 def test_find_artifacts(tmp_path, runs_dir):
+    shutil.copytree(runs_dir / "tfidf-a", runs_dir / ".tfidf-c.tmp-123")  # an artifact still being written
     assert [p.name for p in latency.find_artifacts(runs_dir)] == ["tfidf-a", "tfidf-b"]
     with pytest.raises(ArtifactError, match="no artifacts found under"):
         latency.find_artifacts(tmp_path / "empty")

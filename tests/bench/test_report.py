@@ -76,3 +76,10 @@ def test_report_refuses_non_bench_json(tmp_path):
         report.load_reports([bad])
     with pytest.raises(DataError, match="no bench reports"):
         report.find_reports(tmp_path)
+
+
+def test_each_latency_report_gets_its_own_plots(tmp_path, reports):
+    path = report.build_report(report.load_reports([reports[0], reports[0]]), tmp_path / "two")
+    text = path.read_text()
+    for png in ("latency_percentiles.png", "latency_percentiles-2.png", "throughput_vs_batch-2.png"):
+        assert (tmp_path / "two" / png).read_bytes()[:8] == PNG_MAGIC and f"]({png})" in text

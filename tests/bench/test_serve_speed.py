@@ -25,6 +25,9 @@ def test_endpoint_vs_in_process(tmp_path, tfidf_artifact, capsys):
         assert 0 < r["endpoint"]["p50_ms"] <= r["endpoint"]["p99_ms"]
         assert r["in_process"]["batch_size"] == r["concurrency"]
         assert r["ratio"] == pytest.approx(r["endpoint"]["requests_per_s"] / r["in_process"]["examples_per_s"])
+        assert 1 <= r["server"]["mean_batch"] <= r["concurrency"]
+    assert [r["server"]["preferred_batch_sizes"] for r in a["rows"]] == [[], [2]]  # batcher tuned per level
+    assert [r["server"]["max_queue_delay_us"] for r in a["rows"]] == [0, 10_000]
     assert a["ratio_at_8"] is None  # concurrency 8 was not measured
     assert "| tfidf | 2 |" in capsys.readouterr().out
 
