@@ -112,3 +112,23 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, tiny_bert_dir, j
 
     assert re.search(message, err, re.IGNORECASE), err
     assert not out.exists() and not train_mod.checkpoint_dir(out).exists()
+
+
+def test_optimizer_is_fused_adamw_with_the_same_update_and_no_decay_on_biases_and_norms():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 3))
+    reference = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 3))
+    reference.load_state_dict(model.state_dict())
+    fused = train_mod.make_optimizer(model, 1e-2, 0.1, torch.device("cpu"))
+    plain = torch.optim.AdamW(train_mod.param_groups(reference, 0.1), lr=1e-2, foreach=False)
+    assert fused.defaults["fused"] is True
+    assert [g["weight_decay"] for g in fused.param_groups] == [0.1, 0.0]
+    assert len(fused.param_groups[0]["params"]) == 2  # the two Linear weights; biases and norm go undecayed
+    x = torch.randn(8, 6)
+    for _ in range(3):
+        for net, opt in ((model, fused), (reference, plain)):
+            opt.zero_grad()
+            net(x).pow(2).mean().backward()
+            opt.step()
+    for a, b in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
