@@ -30,7 +30,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -86,18 +85,6 @@ class ServeSpeedConfig:
             raise ConfigError(f"max_queue_delay_us: must be >= 0, got {self.max_queue_delay_us}")
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct loopback ports free a moment ago (the OS picks them)."""
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _percentiles(seconds: Sequence[float]) -> dict[str, float]:
@@ -203,6 +190,7 @@ def benchmark_level(predictor: Any, c: int, max_batch: int, texts: Sequence[str]
                     start_server: Callable[..., Any], log: Callable[[str], None]) -> dict[str, Any]:
     """One concurrency level: in-process at batch ``c``, then a fresh server and ``c`` client threads."""
     from serve.config import ServeConfig
+    from serve.server import free_ports
 
     b = min(c, max_batch)
     log(f"serve-speed {predictor.name}: in-process batch {b}")

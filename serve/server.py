@@ -129,6 +129,20 @@ def use_own_libpython() -> None:
         os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *[p for p in current if p != libdir]])
 
 
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports on ``host`` that the kernel reported free a moment ago (for tests, benchmarks)."""
+    sockets = []
+    try:
+        for _ in range(n):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def check_ports_free(host: str, ports: Mapping[str, int]) -> None:
     """Raise :class:`PortInUseError` (one line) if any port is already listened on at ``host``.
 

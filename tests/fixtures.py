@@ -94,3 +94,23 @@ def write_tiny_bert(directory: str | Path, num_labels: int = 6, layers: int = 2,
     )
     BertForSequenceClassification(config).save_pretrained(directory)
     return directory
+
+
+def write_tfidf_artifact(directory: Path, n: int = 300, seed: int = 0) -> Path:
+    """A fitted TF-IDF baseline artifact on synthetic Jigsaw rows (thresholds tuned, metrics stored)."""
+    from compress.artifact import ArtifactInfo, write_info
+    from compress.metrics import multilabel_metrics, tune_thresholds
+    from compress.models.tfidf import TfidfBaseline
+
+    texts, labels = synthetic_rows(n, seed)
+    model = TfidfBaseline(len(JIGSAW_LABELS), min_df=1, word_max_features=2000, char_max_features=2000)
+    model.fit(texts[:200], labels[:200])
+    probs = model.predict_proba(texts[200:])
+    thresholds = tune_thresholds(labels[200:], probs)
+    metrics = multilabel_metrics(labels[200:], probs, list(JIGSAW_LABELS), thresholds)
+    model.save(directory / "model")
+    write_info(directory, ArtifactInfo(
+        kind="baseline", architecture="tfidf", labels=list(JIGSAW_LABELS), hierarchy={"severe_toxic": "toxic"},
+        thresholds=[float(t) for t in thresholds], max_length=0, metrics=metrics,
+        extra={"num_parameters": model.num_parameters()}))
+    return directory

@@ -3,36 +3,17 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from compress.artifact import ArtifactInfo, write_info
-from compress.metrics import multilabel_metrics, tune_thresholds
 from tests import fixtures
+from tests.fixtures import write_tfidf_artifact
 
 LABELS = list(fixtures.JIGSAW_LABELS)
 HIERARCHY = {"severe_toxic": "toxic"}
-
-
-def write_tfidf_artifact(directory: Path, n: int = 300, seed: int = 0) -> Path:
-    """A fitted TF-IDF baseline artifact on synthetic Jigsaw rows (thresholds tuned, metrics stored)."""
-    from compress.models.tfidf import TfidfBaseline
-
-    texts, labels = fixtures.synthetic_rows(n, seed)
-    model = TfidfBaseline(len(LABELS), min_df=1, word_max_features=2000, char_max_features=2000)
-    model.fit(texts[:200], labels[:200])
-    probs = model.predict_proba(texts[200:])
-    thresholds = tune_thresholds(labels[200:], probs)
-    metrics = multilabel_metrics(labels[200:], probs, LABELS, thresholds)
-    model.save(directory / "model")
-    write_info(directory, ArtifactInfo(
-        kind="baseline", architecture="tfidf", labels=LABELS, hierarchy=HIERARCHY,
-        thresholds=[float(t) for t in thresholds], max_length=0, metrics=metrics,
-        extra={"num_parameters": model.num_parameters()}))
-    return directory
 
 
 def write_hf_artifact(directory: Path, max_length: int = 32) -> Path:
@@ -66,17 +47,6 @@ def runs_dir(tmp_path, tfidf_artifact) -> Path:
     return runs
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @pytest.fixture(scope="session")
@@ -84,9 +54,9 @@ def server(tfidf_artifact, tmp_path_factory):
     """A real tritonserver on free loopback ports serving the TF-IDF artifact as model ``tfidf``."""
     from bench.latency import load_predictor
     from serve.config import ServeConfig
-    from serve.server import start_server
+    from serve.server import free_ports, start_server
 
-    http_port, grpc_port, metrics_port = _free_ports(3)
+    http_port, grpc_port, metrics_port = free_ports(3)
     config = ServeConfig(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, max_batch_size=16,
                          exit_timeout_s=5, log_file=tmp_path_factory.mktemp("triton") / "triton.log")
     with start_server([load_predictor(tfidf_artifact, "torch")], config) as handle:

@@ -130,5 +130,5 @@ def test_optimizer_is_fused_adamw_with_the_same_update_and_no_decay_on_biases_an
             opt.zero_grad()
             net(x).pow(2).mean().backward()
             opt.step()
-    for a, b in zip(model.parameters(), reference.parameters()):
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -23,8 +23,15 @@ from compress.errors import ConfigError, UserError
 from serve.cli import main
 from serve.client import ClientError, ServeClient, parse_url
 from serve.config import OUTPUT_LABELS, ServeConfig
-from serve.server import PortInUseError, check_ports_free, decode_texts, start_server, use_own_libpython
-from tests.serve.helpers import NgramPredictor, free_ports, labels_over, port_is_free, wait_until
+from serve.server import (
+    PortInUseError,
+    check_ports_free,
+    decode_texts,
+    free_ports,
+    start_server,
+    use_own_libpython,
+)
+from tests.serve.helpers import NgramPredictor, labels_over, port_is_free, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 TEXTS = ["you stupid idiot", "thanks for the sources", "i will hurt you", "what a lovely day"]
@@ -240,3 +247,40 @@ def test_labels_only_server_drains_on_sigterm_and_exits_cleanly(tmp_path):
     assert results["slow"] == labels_over(reference.predict(slow_text), reference)  # drained, not dropped
     assert wait_until(lambda: all(_gone(p) for p in processes), timeout_s=10), "processes outlived stop()"
     assert all(port_is_free(p) for p in ports)
+
+
+def test_serve_start_cli_serves_an_artifact_and_exits_0_on_sigterm(tmp_path):
+    """The command users run: `serve start ARTIFACT`, one request, SIGTERM -> "stopped", exit 0."""
+    from export.runtime import load
+    from tests.fixtures import write_tfidf_artifact
+
+    artifact = write_tfidf_artifact(tmp_path / "tfidf")
+    ports = free_ports(3)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "serve", "start", str(artifact), "--http-port", str(ports[0]), "--grpc-port",
+         str(ports[1]), "--metrics-port", str(ports[2]), "--log-file", str(tmp_path / "triton.log")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    try:
+        def ready() -> bool:
+            try:
+                with ServeClient(f"http://127.0.0.1:{ports[0]}", model="tfidf") as client:
+                    return client.ready()
+            except (ClientError, OSError):
+                return False
+
+        assert wait_until(lambda: proc.poll() is not None or ready(), timeout_s=120), "server never became ready"
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        with ServeClient(f"http://127.0.0.1:{ports[0]}", model="tfidf") as client:
+            served = client.predict(TEXTS)
+        np.testing.assert_allclose(served, load(artifact).predict(TEXTS), rtol=1e-5, atol=1e-6)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "serving tfidf at http://127.0.0.1:" in out and out.rstrip().endswith("stopped")
+    assert "Traceback" not in err
+    assert wait_until(lambda: all(port_is_free(p) for p in ports), timeout_s=10)

@@ -20,8 +20,8 @@ from tritonclient.utils import InferenceServerException
 from serve.cli import main
 from serve.client import ClientError, ServeClient
 from serve.config import INPUT_TEXT, OUTPUT_LABELS, OUTPUT_PROBABILITIES, ServeConfig
-from serve.server import start_server
-from tests.serve.helpers import NgramPredictor, free_ports, labels_over, wait_until
+from serve.server import free_ports, start_server
+from tests.serve.helpers import NgramPredictor, labels_over, wait_until
 
 TEXTS = [f"comment {i}: you are {'an idiot' if i % 3 else 'very kind'} and {'stupid' * (i % 4)}"
          for i in range(21)]
