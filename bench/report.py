@@ -54,18 +54,32 @@ def progress(message: str) -> None:
 
 
 def add_output_args(parser: argparse.ArgumentParser) -> None:
-    """``--json-out`` and ``--md-out``."""
+    """``--json-out``, ``--md-out`` and the MLflow flags (``--tracking-uri``, ``--no-tracking``)."""
+    from compress.tracking import add_tracking_args
+
     parser.add_argument("--json-out", metavar="FILE", help="write the JSON report here")
     parser.add_argument("--md-out", metavar="FILE", help="write the Markdown table here")
+    add_tracking_args(parser)
 
 
-def write_outputs(args: argparse.Namespace, json_text: str, md_text: str) -> None:
-    """Write the JSON/Markdown files asked for, then print the Markdown."""
+def write_outputs(args: argparse.Namespace, json_text: str, md_text: str, command: str | None = None) -> None:
+    """Write the JSON/Markdown files asked for, log the run to MLflow, then print the Markdown.
+
+    The MLflow run (unless ``--no-tracking``) holds the command's options as params, every number
+    of the report as a metric and both texts as ``report.json`` / ``report.md``; ``command`` names
+    it (default: ``bench <the report's kind>``).
+    """
+    from compress.tracking import log_command_run
+
     for path, text in ((args.json_out, json_text), (args.md_out, md_text)):
         if path:
             p = Path(path)
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(text if text.endswith("\n") else text + "\n")
+    report = json.loads(json_text)
+    kind = report.get("bench") if isinstance(report, dict) else None
+    log_command_run(args, command or f"bench {kind or 'run'}", report if isinstance(report, dict) else {},
+                    {"report.json": json_text, "report.md": md_text})
     print(md_text, end="" if md_text.endswith("\n") else "\n")
 
 

@@ -10,13 +10,16 @@ without the workflow knowing: a run opened while another is active becomes its n
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import contextvars
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from compress.config import flatten
@@ -59,6 +62,11 @@ class Tracker:
     def log_artifact_dir(self, path: str | os.PathLike[str], name: str = "artifact") -> None:
         if self.active:
             self._mlflow.log_artifacts(str(path), artifact_path=name)
+
+    def log_text(self, text: str, name: str) -> None:
+        """Store ``text`` as the run artifact file ``name``."""
+        if self.active:
+            self._mlflow.log_text(text, name)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if self.active:
@@ -130,3 +138,95 @@ def tracked_run(
             tracker.set_tags(all_tags)
         log.info("mlflow run %s at %s", run.info.run_id, tracker.uri)
         yield tracker
+
+
+# -- one-shot runs for commands that quantize or benchmark --------------------------------------
+
+#: keys whose values name a row of a report list (an artifact, a runtime, a batch size ...)
+_ROW_KEYS = ("artifact", "name", "model", "label", "runtime", "backend", "mode", "precision", "batch_size",
+             "seq_len", "length", "concurrency", "users")
+_METRIC_NAME = re.compile(r"[^A-Za-z0-9_\-. /]")
+MAX_REPORT_METRICS = 1000
+
+
+def add_tracking_args(parser: argparse.ArgumentParser) -> None:
+    """``--tracking-uri`` and ``--no-tracking`` for commands that log one MLflow run."""
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the local store)")
+    parser.add_argument("--no-tracking", action="store_true", help="do not log this run to MLflow")
+
+
+def _row_label(row: Mapping[str, Any], index: int) -> str:
+    parts: list[str] = []
+    for key in _ROW_KEYS:
+        value = row.get(key)
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            part = Path(value).name if isinstance(value, str) and "/" in value else str(value)
+            if part not in parts:  # an artifact path and its name often say the same
+                parts.append(part)
+    return "_".join(parts) if parts else str(index)
+
+
+def report_metrics(report: Any, prefix: str = "") -> dict[str, float]:
+    """Every finite number in a (nested) JSON report, named by its path.
+
+    List items that are dicts are named by their identifying fields (artifact, runtime, batch
+    size ...) instead of their position, so ``rows/distilbert_ort-int8_1/p50_ms`` reads as what it is.
+    At most :data:`MAX_REPORT_METRICS` are returned (the first ones in document order).
+    """
+    out: dict[str, float] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if len(out) >= MAX_REPORT_METRICS:
+            return
+        if isinstance(node, bool):
+            return
+        if isinstance(node, (int, float)):
+            if math.isfinite(node) and path:
+                out[_METRIC_NAME.sub("_", path)[:250]] = float(node)
+            return
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if not str(key).startswith("_"):
+                    walk(value, f"{path}/{key}" if path else str(key))
+            return
+        if isinstance(node, list):
+            seen: dict[str, int] = {}
+            for i, item in enumerate(node):
+                label = _row_label(item, i) if isinstance(item, Mapping) else str(i)
+                seen[label] = seen.get(label, 0) + 1
+                if seen[label] > 1:
+                    label = f"{label}_{seen[label]}"
+                walk(item, f"{path}/{label}" if path else label)
+
+    walk(report, prefix)
+    return out
+
+
+def log_command_run(
+    args: argparse.Namespace,
+    command: str,
+    report: Mapping[str, Any],
+    files: Mapping[str, str],
+    artifact_dir: str | os.PathLike[str] | None = None,
+) -> str | None:
+    """Log one finished command as an MLflow run: its options (params), the report's numbers
+    (metrics), the report texts (``files``: name -> text) and optionally an artifact directory.
+
+    Honours ``--no-tracking`` / ``--tracking-uri`` from :func:`add_tracking_args`; returns the run id
+    (None when tracking is off). Runs land in the ``modcompress`` experiment, named after the command.
+    """
+    if getattr(args, "no_tracking", False):
+        return None
+    params = {k: v for k, v in vars(args).items() if k not in ("func", "no_tracking", "tracking_uri")
+              and not callable(v)}
+    with tracked_run(True, getattr(args, "tracking_uri", None), "modcompress", command,
+                     params=params, tags={"command": command}) as tracker:
+        metrics = report_metrics(report)
+        items = list(metrics.items())
+        for i in range(0, len(items), 500):
+            tracker.log_metrics(dict(items[i : i + 500]))
+        for name, text in files.items():
+            tracker.log_text(text, name)
+        if artifact_dir is not None:
+            tracker.log_artifact_dir(artifact_dir)
+        return tracker.run_id

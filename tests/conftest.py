@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
@@ -14,6 +17,10 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Commands log to MLflow's local store by default; keep this session's runs out of the working tree.
+_MLFLOW_DIR = tempfile.mkdtemp(prefix="modcompress-test-mlflow-")
+atexit.register(shutil.rmtree, _MLFLOW_DIR, ignore_errors=True)
+os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{_MLFLOW_DIR}/mlflow.db")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from bench import report as common
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quant-speed", help="quantized inference speed + AUC: ours vs Optimum default, same run",
@@ -20,25 +22,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-auc-drop", type=float, default=0.005)
     p.add_argument("--calibration-samples", type=int, default=128)
     p.add_argument("--slow-eval-rows", type=int, default=200, help="AUC rows for the bf16 path (slow on AVX2)")
-    p.add_argument("--json-out", help="also write the JSON report here")
-    p.add_argument("--md-out", help="also write the Markdown table here")
+    common.add_output_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from bench import quant_speed
 
     report = quant_speed.run(args.artifacts, args.data, args.format, args.latency_texts, args.throughput_texts,
                              args.warmup, args.budget_s, args.max_auc_drop, args.calibration_samples,
                              args.slow_eval_rows)
     text, table = quant_speed.dumps(report), quant_speed.markdown(report)
-    if args.json_out:
-        Path(args.json_out).write_text(text + "\n")
-    if args.md_out:
-        Path(args.md_out).write_text(table + "\n")
     print(text)
     print()
-    print(table)
+    common.write_outputs(args, text, table, command="bench quant-speed")
     return 0

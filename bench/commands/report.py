@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bench import report as common
+from compress.tracking import add_tracking_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,11 +18,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="bench JSON reports (default: every bench report in runs/bench/)")
     p.add_argument("--out", required=True, help="directory for the report and its PNGs")
     p.add_argument("--format", default="md", choices=list(common.FORMATS), help="md or html (default: md)")
+    add_tracking_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     sources = args.sources or common.find_reports("runs/bench")
     path = common.build_report(common.load_reports(sources), args.out, args.format)
+    from compress.tracking import log_command_run
+
+    log_command_run(args, "bench report", {"sources": len(sources)}, {}, artifact_dir=path.parent)
     print(f"report written to {path}")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from bench import report as common
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-speed", help="training examples/s: ours vs HF Trainer fp32, same model/data/batch")
@@ -14,21 +16,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
-    p.add_argument("--json-out", help="also write the JSON report here")
+    common.add_output_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from bench import train_speed
 
     report = train_speed.run(args.model, args.data, args.format, args.examples, args.batch_size,
                              args.max_length, mixed_precision=args.mixed_precision)
     text = train_speed.dumps(report)
-    if args.json_out:
-        Path(args.json_out).write_text(text + "\n")
     print(text)
     print()
-    print(train_speed.markdown(report))
+    common.write_outputs(args, text, train_speed.markdown(report), command="bench train-speed")
     return 0

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from compress.quantize import CALIBRATION_METHODS, MODES  # light: numpy only at import time
+from compress.tracking import add_tracking_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,12 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="graph optimization when a PyTorch artifact is exported to ONNX first")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_tracking_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from compress.artifact import read_info
+    from compress.artifact import ARTIFACT_FILE, read_info
     from compress.quantize import QuantizeConfig, quantize
+    from compress.tracking import log_command_run
 
     config = QuantizeConfig(
         mode=args.mode, out=args.out, data=args.data, format=args.format, val_fraction=args.val_fraction,
@@ -54,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
                "macro_roc_auc": chosen.get("macro_roc_auc"), "drop": chosen.get("drop"),
                "attempts": [{k: a.get(k) for k in ("name", "macro_roc_auc", "drop", "passed")}
                             for a in guard["attempts"]]}
+    log_command_run(args, f"compress quantize {args.mode}", payload,
+                    {"result.json": json.dumps(payload, indent=2), ARTIFACT_FILE: (Path(out) / ARTIFACT_FILE).read_text()})
     if args.json:
         print(json.dumps(payload, indent=2))
         return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,3 +95,19 @@ def test_cli_json_and_markdown(tmp_path, tfidf_artifact, jigsaw_csv, capsys):
     assert report["bench"] == "accuracy" and report["data"]["rows"] == 80
     md = capsys.readouterr().out
     assert "macro ROC-AUC" in md and "severe_toxic->toxic" in md
+
+
+def test_cli_logs_the_run_to_mlflow(tmp_path, tfidf_artifact, jigsaw_csv, capsys):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["accuracy", str(tfidf_artifact), "--data", str(jigsaw_csv), "--json-out", str(tmp_path / "a.json"),
+                 "--tracking-uri", uri]) == 0
+    report = json.loads((tmp_path / "a.json").read_text())
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("modcompress").experiment_id])
+    assert run.data.tags["command"] == "bench accuracy" and run.data.params["data"] == str(jigsaw_csv)
+    assert run.data.metrics["rows/tfidf_sklearn/metrics/macro_roc_auc"] == report["rows"][0]["metrics"]["macro_roc_auc"]
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"report.json", "report.md"}
+    downloaded = Path(client.download_artifacts(run.info.run_id, "report.md", str(tmp_path)))
+    assert downloaded.read_text().strip() == capsys.readouterr().out.strip()

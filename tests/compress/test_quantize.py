@@ -199,12 +199,24 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tiny_teacher, trained_onnx, ji
 
 
 def test_cli(tmp_path, tiny_teacher, jigsaw_csv, capsys):
+    from mlflow.tracking import MlflowClient
+
     out = tmp_path / "cli"
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert main(["quantize", str(tiny_teacher), "--mode", "torch-int8-dynamic", "--data", str(jigsaw_csv),
-                 "--out", str(out), "--max-auc-drop", "0.5", "--json"]) == 0
+                 "--out", str(out), "--max-auc-drop", "0.5", "--json", "--tracking-uri", uri]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["artifact"] == str(out) and payload["runtime"] == "torch-int8"
     assert payload["attempts"][0]["name"] == "requested" and payload["drop"] is not None
+    # logged to MLflow: options, the guard's numbers, the result and the artifact's artifact.json
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("modcompress").experiment_id])
+    assert run.data.tags["command"] == "compress quantize torch-int8-dynamic"
+    assert run.data.params["mode"] == "torch-int8-dynamic" and run.data.params["max_auc_drop"] == "0.5"
+    assert run.data.metrics["macro_roc_auc"] == pytest.approx(payload["macro_roc_auc"])
+    assert run.data.metrics["attempts/requested/drop"] == pytest.approx(payload["drop"])
+    logged = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"result.json", "artifact.json"} <= logged
     assert main(["quantize", str(tiny_teacher), "--mode", "int8-static", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: data: int8-static")
