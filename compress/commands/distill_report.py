@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from compress.tracking import add_tracking_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -20,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     p.add_argument("--output", choices=("both", "json", "markdown"), default="both", help="what to print")
     p.add_argument("--save", metavar="PREFIX", help="also write PREFIX.json and PREFIX.md")
+    add_tracking_args(p)
     p.set_defaults(func=run)
 
 
@@ -28,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     from compress.config import DataConfig, build_config
     from compress.distill_report import distill_report, format_markdown
+    from compress.tracking import log_command_run
 
     data = None
     if args.data:
@@ -45,4 +49,5 @@ def run(args: argparse.Namespace) -> int:
         prefix.parent.mkdir(parents=True, exist_ok=True)
         prefix.with_suffix(".json").write_text(text + "\n")
         prefix.with_suffix(".md").write_text(table)
+    log_command_run(args, "compress distill-report", report, {"report.json": text, "report.md": table})
     return 0

@@ -338,7 +338,8 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, teacher, capsys,
 def test_distill_report_table(tmp_path, teacher, capsys):
     distill(_config(teacher, "textcnn", tmp_path / "cnn", tmp_path / "cache", "optim.max_steps=1", *SMALL_CNN))
     code = main(["distill-report", str(teacher), str(tmp_path / "cnn"), "--calls", "5", "--warmup", "1",
-                 "--batch-size", "4", "--output", "json", "--save", str(tmp_path / "report")])
+                 "--batch-size", "4", "--output", "json", "--save", str(tmp_path / "report"),
+                 "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     teacher_row, cnn_row = report["rows"]
@@ -349,3 +350,10 @@ def test_distill_report_table(tmp_path, teacher, capsys):
     assert report["settings"]["validation_texts"] == 40
     table = (tmp_path / "report.md").read_text()
     assert table.startswith("| artifact |") and "| cnn | student | textcnn |" in table
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("modcompress").experiment_id])
+    assert run.data.tags["command"] == "compress distill-report" and run.data.params["calls"] == "5"
+    assert run.data.metrics["rows/cnn/macro_roc_auc"] == pytest.approx(cnn_row["macro_roc_auc"])
+
