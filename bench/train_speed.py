@@ -75,7 +75,8 @@ def ours_speed(model_name: str, data: str, fmt: str | None, n: int, batch_size: 
         *([f"data.format={fmt}"] if fmt else []),
     ])
     result = train(config)
-    return TrainSpeed(f"modcompress ({result.mixed_precision})", n, n / result.train_examples_per_s)
+    precision = "fp32" if result.mixed_precision == "no" else result.mixed_precision
+    return TrainSpeed(f"modcompress ({precision})", n, n / result.train_examples_per_s)
 
 
 def run(model: str, data: str, fmt: str | None = None, n: int = 2048, batch_size: int = 32,
@@ -90,7 +91,7 @@ def run(model: str, data: str, fmt: str | None = None, n: int = 2048, batch_size
         ours = ours_speed(model, data, fmt, len(train_set), batch_size, max_length, seed, workdir, mixed_precision)
         ref = hf_trainer_speed(model, train_set.texts, train_set.labels, batch_size, max_length, seed, workdir)
     return {
-        "model": model, "data": data, "examples": len(train_set), "batch_size": batch_size,
+        "bench": "train-speed", "model": model, "data": data, "examples": len(train_set), "batch_size": batch_size,
         "max_length": max_length, "threads": torch.get_num_threads(),
         "rows": [
             {"name": r.name, "examples_per_s": round(r.examples_per_s, 2), "seconds": round(r.seconds, 2)}

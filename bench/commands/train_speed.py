@@ -28,5 +28,5 @@ def run(args: argparse.Namespace) -> int:
     text = train_speed.dumps(report)
     print(text)
     print()
-    common.write_outputs(args, text, train_speed.markdown(report), command="bench train-speed")
+    common.write_outputs(args, text, train_speed.markdown(report))
     return 0
