@@ -94,7 +94,7 @@ def run(model: str, data: str, fmt: str | None = None, n: int = 2048, batch_size
         "bench": "train-speed", "model": model, "data": data, "examples": len(train_set), "batch_size": batch_size,
         "max_length": max_length, "threads": torch.get_num_threads(),
         "rows": [
-            {"name": r.name, "examples_per_s": round(r.examples_per_s, 2), "seconds": round(r.seconds, 2)}
+            {"name": r.name, "examples_per_s": round(r.examples_per_s, 2), "seconds": round(r.seconds, 6)}
             for r in (ours, ref)
         ],
         "ratio_vs_hf_trainer": round(ours.examples_per_s / ref.examples_per_s, 3),
