@@ -322,9 +322,61 @@ def environment() -> dict[str, Any]:
     return env
 
 
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat; None where it is absent."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [float(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0.0] * 8)[:8]
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = user + nice + system + irq + softirq + steal
+    return busy / tick, (busy + idle + iowait) / tick
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds used by this process and its reaped children (a served tritonserver, for one)."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class CpuWatch:
+    """How much CPU *other* processes used while a benchmark ran.
+
+    The 1-minute load average counts the benchmark's own threads (and the command that ran just
+    before it), so it flags a quiet machine as busy; machine-wide busy time from /proc/stat minus
+    this process tree's own CPU time does not.
+    """
+
+    def __init__(self) -> None:
+        self._wall = time.perf_counter()
+        self._machine = _cpu_seconds()
+        self._own = _own_cpu_seconds()
+
+    def stop(self) -> dict[str, float]:
+        """``{"other_cpus": average logical CPUs busy with other work}`` ({} without /proc/stat)."""
+        machine = _cpu_seconds()
+        wall = time.perf_counter() - self._wall
+        if machine is None or self._machine is None or wall <= 0:
+            return {}
+        other = (machine[0] - self._machine[0]) - (_own_cpu_seconds() - self._own)
+        return {"other_cpus": round(max(other, 0.0) / wall, 2)}
+
+
 def machine_notes(env: dict[str, Any]) -> list[str]:
     """A warning when other work kept the CPUs busy during the run (numbers are then pessimistic)."""
     cpus = env.get("logical_cpus") or 1
+    other = env.get("other_cpus")
+    if other is not None:
+        if other > 0.25 * cpus:
+            return [f"the machine was busy with other work (other processes used {other:.2f} of {cpus} logical CPUs "
+                    f"on average during the run), so these latencies are pessimistic and noisy; multi-threaded "
+                    f"PyTorch suffers most (threads wait for cores), which --threads 1 avoids."]
+        return []
     loads = [v for v in (env.get("load_average_1m_start"), env.get("load_average_1m")) if v is not None]
     if loads and max(loads) > 0.75 * cpus:
         return [f"the machine was busy with other work (1-minute load average up to {max(loads):.1f} on {cpus} "
@@ -525,6 +577,7 @@ def run(artifacts: Sequence[str | os.PathLike[str]], config: LatencyConfig,
     """Measure the grid; returns the JSON-ready report (``bench: latency``)."""
     paths = check_artifacts(artifacts)
     load_before = environment().get("load_average_1m")
+    watch = CpuWatch()
     rows: list[dict[str, Any]] = []
     for artifact in paths:
         seen: set[str] = set()
@@ -533,6 +586,7 @@ def run(artifacts: Sequence[str | os.PathLike[str]], config: LatencyConfig,
     baseline = add_ratios(rows, config.baseline)
     env = environment()
     env["load_average_1m_start"] = load_before
+    env.update(watch.stop())
     notes = machine_notes(env)
     if any(r.endswith("bf16") for r in config.runtimes) and not env.get("bf16_hardware"):
         notes.append(f"bf16 runs here without bf16 hardware ({env.get('cpu')}: no AVX-512 BF16 / AMX), so "

@@ -292,6 +292,7 @@ def build_table(artifacts: Sequence[str | os.PathLike[str]], config: TableConfig
 
     paths = latency.check_artifacts(artifacts)
     load_before = latency.environment().get("load_average_1m")
+    watch = latency.CpuWatch()
     eval_data = None
     if config.data:
         from bench.accuracy import load_eval_data
@@ -316,6 +317,7 @@ def build_table(artifacts: Sequence[str | os.PathLike[str]], config: TableConfig
     rows.extend({**r, "claimed_numbers": None} for r in measured if r["claimed"] is None)
     env = latency.environment()
     env["load_average_1m_start"] = load_before
+    env.update(watch.stop())
     return {
         "bench": "table",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -14,7 +14,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,9 +72,21 @@ def cmd_start(args: argparse.Namespace) -> int:
     if not args.verbose:  # our one "serving ..." line replaces PyTriton's endpoint listing
         logging.getLogger("pytriton").setLevel(logging.WARNING)
 
-    # One predictor per Triton instance, so instances run in parallel instead of sharing one.
-    predictors = [[load(d, backend=args.backend) for _ in range(config.instances)] for d in dirs]
-    server = start_server(predictors, config)
+    # SIGTERM/SIGINT while models load: remember it, finish starting (nothing is in flight yet),
+    # then stop cleanly and exit 0 instead of dying half-started with Triton left behind.
+    early_stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_a: early_stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        # One predictor per Triton instance, so instances run in parallel instead of sharing one.
+        predictors = [[load(d, backend=args.backend) for _ in range(config.instances)] for d in dirs]
+        server = start_server(predictors, config)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if early_stop.is_set():
+        server.stop()
+        print("stopped before serving (signal received while starting)", flush=True)
+        return 0
     print(f"serving {', '.join(server.models)} at {server.http_url} (gRPC {server.grpc_url}, "
           f"metrics {server.metrics_url}); SIGTERM or Ctrl-C drains and stops", flush=True)
     code = server.serve()

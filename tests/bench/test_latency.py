@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 
@@ -154,3 +155,24 @@ def test_busy_machine_is_reported():
     (note,) = latency.machine_notes(busy)
     assert "load average up to 5.9 on 2" in note
     assert latency.machine_notes({"logical_cpus": 2, "load_average_1m": 0.4}) == []
+
+
+def test_other_cpu_work_is_what_the_machine_did_minus_our_own(monkeypatch):
+    """Our own threads (the load average counts them) must not make a quiet machine look busy."""
+    machine = iter([(100.0, 400.0), (106.0, 420.0)])  # 6 busy CPU seconds machine-wide during the run
+    own = iter([10.0, 15.0])  # 5 of them were ours
+    clock = itertools.chain([0.0, 10.0], itertools.repeat(10.0))  # over 10 s
+    monkeypatch.setattr(latency, "_cpu_seconds", lambda: next(machine))
+    monkeypatch.setattr(latency, "_own_cpu_seconds", lambda: next(own))
+    monkeypatch.setattr(latency.time, "perf_counter", lambda: next(clock))
+    env = {"logical_cpus": 2, "load_average_1m": 1.9, **latency.CpuWatch().stop()}
+    assert env["other_cpus"] == 0.1
+    assert latency.machine_notes(env) == []  # a load average of 1.9 on 2 CPUs was our own work
+    (note,) = latency.machine_notes({**env, "other_cpus": 0.8})
+    assert "other processes used 0.80 of 2 logical CPUs" in note
+
+
+def test_cpu_watch_reads_this_machine():
+    """On Linux the watch reports a non-negative number; elsewhere it reports nothing."""
+    result = latency.CpuWatch().stop()
+    assert result == {} or result["other_cpus"] >= 0

@@ -284,3 +284,36 @@ def test_serve_start_cli_serves_an_artifact_and_exits_0_on_sigterm(tmp_path):
     assert "serving tfidf at http://127.0.0.1:" in out and out.rstrip().endswith("stopped")
     assert "Traceback" not in err
     assert wait_until(lambda: all(port_is_free(p) for p in ports), timeout_s=10)
+
+
+def test_serve_start_cli_sigterm_while_starting_stops_cleanly_and_exits_0(tmp_path, monkeypatch, capsys):
+    """A SIGTERM that lands while models load must not kill the CLI half-started (exit 143, Triton orphaned)."""
+    import serve.server as server_mod
+    from tests.fixtures import write_tfidf_artifact
+
+    artifact = write_tfidf_artifact(tmp_path / "tfidf")
+    events: list[str] = []
+
+    class FakeServer:
+        models = ["tfidf"]
+
+        def stop(self) -> None:
+            events.append("stop")
+
+        def serve(self) -> int:  # pragma: no cover - reached only if the early signal were lost
+            events.append("serve")
+            return 0
+
+    def start_and_get_signalled(predictors, config):
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered to the handler before this returns
+        events.append("started")
+        return FakeServer()
+
+    monkeypatch.setattr(server_mod, "start_server", start_and_get_signalled)
+    before = signal.getsignal(signal.SIGTERM)
+    ports = free_ports(3)
+    assert main(["start", str(artifact), "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+                 "--metrics-port", str(ports[2])]) == 0
+    assert events == ["started", "stop"]
+    assert "stopped before serving" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGTERM) is before  # our handler is gone again
