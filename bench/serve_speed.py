@@ -9,7 +9,8 @@ For each artifact:
    reference the endpoint is held to.
 2. **endpoint**: the same predictor bound into a real Triton server by
    :func:`serve.server.start_server` on free loopback ports (a fresh server per level, ~3 s to
-   start); ``c`` client threads, each with its own :class:`serve.client.ServeClient` (HTTP), send
+   start); ``c`` client threads in a separate process (so they do not compete with the served
+   predictor for this process's GIL), each with its own :class:`serve.client.ServeClient` (HTTP), send
    one text per request until ``requests`` requests are done: requests/s (= texts/s) and p50/p99
    request latency, plus Triton's own counters (mean executed batch size, mean queue time).
 
@@ -167,6 +168,21 @@ def endpoint(url: str, model: str, texts: Sequence[str], concurrency: int, reque
             "requests_per_s": len(flat) / wall, **_percentiles(flat)}
 
 
+def endpoint_in_subprocess(url: str, model: str, texts: Sequence[str], concurrency: int, requests: int,
+                           warmup: int, max_seconds: float) -> dict[str, Any]:
+    """:func:`endpoint` run in a fresh Python process.
+
+    The server's predictor runs in this process (PyTriton calls it from a thread here), so client
+    threads in this process would compete with it for the GIL, which real clients never do. In a
+    separate process they share only the CPU, as a client on the same box would.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(endpoint, url, model, list(texts), concurrency, requests, warmup, max_seconds).result()
+
+
 def _server_stats(url: str, model: str) -> dict[str, Any]:
     """Triton's cumulative counters for ``model``: inferences, executions, queue time."""
     from serve.client import ServeClient
@@ -207,8 +223,8 @@ def benchmark_level(predictor: Any, c: int, max_batch: int, texts: Sequence[str]
             startup = time.perf_counter() - t0
             log(f"serve-speed {predictor.name}: endpoint, concurrency {c}")
             before = _server_stats(handle.http_url, predictor.name)
-            ep = endpoint(handle.http_url, predictor.name, texts, c, config.requests, config.warmup,
-                          config.max_seconds)
+            ep = endpoint_in_subprocess(handle.http_url, predictor.name, texts, c, config.requests, config.warmup,
+                                        config.max_seconds)
             after = _server_stats(handle.http_url, predictor.name)
     executions = after["executions"] - before["executions"]
     queued = after["queue_count"] - before["queue_count"]
