@@ -64,6 +64,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         max_text_bytes=args.max_text_bytes, exit_timeout_s=args.exit_timeout,
         log_file=Path(args.log_file) if args.log_file else None,
     )
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     dirs = _check_artifact_dirs(args.artifacts)
     check_ports_free(config.host, config.ports)  # before the slow part: loading models
 
@@ -78,7 +80,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, lambda *_a: early_stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         # One predictor per Triton instance, so instances run in parallel instead of sharing one.
-        predictors = [[load(d, backend=args.backend) for _ in range(config.instances)] for d in dirs]
+        predictors = [[load(d, backend=args.backend, threads=args.threads) for _ in range(config.instances)]
+                      for d in dirs]
         server = start_server(predictors, config)
     finally:
         for sig, handler in previous.items():
@@ -148,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--labels-only", action="store_true",
                        help="expose only the LABELS output (labels over threshold), no probabilities")
     start.add_argument("--backend", default="auto", help="export.runtime backend (default: %(default)s)")
+    start.add_argument("--threads", type=int, default=None,
+                       help="intra-op threads per model instance (PyTorch / ONNX Runtime; default: the "
+                            "runtime's choice). On a small box shared with clients, 1 often serves as fast as more")
     start.add_argument("--max-text-bytes", type=int, default=65536,
                        help="longest accepted text in UTF-8 bytes (default: %(default)s)")
     start.add_argument("--exit-timeout", type=int, default=30, metavar="SECONDS",

@@ -317,3 +317,37 @@ def test_serve_start_cli_sigterm_while_starting_stops_cleanly_and_exits_0(tmp_pa
     assert events == ["started", "stop"]
     assert "stopped before serving" in capsys.readouterr().out
     assert signal.getsignal(signal.SIGTERM) is before  # our handler is gone again
+
+
+def test_serve_start_threads_reach_every_instance_and_bad_values_exit_2(tmp_path, monkeypatch, capsys):
+    import export.runtime
+    import serve.server as server_mod
+    from tests.fixtures import write_tfidf_artifact
+
+    artifact = write_tfidf_artifact(tmp_path / "tfidf")
+    loaded: list[dict] = []
+
+    class FakeServer:
+        models = ["tfidf"]
+
+        def stop(self) -> None:
+            pass
+
+    def fake_load(directory, **kwargs):
+        loaded.append(kwargs)
+        return object()
+
+    def start(predictors, config):
+        os.kill(os.getpid(), signal.SIGTERM)  # stop right after starting: nothing to serve in this test
+        return FakeServer()
+
+    monkeypatch.setattr(export.runtime, "load", fake_load)
+    monkeypatch.setattr(server_mod, "start_server", start)
+    ports = [str(p) for p in free_ports(3)]
+    args = ["start", str(artifact), "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]]
+    assert main([*args, "--threads", "1", "--instances", "2"]) == 0
+    assert loaded == [{"backend": "auto", "threads": 1}] * 2
+    capsys.readouterr()
+    assert main([*args, "--threads", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--threads must be >= 1" in err
