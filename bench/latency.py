@@ -322,17 +322,15 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def _cpu_seconds() -> tuple[float, float] | None:
-    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat; None where it is absent."""
+def _cpu_seconds() -> float | None:
+    """Busy CPU seconds of the whole machine so far (steal included), from /proc/stat; None where absent."""
     try:
         with open("/proc/stat", encoding="ascii") as f:
             fields = [float(v) for v in f.readline().split()[1:9]]
     except (OSError, ValueError):
         return None
-    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0.0] * 8)[:8]
-    tick = os.sysconf("SC_CLK_TCK")
-    busy = user + nice + system + irq + softirq + steal
-    return busy / tick, (busy + idle + iowait) / tick
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0.0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def _own_cpu_seconds() -> float:
@@ -356,6 +354,10 @@ class CpuWatch:
         self._wall = time.perf_counter()
         self._machine = _cpu_seconds()
         self._own = _own_cpu_seconds()
+        try:
+            self._load_start: float | None = round(os.getloadavg()[0], 2)
+        except OSError:
+            self._load_start = None
 
     def stop(self) -> dict[str, float]:
         """``{"other_cpus": average logical CPUs busy with other work}`` ({} without /proc/stat)."""
@@ -363,8 +365,15 @@ class CpuWatch:
         wall = time.perf_counter() - self._wall
         if machine is None or self._machine is None or wall <= 0:
             return {}
-        other = (machine[0] - self._machine[0]) - (_own_cpu_seconds() - self._own)
+        other = (machine - self._machine) - (_own_cpu_seconds() - self._own)
         return {"other_cpus": round(max(other, 0.0) / wall, 2)}
+
+    def environment(self) -> dict[str, Any]:
+        """:func:`environment` at the end of the run, plus the load average at its start and ``other_cpus``."""
+        env = environment()
+        env["load_average_1m_start"] = self._load_start
+        env.update(self.stop())
+        return env
 
 
 def machine_notes(env: dict[str, Any]) -> list[str]:
@@ -576,7 +585,6 @@ def run(artifacts: Sequence[str | os.PathLike[str]], config: LatencyConfig,
         log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """Measure the grid; returns the JSON-ready report (``bench: latency``)."""
     paths = check_artifacts(artifacts)
-    load_before = environment().get("load_average_1m")
     watch = CpuWatch()
     rows: list[dict[str, Any]] = []
     for artifact in paths:
@@ -584,9 +592,7 @@ def run(artifacts: Sequence[str | os.PathLike[str]], config: LatencyConfig,
         for runtime in config.runtimes:
             rows.extend(benchmark_artifact(artifact, runtime, config, log, seen))
     baseline = add_ratios(rows, config.baseline)
-    env = environment()
-    env["load_average_1m_start"] = load_before
-    env.update(watch.stop())
+    env = watch.environment()
     notes = machine_notes(env)
     if any(r.endswith("bf16") for r in config.runtimes) and not env.get("bf16_hardware"):
         notes.append(f"bf16 runs here without bf16 hardware ({env.get('cpu')}: no AVX-512 BF16 / AMX), so "

@@ -256,15 +256,12 @@ def benchmark_artifact(artifact: Path, config: ServeSpeedConfig,
 def run(artifacts: Sequence[str | os.PathLike[str]], config: ServeSpeedConfig,
         log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """Measure every artifact; returns the JSON-ready report (``bench: serve-speed``)."""
-    from bench.latency import CpuWatch, check_artifacts, environment, machine_notes
+    from bench.latency import CpuWatch, check_artifacts, machine_notes
 
     paths = check_artifacts(artifacts)
-    load_before = environment().get("load_average_1m")
     watch = CpuWatch()
     results = [benchmark_artifact(p, config, log) for p in paths]
-    env = environment()
-    env["load_average_1m_start"] = load_before
-    env.update(watch.stop())
+    env = watch.environment()
     return {
         "bench": "serve-speed",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -291,7 +291,6 @@ def build_table(artifacts: Sequence[str | os.PathLike[str]], config: TableConfig
     from bench import latency
 
     paths = latency.check_artifacts(artifacts)
-    load_before = latency.environment().get("load_average_1m")
     watch = latency.CpuWatch()
     eval_data = None
     if config.data:
@@ -315,9 +314,7 @@ def build_table(artifacts: Sequence[str | os.PathLike[str]], config: TableConfig
             rows.append({"model": claimed.model, "claimed": claimed.model, "artifact": None, "status": "not measured",
                          "reason": reason, "claimed_numbers": _claimed_dict(claimed)})
     rows.extend({**r, "claimed_numbers": None} for r in measured if r["claimed"] is None)
-    env = latency.environment()
-    env["load_average_1m_start"] = load_before
-    env.update(watch.stop())
+    env = watch.environment()
     return {
         "bench": "table",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -286,34 +286,44 @@ def test_serve_start_cli_serves_an_artifact_and_exits_0_on_sigterm(tmp_path):
     assert wait_until(lambda: all(port_is_free(p) for p in ports), timeout_s=10)
 
 
-def test_serve_start_cli_sigterm_while_starting_stops_cleanly_and_exits_0(tmp_path, monkeypatch, capsys):
-    """A SIGTERM that lands while models load must not kill the CLI half-started (exit 143, Triton orphaned)."""
+class _FakeServer:
+    """What `serve start` gets back from a patched start_server: records stop() and serve() calls."""
+
+    models = ["tfidf"]
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def stop(self) -> None:
+        self.events.append("stop")
+
+    def serve(self) -> int:  # pragma: no cover - reached only if the early signal were lost
+        self.events.append("serve")
+        return 0
+
+
+def _signalled_start_cli(tmp_path, monkeypatch, events: list[str]) -> list[str]:
+    """Patch start_server to get a SIGTERM while starting; returns the `serve start` args for a tfidf artifact."""
     import serve.server as server_mod
     from tests.fixtures import write_tfidf_artifact
-
-    artifact = write_tfidf_artifact(tmp_path / "tfidf")
-    events: list[str] = []
-
-    class FakeServer:
-        models = ["tfidf"]
-
-        def stop(self) -> None:
-            events.append("stop")
-
-        def serve(self) -> int:  # pragma: no cover - reached only if the early signal were lost
-            events.append("serve")
-            return 0
 
     def start_and_get_signalled(predictors, config):
         os.kill(os.getpid(), signal.SIGTERM)  # delivered to the handler before this returns
         events.append("started")
-        return FakeServer()
+        return _FakeServer(events)
 
     monkeypatch.setattr(server_mod, "start_server", start_and_get_signalled)
+    artifact = write_tfidf_artifact(tmp_path / "tfidf")
+    ports = [str(p) for p in free_ports(3)]
+    return ["start", str(artifact), "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]]
+
+
+def test_serve_start_cli_sigterm_while_starting_stops_cleanly_and_exits_0(tmp_path, monkeypatch, capsys):
+    """A SIGTERM that lands while models load must not kill the CLI half-started (exit 143, Triton orphaned)."""
+    events: list[str] = []
+    args = _signalled_start_cli(tmp_path, monkeypatch, events)
     before = signal.getsignal(signal.SIGTERM)
-    ports = free_ports(3)
-    assert main(["start", str(artifact), "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
-                 "--metrics-port", str(ports[2])]) == 0
+    assert main(args) == 0
     assert events == ["started", "stop"]
     assert "stopped before serving" in capsys.readouterr().out
     assert signal.getsignal(signal.SIGTERM) is before  # our handler is gone again
@@ -321,30 +331,15 @@ def test_serve_start_cli_sigterm_while_starting_stops_cleanly_and_exits_0(tmp_pa
 
 def test_serve_start_threads_reach_every_instance_and_bad_values_exit_2(tmp_path, monkeypatch, capsys):
     import export.runtime
-    import serve.server as server_mod
-    from tests.fixtures import write_tfidf_artifact
 
-    artifact = write_tfidf_artifact(tmp_path / "tfidf")
     loaded: list[dict] = []
-
-    class FakeServer:
-        models = ["tfidf"]
-
-        def stop(self) -> None:
-            pass
 
     def fake_load(directory, **kwargs):
         loaded.append(kwargs)
         return object()
 
-    def start(predictors, config):
-        os.kill(os.getpid(), signal.SIGTERM)  # stop right after starting: nothing to serve in this test
-        return FakeServer()
-
     monkeypatch.setattr(export.runtime, "load", fake_load)
-    monkeypatch.setattr(server_mod, "start_server", start)
-    ports = [str(p) for p in free_ports(3)]
-    args = ["start", str(artifact), "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]]
+    args = _signalled_start_cli(tmp_path, monkeypatch, [])  # stops right after starting: nothing to serve here
     assert main([*args, "--threads", "1", "--instances", "2"]) == 0
     assert loaded == [{"backend": "auto", "threads": 1}] * 2
     capsys.readouterr()
