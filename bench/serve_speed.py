@@ -7,12 +7,12 @@ For each artifact:
    batch-1 call. Batch ``c`` is the best a server can do with ``c`` clients sending one text each
    (the dynamic batcher can at most merge their ``c`` requests into one batch), so it is the
    reference the endpoint is held to.
-2. **endpoint**: the same predictor bound into a real Triton server by
-   :func:`serve.server.start_server` on free loopback ports (a fresh server per level, ~3 s to
-   start); ``c`` client threads in a separate process (so they do not compete with the served
-   predictor for this process's GIL), each with its own :class:`serve.client.ServeClient` (HTTP), send
-   one text per request until ``requests`` requests are done: requests/s (= texts/s) and p50/p99
-   request latency, plus Triton's own counters (mean executed batch size, mean queue time).
+2. **endpoint**: the same artifact, loaded the same way (backend, threads), served by a real
+   Triton server from :func:`serve.server.start_server` on free loopback ports (a fresh server
+   per level, a few seconds to start); ``c`` client threads in a separate process, each with its
+   own :class:`serve.client.ServeClient` (HTTP), send one text per request until ``requests``
+   requests are done: requests/s (= texts/s) and p50/p99 request latency, plus Triton's own
+   counters (mean executed batch size, mean queue time).
 
 The dynamic batcher is tuned per level (``tune_batcher``): preferred batch size ``c`` and a
 ``max_queue_delay_us`` window (10 ms by default). Without it, ``c`` closed-loop clients and one
@@ -170,11 +170,10 @@ def endpoint(url: str, model: str, texts: Sequence[str], concurrency: int, reque
 
 def endpoint_in_subprocess(url: str, model: str, texts: Sequence[str], concurrency: int, requests: int,
                            warmup: int, max_seconds: float) -> dict[str, Any]:
-    """:func:`endpoint` run in a fresh Python process.
+    """:func:`endpoint` run in a fresh Python process (it shares the CPU, as a client on the same box would).
 
-    The server's predictor runs in this process (PyTriton calls it from a thread here), so client
-    threads in this process would compete with it for the GIL, which real clients never do. In a
-    separate process they share only the CPU, as a client on the same box would.
+    This process holds the in-process predictor; the clients get a process of their own so that
+    nothing of this one (its threads, its garbage collector) runs beside them.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor

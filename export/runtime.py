@@ -126,6 +126,8 @@ class TextPredictor:
         forward: ``(input_ids (B, T) int64, attention_mask (B, T) int64) -> logits (B, L) float32``.
         info: the artifact's parsed artifact.json.
         min_fill: a text shorter than this fraction of its micro-batch's longest starts a new one.
+        source: the :func:`load` arguments that rebuild this predictor in another process (how
+            ``serve`` loads one copy per Triton model instance); None when built by hand.
     """
 
     name: str
@@ -138,6 +140,7 @@ class TextPredictor:
     forward: Callable[[np.ndarray, np.ndarray], np.ndarray]
     info: Any = None
     min_fill: float = 0.5
+    source: dict[str, Any] | None = None
     pad_id: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -174,7 +177,10 @@ class TextPredictor:
 
 @dataclass
 class BaselinePredictor:
-    """A baseline (tfidf, fasttext) behind the Predictor interface; no token ids, so no ``predict_batch``."""
+    """A baseline (tfidf, fasttext) behind the Predictor interface; no token ids, so no ``predict_batch``.
+
+    ``source``: as :attr:`TextPredictor.source`.
+    """
 
     name: str
     labels: list[str]
@@ -183,6 +189,7 @@ class BaselinePredictor:
     classifier: Any
     backend: str = "sklearn"
     info: Any = None
+    source: dict[str, Any] | None = None
 
     def predict(self, texts: list[str]) -> np.ndarray:
         """(N, L) float32 probabilities."""
@@ -303,11 +310,13 @@ def load(artifact_dir: str | os.PathLike[str], backend: str = "auto",
     backend = resolve_backend(info, directory, backend)
     thresholds = np.asarray(info.thresholds if info.thresholds else [0.5] * len(info.labels), dtype=np.float32)
     name = model_name(directory)
+    source = {"artifact_dir": str(directory.resolve()), "backend": backend, "max_batch_size": max_batch_size,
+              "threads": threads}
     if backend == "sklearn":
         from compress.models import load_text_classifier
 
         return BaselinePredictor(name, list(info.labels), thresholds, max_batch_size,
-                                 load_text_classifier(directory), info=info)
+                                 load_text_classifier(directory), info=info, source=source)
 
     from transformers import AutoTokenizer
 
@@ -346,4 +355,4 @@ def load(artifact_dir: str | os.PathLike[str], backend: str = "auto",
         else info.max_length
     min_fill = 0.0 if backend in ("ort-cuda", "ort-trt", "tensorrt") else 0.5
     return TextPredictor(name, list(info.labels), thresholds, max_batch_size, backend, tokenizer, max_length,
-                         forward, info=info, min_fill=min_fill)
+                         forward, info=info, min_fill=min_fill, source=source)

@@ -71,18 +71,15 @@ def cmd_start(args: argparse.Namespace) -> int:
 
     from export.runtime import load
 
-    if not args.verbose:  # our one "serving ..." line replaces PyTriton's endpoint listing
-        logging.getLogger("pytriton").setLevel(logging.WARNING)
-
     # SIGTERM/SIGINT while models load: remember it, finish starting (nothing is in flight yet),
     # then stop cleanly and exit 0 instead of dying half-started with Triton left behind.
     early_stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_a: early_stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        # One predictor per Triton instance, so instances run in parallel instead of sharing one.
-        predictors = [[load(d, backend=args.backend, threads=args.threads) for _ in range(config.instances)]
-                      for d in dirs]
+        # Loaded here to fail early with one line; each Triton instance then loads its own copy.
+        predictors = [load(d, backend=args.backend, threads=args.threads) for d in dirs]
         server = start_server(predictors, config)
+        del predictors
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -153,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--backend", default="auto", help="export.runtime backend (default: %(default)s)")
     start.add_argument("--threads", type=int, default=None,
                        help="intra-op threads per model instance (PyTorch / ONNX Runtime; default: the "
-                            "runtime's choice). On a small box shared with clients, 1 often serves as fast as more")
+                            "runtime's choice, the physical cores). Instances run in parallel processes, so "
+                            "with --instances N, N x threads should not exceed the cores")
     start.add_argument("--max-text-bytes", type=int, default=65536,
                        help="longest accepted text in UTF-8 bytes (default: %(default)s)")
     start.add_argument("--exit-timeout", type=int, default=30, metavar="SECONDS",

@@ -1,41 +1,51 @@
 """Serve Predictors from a real Triton Inference Server (the ``tritonserver`` nvidia-pytriton ships).
 
-``start_server(predictors, ServeConfig(...))`` binds each :class:`export.runtime.Predictor` as a
-Triton model named ``predictor.name`` (text in, label probabilities out; the wire contract is in
-:mod:`serve.config`), starts ``tritonserver`` with Triton's dynamic batcher and the configured
-number of instances, and returns a :class:`ServerHandle` (``stop()``, a context manager, and
-``serve()``, which blocks until SIGTERM/SIGINT and then drains).
+``start_server(predictors, ServeConfig(...))`` writes a model repository with one Triton
+Python-backend model per predictor (:mod:`serve.backend_model`: text in, label probabilities
+out; the wire contract is in :mod:`serve.config`), starts ``tritonserver`` on it with Triton's
+dynamic batcher and the configured number of instances, and returns a :class:`ServerHandle`
+(``stop()``, a context manager, and ``serve()``, which blocks until SIGTERM/SIGINT and then
+drains).
 
-Bad requests get HTTP 400 / gRPC INVALID_ARGUMENT with one line and never fail other requests
-that Triton batched together with them: Triton itself rejects wrong datatypes, shapes, missing
-inputs, batches over the maximum (400) and unknown models (404); this module rejects what only
-the model can see (empty or whitespace-only texts, non-UTF-8 bytes, texts over
-``max_text_bytes``) per request. PyTriton can only fail a whole batch, with HTTP 500 and a
-traceback, so :func:`_customize_bound_model` adds a per-request error path to the proxy model
-PyTriton loads into Triton.
+Each model instance is a Python-backend stub process that loads its own copy of the predictor
+(an artifact is loaded again from its directory; any other predictor is pickled) and runs each
+dynamic batch where Triton hands it over. Only the binaries come from nvidia-pytriton; its
+Python proxy, which would send every batch on to this process and back, is not used.
+
+The server process is ours: it runs in its own session (a Ctrl-C in the terminal reaches only
+this process, which then asks Triton once to drain), dies with this process (``PR_SET_PDEATHSIG``),
+and its log goes to ``config.log_file`` or, line by line, to stdout.
 """
 
 from __future__ import annotations
 
-import contextlib
+import collections
+import ctypes
+import ctypes.util
 import errno
+import http.client
 import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import sysconfig
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from compress.errors import ConfigError, UserError
+from serve.backend_model import PARAM_MAX_TEXT_BYTES, save_predictor
 from serve.config import (
     INPUT_TEXT,
     LABEL_SEPARATOR,
@@ -53,52 +63,25 @@ LOGGER = logging.getLogger(__name__)
 
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 
-# Endpoints only the process that started Triton may call (PyTriton sends the token itself).
-# Statistics stay open: they are read-only and what monitoring and `serve check` rely on.
-RESTRICTED_ENDPOINTS = ["model-repository", "shared-memory", "trace", "logging"]
+# Endpoints nobody may call: the header value is a random token that no one is told. Statistics
+# stay open: they are read-only and what monitoring and `serve check` rely on.
+RESTRICTED_ENDPOINTS = ("model-repository", "shared-memory", "trace", "logging")
+_ACCESS_HEADER = "modcompress-access"
 
-# Reserved key in a response dict: [code, message] -> a per-request Triton error (see _PROXY_PATCH).
-_ERROR_KEY = "MODCOMPRESS_ERROR"
+# How long models may take to load before start_server gives up.
+START_TIMEOUT_S = 300.0
 
-# Seconds an extra model instance waits for the first one's handshake. PyTriton waits 1 s and
-# does not retry a refused connection (the socket file appears before the first instance
-# listens): on a busy machine the model then fails to load ("Timeout ... waiting for config").
-_HANDSHAKE_TIMEOUT_S = 60.0
+# The model.py Triton loads for each served model: the parent's import path, then our model.
+_MODEL_PY = '''"""Written by `serve start`: the model is serve.backend_model.TritonPythonModel."""
+import sys
 
-# Appended to PyTriton's proxy model.py (runs inside Triton's Python backend stub); both names
-# are looked up in that module when called, so redefining them at its end takes effect.
-# 1. _wrap_response builds each request's response of a batch: our reserved key becomes that one
-#    request's error, with a Triton error code (INVALID_ARG -> HTTP 400 / gRPC INVALID_ARGUMENT).
-# 2. get_config_from_handshake_server: a longer, retrying wait for instances 2..N (see above).
-_PROXY_PATCH = f'''
+sys.path.extend(p for p in {paths!r} if p not in sys.path)
 
-# --- added by modcompress serve -------------------------------------------------------------
-import time  # noqa: E402
+from serve.backend_model import TritonPythonModel  # noqa: E402,F401
+'''
 
-_pytriton_get_config_from_handshake_server = get_config_from_handshake_server
-
-
-def get_config_from_handshake_server(socket_path, timeout_s=1.0):
-    deadline = time.time() + max(timeout_s, {_HANDSHAKE_TIMEOUT_S})
-    while True:  # bounded by the deadline
-        try:
-            return _pytriton_get_config_from_handshake_server(socket_path, timeout_s=max(1.0, deadline - time.time()))
-        except (ConnectionRefusedError, FileNotFoundError, TimeoutError):
-            if time.time() >= deadline:
-                raise
-            time.sleep(0.05)  # the socket file exists before the first instance listens on it
-
-
-_pytriton_wrap_response = _wrap_response
-
-
-def _wrap_response(response, requested_outputs_names, model_outputs_dict):
-    if response.data is not None and "{_ERROR_KEY}" in response.data:
-        code, message = (bytes(x).decode("utf-8", "replace") for x in response.data["{_ERROR_KEY}"].ravel()[:2])
-        code = getattr(pb_utils.TritonError, code, pb_utils.TritonError.INTERNAL)
-        return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
-    return _pytriton_wrap_response(response, requested_outputs_names, model_outputs_dict)
-'''.encode()
+# Triton's log lines: a severity letter, MMDD, time, thread, file:line] message.
+_LOG_LINE = re.compile(r"^([IWE])\d{4} [\d:.]+\s+\d+ [^\]]+\] (.*)$")
 
 
 class ServeError(UserError):
@@ -107,10 +90,6 @@ class ServeError(UserError):
 
 class PortInUseError(ServeError):
     """A port the server needs is already taken."""
-
-
-class BadRequestError(ValueError):
-    """A request the model refuses (answered with HTTP 400 / gRPC INVALID_ARGUMENT)."""
 
 
 def use_own_libpython() -> None:
@@ -176,185 +155,6 @@ def _has_nvidia_gpu() -> bool:
     return Path("/dev/nvidiactl").exists()
 
 
-def decode_texts(batch: np.ndarray | None, max_text_bytes: int) -> list[str]:
-    """Turn one request's ``TEXT`` tensor into N strings, or raise :class:`BadRequestError`.
-
-    Args:
-        batch: (N, 1) array of bytes objects, as Triton hands a BYTES input with dims [1].
-        max_text_bytes: longest accepted text in UTF-8 bytes.
-
-    Returns:
-        N non-empty texts.
-    """
-    if batch is None:
-        raise BadRequestError(f"missing input {INPUT_TEXT}; send a BYTES tensor of shape [N, 1]")
-    if batch.ndim != 2 or batch.shape[1] != 1:
-        raise BadRequestError(f"input {INPUT_TEXT} has shape {list(batch.shape)}; send shape [N, 1]")
-    if batch.shape[0] == 0:
-        raise BadRequestError("empty batch; send at least one text")
-    texts = []
-    n = batch.shape[0]
-    for i, item in enumerate(batch[:, 0]):
-        if isinstance(item, bytes):
-            raw = item
-        elif isinstance(item, str):
-            raw = item.encode("utf-8", "surrogatepass")
-        else:
-            raise BadRequestError(f"text {i} of {n} is a {type(item).__name__}, not bytes; send BYTES")
-        if len(raw) > max_text_bytes:
-            raise BadRequestError(f"text {i} of {n} is {len(raw)} bytes; the limit is {max_text_bytes}, "
-                                  f"so shorten or split it")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise BadRequestError(f"text {i} of {n} is not valid UTF-8 (bad byte at offset {exc.start}); "
-                                  f"encode texts as UTF-8") from None
-        if not text.strip():
-            raise BadRequestError(f"text {i} of {n} is empty or only whitespace; send non-empty texts")
-        texts.append(text)
-    return texts
-
-
-def labels_over_threshold(probs: np.ndarray, labels: Sequence[str], thresholds: np.ndarray) -> list[str]:
-    """For each row, the labels with probability >= threshold joined with ``;``.
-
-    Args:
-        probs: (N, L) probabilities.
-        labels: L names.
-        thresholds: (L,) thresholds.
-    """
-    hits = probs >= np.asarray(thresholds, dtype=np.float32)[None, :]  # (N, L)
-    return [LABEL_SEPARATOR.join(name for name, hit in zip(labels, row, strict=True) if hit) for row in hits]
-
-
-def _error_response(code: str, message: str) -> dict[str, np.ndarray]:
-    line = " ".join(message.split())  # one line, whatever the cause
-    return {_ERROR_KEY: np.array([code.encode(), line.encode("utf-8", "replace")], dtype=np.bytes_)}
-
-
-class _ModelRunner:
-    """The inference callable of one model instance: requests in, one response dict per request."""
-
-    def __init__(self, predictor: Predictor, lock: contextlib.AbstractContextManager[Any],
-                 labels_only: bool, max_text_bytes: int) -> None:
-        self.name = predictor.name
-        self._predictor = predictor
-        self._lock = lock
-        self._labels = list(predictor.labels)
-        self._thresholds = np.asarray(predictor.thresholds, dtype=np.float32)
-        self._chunk = int(predictor.max_batch_size)
-        self._outputs = (OUTPUT_LABELS,) if labels_only else (OUTPUT_PROBABILITIES, OUTPUT_LABELS)
-        self._max_text_bytes = max_text_bytes
-
-    def __call__(self, requests: list[Any]) -> list[dict[str, np.ndarray]]:
-        """Run one dynamic batch: validate each request alone, predict the valid ones together.
-
-        Never raises: PyTriton would fail the whole batch with a traceback; here every request
-        gets its own response or its own one-line error.
-        """
-        try:
-            return self._run(requests)
-        except Exception as exc:
-            LOGGER.exception("model %s: unexpected error in a batch of %d requests", self.name, len(requests))
-            return [_error_response("INTERNAL", f"model {self.name} failed: {type(exc).__name__}: {exc}")
-                    for _ in requests]
-
-    def _run(self, requests: list[Any]) -> list[dict[str, np.ndarray]]:
-        responses: list[dict[str, np.ndarray] | None] = [None] * len(requests)
-        texts: list[str] = []
-        spans: list[tuple[int, int, int]] = []  # (request index, start row, end row) in texts
-        for i, request in enumerate(requests):
-            try:
-                batch = decode_texts(request.data.get(INPUT_TEXT), self._max_text_bytes)
-            except BadRequestError as exc:
-                LOGGER.debug("model %s: bad request: %s", self.name, exc)
-                responses[i] = _error_response("INVALID_ARG", f"model {self.name}: {exc}")
-                continue
-            spans.append((i, len(texts), len(texts) + len(batch)))
-            texts.extend(batch)
-        if texts:
-            try:
-                probs = self._predict(texts)
-            except Exception as exc:  # the model broke, not the request: 500, server keeps running
-                LOGGER.exception("model %s failed on a batch of %d texts", self.name, len(texts))
-                message = f"model {self.name} failed: {type(exc).__name__}: {exc}"
-                for i, _, _ in spans:
-                    responses[i] = _error_response("INTERNAL", message)
-            else:
-                for i, start, end in spans:
-                    responses[i] = self._outputs_for(requests[i], probs[start:end])
-        return responses  # type: ignore[return-value]
-
-    def _predict(self, texts: list[str]) -> np.ndarray:
-        """(N, L) float32 probabilities, in chunks of the predictor's max batch size."""
-        parts = []
-        with self._lock:
-            for start in range(0, len(texts), self._chunk):
-                parts.append(np.asarray(self._predictor.predict(texts[start:start + self._chunk]), dtype=np.float32))
-        probs = np.concatenate(parts, axis=0)
-        if probs.shape != (len(texts), len(self._labels)):
-            raise RuntimeError(f"predict returned shape {probs.shape}, expected {(len(texts), len(self._labels))}")
-        return probs
-
-    def _outputs_for(self, request: Any, probs: np.ndarray) -> dict[str, np.ndarray]:
-        wanted = [n for n in (request.requested_output_names or self._outputs) if n in self._outputs]
-        out: dict[str, np.ndarray] = {}
-        if OUTPUT_PROBABILITIES in wanted:
-            out[OUTPUT_PROBABILITIES] = probs  # (n, L)
-        if OUTPUT_LABELS in wanted:
-            joined = labels_over_threshold(probs, self._labels, self._thresholds)
-            out[OUTPUT_LABELS] = np.array([[s.encode()] for s in joined], dtype=np.object_)  # (n, 1)
-        return out
-
-
-def _customize_bound_model(triton: Any, name: str, parameters: Mapping[str, str]) -> None:
-    """Add config ``parameters`` and per-request errors to a model bound but not yet loaded.
-
-    PyTriton has no public hook for either, so this wraps the two methods its ModelManager calls
-    when it loads the model into Triton (``get_model_config`` and ``get_proxy_model_files``).
-    If a PyTriton upgrade changes them, this raises instead of serving without the fix.
-    """
-    model = next(m for m in triton._model_manager.models if m.model_name == name)
-    get_config: Callable[[], dict] = model.get_model_config
-    get_files: Callable[[], dict[str, bytes]] = model.get_proxy_model_files
-
-    def config_with_parameters() -> dict:
-        config = get_config()
-        params = config.setdefault("parameters", {})
-        params.update({key: {"string_value": value} for key, value in parameters.items()})
-        return config
-
-    def files_with_request_errors() -> dict[str, bytes]:
-        files = dict(get_files())
-        key = f"file:{model.model_version}/model.py"
-        source = files.get(key, b"")
-        if b"def _wrap_response(" not in source or b"get_config_from_handshake_server" not in source:
-            raise ServeError("this nvidia-pytriton version's proxy model differs from the one serve patches; "
-                             "install nvidia-pytriton 0.7 (see pyproject.toml)")
-        files[key] += _PROXY_PATCH
-        return files
-
-    model.get_model_config = config_with_parameters
-    model.get_proxy_model_files = files_with_request_errors
-
-
-def _replica_groups(predictors: Sequence[Predictor | Sequence[Predictor]], instances: int) -> list[list[Predictor]]:
-    """One list per model with ``instances`` predictors (a single predictor is repeated)."""
-    groups = []
-    for entry in predictors:
-        group = list(entry) if isinstance(entry, (list, tuple)) else [entry]
-        if len(group) == 1:
-            group = group * instances
-        if len(group) != instances:
-            raise ConfigError(f"instances: model {group[0].name} has {len(group)} predictors, expected {instances} "
-                              f"(one per instance) or 1 (shared)")
-        if len({p.name for p in group}) != 1:
-            names = sorted({p.name for p in group})
-            raise ConfigError(f"instances: one model's predictors have different names {names}")
-        groups.append(group)
-    return groups
-
-
 def _check_predictor(predictor: Predictor, max_batch_size: int, preferred: Sequence[int]) -> None:
     name = predictor.name
     if not isinstance(name, str) or not MODEL_NAME_RE.match(name):
@@ -377,16 +177,163 @@ def _check_predictor(predictor: Predictor, max_batch_size: int, preferred: Seque
                           f"lower them or raise --max-batch-size")
 
 
+def _triton_files() -> tuple[Path, Path, Path]:
+    """(tritonserver binary, its library directory, the Python-backend stub for this interpreter)."""
+    try:
+        from pytriton.utils.distribution import get_libs_path, get_root_module_path, get_stub_path
+    except ImportError:
+        raise ServeError("nvidia-pytriton is not installed, and serve runs the tritonserver it ships; "
+                         "pip install 'nvidia-pytriton>=0.7,<0.8'") from None
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    try:
+        stub = Path(get_stub_path(version))
+    except Exception:  # noqa: BLE001 - PyTriton raises plain errors for unknown versions
+        raise ServeError(f"nvidia-pytriton has no Python-backend stub for Python {version}; "
+                         f"use a Python it supports (3.8-3.12)") from None
+    return Path(get_root_module_path()) / "tritonserver" / "bin" / "tritonserver", Path(get_libs_path()), stub
+
+
+def _prepare_backends(workdir: Path, stub: Path) -> Path:
+    """A backend directory with Triton's Python backend and the stub built for this Python."""
+    source = stub.parents[2] / "backends" / "python"  # .../tritonserver/python_backend_stubs/3.X/stub
+    target = workdir / "backends" / "python"
+    target.mkdir(parents=True)
+    for item in source.iterdir():
+        if item.is_file():
+            (target / item.name).symlink_to(item)
+    shutil.copy(stub, target / "triton_python_backend_stub")
+    return workdir / "backends"
+
+
+def _model_config(predictor: Predictor, config: ServeConfig) -> Any:
+    """The Triton ModelConfig of one served predictor."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    model = mc.ModelConfig(name=predictor.name, backend="python",
+                           max_batch_size=config.max_batch_size or int(predictor.max_batch_size))
+    model.input.add(name=INPUT_TEXT, data_type=mc.TYPE_STRING, dims=[1])
+    if not config.labels_only:
+        model.output.add(name=OUTPUT_PROBABILITIES, data_type=mc.TYPE_FP32, dims=[len(predictor.labels)])
+    model.output.add(name=OUTPUT_LABELS, data_type=mc.TYPE_STRING, dims=[1])
+    model.dynamic_batching.preferred_batch_size.extend(sorted(set(config.preferred_batch_sizes)))
+    model.dynamic_batching.max_queue_delay_microseconds = config.max_queue_delay_us
+    model.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=config.instances)
+    for key, value in ((PARAM_LABELS, json.dumps(list(predictor.labels))),
+                       (PARAM_THRESHOLDS, json.dumps([float(t) for t in np.asarray(predictor.thresholds)])),
+                       (PARAM_MAX_TEXT_BYTES, str(config.max_text_bytes))):
+        model.parameters[key].string_value = value
+    return model
+
+
+def write_model(repository: Path, predictor: Predictor, config: ServeConfig) -> Path:
+    """Write one predictor's model directory (config, how to load it, model.py); returns it.
+
+    Raises:
+        ConfigError: the predictor can neither be loaded again from an artifact nor pickled.
+    """
+    from export.triton import write_config
+
+    directory = repository / predictor.name
+    (directory / "1").mkdir(parents=True)
+    write_config(directory, _model_config(predictor, config))
+    try:
+        save_predictor(directory, predictor)
+    except TypeError as exc:
+        raise ConfigError(f"model {predictor.name}: {exc}; serve a predictor from export.runtime.load or a "
+                          f"picklable one") from None
+    paths = [p for p in sys.path if p and os.path.isabs(p) and os.path.isdir(p)]
+    (directory / "1" / "model.py").write_text(_MODEL_PY.format(paths=paths))
+    return directory
+
+
+def _triton_args(config: ServeConfig, repository: Path, backends: Path, binary: Path) -> list[str]:
+    token = secrets.token_hex(16)  # told to nobody: the restricted endpoints stay closed
+    restricted = f"{','.join(RESTRICTED_ENDPOINTS)}:{_ACCESS_HEADER}={token}"
+    shm_prefix = f"modcompress_{os.getpid()}_{secrets.token_hex(4)}_"
+    args = [
+        str(binary), f"--model-repository={repository}", f"--backend-directory={backends}",
+        f"--cache-directory={binary.parents[1] / 'caches'}", "--model-control-mode=none", "--strict-readiness=true",
+        f"--http-address={config.host}", f"--http-port={config.http_port}",
+        f"--grpc-address={config.host}", f"--grpc-port={config.grpc_port}",
+        "--allow-metrics=true", f"--allow-gpu-metrics={str(_has_nvidia_gpu()).lower()}",
+        f"--metrics-address={config.host}", f"--metrics-port={config.metrics_port}",
+        f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}",
+        f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
+        f"--exit-timeout-secs={config.exit_timeout_s}", f"--log-verbose={config.log_verbose}",
+    ]
+    if config.log_file:
+        args.append(f"--log-file={Path(config.log_file).resolve()}")
+    return args
+
+
+def _triton_env(libs: Path) -> dict[str, str]:
+    """This process's environment, plus what tritonserver and its stubs need to find."""
+    use_own_libpython()
+    env = dict(os.environ)
+    paths = [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([*paths, str(libs)])
+    # The stub's embedded interpreter finds its prefix (this venv's site-packages) through PATH.
+    env["PATH"] = os.pathsep.join([str(Path(sys.exec_prefix) / "bin"), env.get("PATH", "")])
+    return env
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class _LogTail:
+    """Reads tritonserver's stdout/stderr: keeps the last lines, echoes them to ``echo``."""
+
+    def __init__(self, stream: IO[bytes], echo: IO[str] | None, keep: int = 200) -> None:
+        self.lines: collections.deque[str] = collections.deque(maxlen=keep)
+        self._stream = stream
+        self._echo = echo
+        self._thread = threading.Thread(target=self._read, name="tritonserver-log", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for raw in iter(self._stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.lines.append(line)
+            if self._echo is not None:
+                try:
+                    self._echo.write(line + "\n")
+                    self._echo.flush()
+                except (OSError, ValueError):  # stdout closed: keep draining the pipe
+                    self._echo = None
+        self._stream.close()
+
+    def join(self, timeout_s: float) -> None:
+        """Wait for the pipe to close (the server and its stubs have exited)."""
+        self._thread.join(timeout_s)
+
+
+def _first_error(lines: Sequence[str]) -> str | None:
+    """The most telling error in a Triton log: a model that failed to load, else the first error line."""
+    errors = []
+    for line in lines:
+        match = _LOG_LINE.match(line.strip())
+        if match and match.group(1) == "E":
+            errors.append(match.group(2).strip().strip('"'))
+    for message in errors:
+        if "failed to load" in message or "Error" in message:
+            return message
+    return errors[0] if errors else None
+
+
 class ServerHandle:
     """A running Triton server; ``stop()`` (or leaving the ``with`` block) drains and shuts it down.
 
     Attributes:
         config: the ServeConfig it runs with.
-        models: served model names, in binding order.
+        models: served model names, in the order given.
     """
 
-    def __init__(self, triton: Any, config: ServeConfig, models: Sequence[str], workdir: Path) -> None:
-        self._triton = triton
+    def __init__(self, process: subprocess.Popen[bytes], log: _LogTail, config: ServeConfig, models: Sequence[str],
+                 workdir: Path) -> None:
+        self._process = process
+        self._log = log
         self.config = config
         self.models = tuple(models)
         self._workdir = workdir
@@ -409,26 +356,71 @@ class ServerHandle:
         return f"http://{self.config.client_host}:{self.config.metrics_port}/metrics"
 
     @property
-    def pid(self) -> int | None:
-        """The tritonserver process id (None if PyTriton does not expose it)."""
-        process = getattr(getattr(self._triton, "_triton_server", None), "_tritonserver_running_cmd", None)
-        return getattr(process, "pid", None)
+    def pid(self) -> int:
+        """The tritonserver process id."""
+        return self._process.pid
 
     def is_alive(self) -> bool:
-        """True while tritonserver and every model's inference handler run."""
-        return not self._stopped and bool(self._triton.is_alive())
+        """True while tritonserver runs."""
+        return not self._stopped and self._process.poll() is None
+
+    def log_tail(self) -> list[str]:
+        """The last lines tritonserver (and its stubs) wrote to stdout/stderr."""
+        lines = list(self._log.lines)
+        log_file = self.config.log_file
+        if log_file and Path(log_file).is_file():
+            with open(log_file, encoding="utf-8", errors="replace") as f:
+                lines = list(collections.deque(f, maxlen=200)) + lines
+        return [line.rstrip("\n") for line in lines]
+
+    def _ready(self) -> bool:
+        conn = http.client.HTTPConnection(self.config.client_host.strip("[]"), self.config.http_port, timeout=2)
+        try:
+            conn.request("GET", "/v2/health/ready")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Block until every model is loaded and the server is ready.
+
+        Raises:
+            ServeError: tritonserver exited, or was not ready within ``timeout_s`` (then it is stopped).
+        """
+        deadline = time.monotonic() + timeout_s
+        while not self._ready():
+            if self._process.poll() is not None:
+                self._log.join(5)
+                cause = _first_error(self.log_tail()) or f"tritonserver exited with code {self._process.returncode}"
+                where = f"see {self.config.log_file}" if self.config.log_file else "see the Triton log above"
+                raise ServeError(f"Triton failed to start: {cause[:300]} ({where})")
+            if time.monotonic() > deadline:
+                raise ServeError(f"Triton was not ready after {timeout_s:.0f} s; its models may be too slow to "
+                                 f"load here (see {self.config.log_file or 'the Triton log above'})")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         """Stop accepting requests, let in-flight ones finish (up to ``exit_timeout_s``), exit.
 
-        Idempotent. When it returns, tritonserver has exited and its ports are free.
+        Idempotent. When it returns, tritonserver and its stubs have exited and its ports are free.
         """
         with self._lock:
             if self._stopped:
                 return
             self._stopped = True
         try:
-            self._triton.stop()
+            if self._process.poll() is None:
+                self._process.send_signal(signal.SIGTERM)
+                try:
+                    self._process.wait(self.config.exit_timeout_s + 30)
+                except subprocess.TimeoutExpired:
+                    LOGGER.warning("tritonserver did not exit %d s after SIGTERM; killing it",
+                                   self.config.exit_timeout_s + 30)
+                    self._process.kill()
+                    self._process.wait(30)
+            self._log.join(10)  # the pipe closes once the stubs are gone too
         finally:
             shutil.rmtree(self._workdir, ignore_errors=True)
 
@@ -451,9 +443,10 @@ class ServerHandle:
         try:
             while not received.wait(poll_s):
                 if not self.is_alive():
+                    code = self._process.returncode
                     self.stop()
-                    raise ServeError("Triton exited unexpectedly; see its log above "
-                                     "(or the --log-file) for the cause")
+                    raise ServeError(f"Triton exited unexpectedly (code {code}); see its log above "
+                                     f"(or the --log-file) for the cause")
             self.stop()
         finally:
             for sig, handler in previous.items():
@@ -467,92 +460,57 @@ class ServerHandle:
         self.stop()
 
 
-def start_server(predictors: Sequence[Predictor | Sequence[Predictor]],
-                 config: ServeConfig | None = None) -> ServerHandle:
-    """Start tritonserver with each predictor bound as a model; return when all are ready.
+def start_server(predictors: Sequence[Predictor], config: ServeConfig | None = None) -> ServerHandle:
+    """Start tritonserver with each predictor as a model; return when all are ready.
 
     Args:
-        predictors: one entry per model. An entry is a Predictor (shared by all
-            ``config.instances`` instances; calls into it are then serialized) or a list of
-            ``instances`` Predictors with the same name (one per instance, run in parallel).
+        predictors: one per model. Each of the ``config.instances`` instances of a model loads its
+            own copy in its own process (see the module docstring), so instances run in parallel.
         config: ports, batching, instances; defaults to ``ServeConfig()``.
 
     Returns:
         A :class:`ServerHandle`; use it as a context manager or call ``stop()``.
 
     Raises:
-        ConfigError: bad model names, labels, thresholds or batch sizes.
+        ConfigError: bad model names, labels, thresholds or batch sizes; a predictor that cannot
+            be sent to the server.
         PortInUseError: a port is taken (checked before Triton starts).
         ServeError: Triton failed to start.
     """
     config = config or ServeConfig()
-    groups = _replica_groups(predictors, config.instances)
-    if not groups:
+    predictors = list(predictors)
+    if not predictors:
         raise ConfigError("no models to serve; pass at least one artifact")
-    names = [group[0].name for group in groups]
+    names = [p.name for p in predictors]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"two models are both named {duplicates}; model names must be unique")
-    for group in groups:
-        _check_predictor(group[0], config.max_batch_size or group[0].max_batch_size, config.preferred_batch_sizes)
+    for predictor in predictors:
+        _check_predictor(predictor, config.max_batch_size or predictor.max_batch_size, config.preferred_batch_sizes)
     check_ports_free(config.host, config.ports)
-    use_own_libpython()
-
-    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+    binary, libs, stub = _triton_files()
 
     workdir = Path(tempfile.mkdtemp(prefix="modcompress-serve-"))
-    triton_config = TritonConfig(
-        http_address=config.host, http_port=config.http_port,
-        grpc_address=config.host, grpc_port=config.grpc_port,
-        allow_metrics=True, allow_gpu_metrics=_has_nvidia_gpu(),
-        metrics_address=config.host, metrics_port=config.metrics_port,
-        exit_timeout_secs=config.exit_timeout_s, log_verbose=config.log_verbose,
-        log_file=Path(config.log_file).resolve() if config.log_file else None,
-    )
     try:
-        triton = Triton(config=triton_config, workspace=workdir / "workspace",
-                        security_config=TritonSecurityConfig(restricted_endpoints=list(RESTRICTED_ENDPOINTS)))
-    except Exception:
+        repository = workdir / "models"
+        for predictor in predictors:
+            write_model(repository, predictor, config)
+        backends = _prepare_backends(workdir, stub)
+        process = subprocess.Popen(  # noqa: S603 - our own argument list, no shell
+            _triton_args(config, repository, backends, binary), env=_triton_env(libs), cwd=workdir,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=_die_with_parent)
+    except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    handle = ServerHandle(triton, config, names, workdir)
+    assert process.stdout is not None
+    handle = ServerHandle(process, _LogTail(process.stdout, None if config.log_file else sys.stdout), config, names,
+                          workdir)
     try:
-        for group in groups:
-            first = group[0]
-            shared = len({id(p) for p in group}) < len(group)
-            lock: contextlib.AbstractContextManager[Any] = threading.Lock() if shared else contextlib.nullcontext()
-            runners = [_ModelRunner(p, lock, config.labels_only, config.max_text_bytes) for p in group]
-            outputs = [Tensor(name=OUTPUT_LABELS, dtype=bytes, shape=(1,))]
-            if not config.labels_only:
-                outputs.insert(0, Tensor(name=OUTPUT_PROBABILITIES, dtype=np.float32, shape=(len(first.labels),)))
-            triton.bind(
-                model_name=first.name,
-                infer_func=runners,
-                inputs=[Tensor(name=INPUT_TEXT, dtype=bytes, shape=(1,))],
-                outputs=outputs,
-                config=ModelConfig(
-                    max_batch_size=config.max_batch_size or int(first.max_batch_size),
-                    batcher=DynamicBatcher(
-                        max_queue_delay_microseconds=config.max_queue_delay_us,
-                        preferred_batch_size=list(config.preferred_batch_sizes) or None,
-                    ),
-                ),
-            )
-            _customize_bound_model(triton, first.name, {
-                PARAM_LABELS: json.dumps(list(first.labels)),
-                PARAM_THRESHOLDS: json.dumps([float(t) for t in np.asarray(first.thresholds)]),
-            })
-        triton.run()
-    except UserError:
+        handle.wait_ready()
+    except BaseException:
         handle.stop()
         raise
-    except Exception as exc:
-        handle.stop()
-        where = f"see {config.log_file}" if config.log_file else "see the Triton log above"
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ServeError(f"Triton failed to start: {first_line[:300]} ({where})") from exc
     LOGGER.debug("serving %s at %s (gRPC %s, metrics %s)", ", ".join(names), handle.http_url, handle.grpc_url,
-                handle.metrics_url)
+                 handle.metrics_url)
     return handle
-

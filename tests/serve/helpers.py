@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import socket
-import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,19 +19,21 @@ from tests.fixtures import JIGSAW_LABELS
 class NgramPredictor:
     """A real, seeded ``export.runtime.Predictor``: hashed character 3-grams -> 2-layer MLP -> sigmoid.
 
-    Texts starting with ``slow:`` make ``predict`` sleep ``slow_s`` first (to test draining);
-    ``started`` is set whenever such a text arrives. Texts starting with ``boom:`` make it raise
-    (a broken model).
+    Texts starting with ``slow:`` make ``predict`` sleep ``slow_s`` first (to test draining and
+    batching); when such a text arrives, the process running ``predict`` (a Triton instance, once
+    served) creates ``started_dir/<its pid>``. Texts starting with ``boom:`` make it raise (a
+    broken model). Picklable, so the server can send it to its instances.
     """
 
     def __init__(self, name: str = "tiny", labels: Sequence[str] = JIGSAW_LABELS, seed: int = 0, dim: int = 256,
-                 hidden: int = 32, max_batch_size: int = 8, slow_s: float = 0.0) -> None:
+                 hidden: int = 32, max_batch_size: int = 8, slow_s: float = 0.0,
+                 started_dir: Path | None = None) -> None:
         self.name = name
         self.labels = list(labels)
         self.max_batch_size = max_batch_size
         self.dim = dim
         self.slow_s = slow_s
-        self.started = threading.Event()
+        self.started_dir = started_dir
         generator = torch.Generator().manual_seed(seed)
         self.net = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, len(self.labels)))
         with torch.no_grad():
@@ -56,7 +59,8 @@ class NgramPredictor:
         if any(t.startswith("boom:") for t in texts):
             raise RuntimeError("boom")
         if any(t.startswith("slow:") for t in texts):
-            self.started.set()
+            if self.started_dir is not None:
+                (self.started_dir / str(os.getpid())).touch()
             time.sleep(self.slow_s)
         with torch.no_grad():
             return torch.sigmoid(self.net(self.features(texts))).numpy().astype(np.float32)
@@ -74,6 +78,11 @@ def labels_over(probs: np.ndarray, predictor: NgramPredictor) -> list[list[str]]
             for row in probs]
 
 
+
+
+def started_in(directory: Path) -> set[str]:
+    """Pids of the processes where an NgramPredictor with ``started_dir=directory`` began a slow text."""
+    return {p.name for p in directory.iterdir()} if directory.is_dir() else set()
 
 
 def port_is_free(port: int) -> bool:

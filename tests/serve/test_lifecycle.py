@@ -20,18 +20,18 @@ import numpy as np
 import pytest
 
 from compress.errors import ConfigError, UserError
+from serve.backend_model import decode_texts
 from serve.cli import main
 from serve.client import ClientError, ServeClient, parse_url
 from serve.config import OUTPUT_LABELS, ServeConfig
 from serve.server import (
     PortInUseError,
     check_ports_free,
-    decode_texts,
     free_ports,
     start_server,
     use_own_libpython,
 )
-from tests.serve.helpers import NgramPredictor, labels_over, port_is_free, wait_until
+from tests.serve.helpers import NgramPredictor, labels_over, port_is_free, started_in, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 TEXTS = ["you stupid idiot", "thanks for the sources", "i will hurt you", "what a lovely day"]
@@ -191,7 +191,8 @@ def test_client_and_check_against_nothing_are_one_line(capsys):
 
 def test_labels_only_server_drains_on_sigterm_and_exits_cleanly(tmp_path):
     ports = free_ports(3)
-    served = NgramPredictor("tox", slow_s=1.5)
+    (tmp_path / "started").mkdir()
+    served = NgramPredictor("tox", slow_s=1.5, started_dir=tmp_path / "started")
     reference = NgramPredictor("tox")
     config = ServeConfig(http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], labels_only=True,
                          exit_timeout_s=20, log_file=tmp_path / "triton.log")
@@ -230,7 +231,7 @@ def test_labels_only_server_drains_on_sigterm_and_exits_cleanly(tmp_path):
                 return
             request = threading.Thread(target=slow_request)
             request.start()
-            served.started.wait(10)  # the slow request is now inside the model
+            wait_until(lambda: bool(started_in(tmp_path / "started")), timeout_s=10)  # the slow request is inside the model
             os.kill(os.getpid(), signal.SIGTERM)
             request.join(30)
 
@@ -341,7 +342,7 @@ def test_serve_start_threads_reach_every_instance_and_bad_values_exit_2(tmp_path
     monkeypatch.setattr(export.runtime, "load", fake_load)
     args = _signalled_start_cli(tmp_path, monkeypatch, [])  # stops right after starting: nothing to serve here
     assert main([*args, "--threads", "1", "--instances", "2"]) == 0
-    assert loaded == [{"backend": "auto", "threads": 1}] * 2
+    assert loaded == [{"backend": "auto", "threads": 1}]  # once; each instance loads its own copy
     capsys.readouterr()
     assert main([*args, "--threads", "0"]) == 2
     err = capsys.readouterr().err.strip()

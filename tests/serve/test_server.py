@@ -1,7 +1,9 @@
 """One real tritonserver for the module: results, endpoints, bad input, and `serve check`.
 
-Two models: ``tiny`` (6 labels, two instances with one predictor each) and ``small`` (3 labels,
-one predictor shared by both instances). Everything goes over loopback on free ports.
+Two models, two instances each (each instance a process with its own copy of the predictor):
+``tiny`` (6 labels; its predictor takes at most 4 texts, the server's batches up to 8) and
+``small`` (3 labels, slow on texts starting with ``slow:``). Everything goes over loopback on
+free ports.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from serve.cli import main
 from serve.client import ClientError, ServeClient
 from serve.config import INPUT_TEXT, OUTPUT_LABELS, OUTPUT_PROBABILITIES, ServeConfig
 from serve.server import free_ports, start_server
-from tests.serve.helpers import NgramPredictor, labels_over, wait_until
+from tests.serve.helpers import NgramPredictor, labels_over, started_in, wait_until
 
 TEXTS = [f"comment {i}: you are {'an idiot' if i % 3 else 'very kind'} and {'stupid' * (i % 4)}"
          for i in range(21)]
@@ -37,22 +39,22 @@ def reference() -> dict[str, NgramPredictor]:
 
 
 @pytest.fixture(scope="module")
-def served() -> dict[str, NgramPredictor]:
-    """The served predictors' handles (``small`` is slow on texts starting with ``slow:``)."""
-    return {"small": NgramPredictor("small", labels=["a", "b", "c"], seed=1, slow_s=1.0)}
+def started_dir(tmp_path_factory):
+    """Where ``small``'s instances mark that a slow text reached them (one file per instance pid)."""
+    return tmp_path_factory.mktemp("started")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, served):
+def server(tmp_path_factory, started_dir):
     http_port, grpc_port, metrics_port = free_ports(3)
     config = ServeConfig(
         http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, max_batch_size=MAX_BATCH,
         preferred_batch_sizes=(4, 8), max_queue_delay_us=2000, instances=2, max_text_bytes=MAX_TEXT_BYTES,
         exit_timeout_s=15, log_file=tmp_path_factory.mktemp("triton") / "triton.log",
     )
-    # tiny: one predictor per instance, each taking at most 4 texts (the server splits batches of 8).
-    tiny = [NgramPredictor("tiny", seed=0, max_batch_size=4), NgramPredictor("tiny", seed=0, max_batch_size=4)]
-    with start_server([tiny, served["small"]], config) as handle:
+    tiny = NgramPredictor("tiny", seed=0, max_batch_size=4)  # takes 4 texts at most: the server splits batches of 8
+    small = NgramPredictor("small", labels=["a", "b", "c"], seed=1, slow_s=1.0, started_dir=started_dir)
+    with start_server([tiny, small], config) as handle:
         yield handle
 
 
@@ -112,15 +114,18 @@ def test_labels_output_matches_thresholds(server, reference):
     assert any(got) and any(len(row) < 6 for row in got)  # thresholds bite both ways
 
 
-def test_queued_requests_are_batched_and_stay_correct(server, served, reference):
-    """While a slow request holds ``small`` (one predictor, shared), 16 more queue up; the dynamic
-    batcher then runs them in fewer executions, and each answer is still its own text's."""
+def test_queued_requests_are_batched_and_stay_correct(server, started_dir, reference):
+    """While slow requests hold both instances of ``small``, 16 more queue up; the dynamic batcher
+    then runs them in fewer executions, and each answer is still its own text's."""
     texts = TEXTS[:16]
     before = _settled_statistics(server.http_url, "small")
-    served["small"].started.clear()
-    slow = threading.Thread(target=lambda: ServeClient(server.http_url, model="small").predict(["slow: hold"]))
-    slow.start()
-    assert served["small"].started.wait(10)
+    for path in started_dir.iterdir():
+        path.unlink()
+    slow = []
+    for held in (1, 2):  # one at a time, so each lands on a free instance, not in one batch
+        slow.append(threading.Thread(target=lambda: ServeClient(server.http_url, model="small").predict(["slow: hold"])))
+        slow[-1].start()
+        assert wait_until(lambda held=held: len(started_in(started_dir)) == held, timeout_s=10)
     rows: dict[int, np.ndarray] = {}
 
     def one(i: int) -> None:
@@ -130,7 +135,7 @@ def test_queued_requests_are_batched_and_stay_correct(server, served, reference)
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(texts))]
     for thread in threads:
         thread.start()
-    for thread in [slow, *threads]:
+    for thread in [*slow, *threads]:
         thread.join(timeout=30)
     np.testing.assert_allclose(np.stack([rows[i] for i in range(len(texts))]),
                                reference["small"].predict_all(texts), atol=1e-6, rtol=0)
@@ -140,7 +145,7 @@ def test_queued_requests_are_batched_and_stay_correct(server, served, reference)
             after = client.statistics()
         inferences = after["inference_count"] - before["inference_count"]
         executions = after["execution_count"] - before["execution_count"]
-        return inferences == len(texts) + 1 and executions < inferences
+        return inferences == len(texts) + 2 and executions < inferences
 
     assert wait_until(batched, timeout_s=5)
 
