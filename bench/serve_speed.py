@@ -21,9 +21,13 @@ queue up and are dispatched as soon as it ends, before the answered clients send
 8 clients the mean batch is ~4 and a DistilBERT-sized model loses ~25-40% of its throughput.
 
 ``ratio`` = endpoint requests/s / in-process examples/s at the same ``c``; the headline is ``c = 8``.
-In-process runs just before each level's server starts and the server is stopped after it, so
-the two never compete for the CPU; the client threads do share it with the server (as a client on
-the same box would). Every request count is bounded.
+The two alternate ``rounds`` times per level on the same server (in-process, endpoint,
+in-process, endpoint, ...): on a shared machine whose speed drifts by tens of percent within a
+minute, drift then hits both sides alike instead of whichever ran second. Rates are totals over
+the rounds; the per-round rates and ratios are in the JSON. In-process runs while the server
+idles and the endpoint while this process waits, so the two never compete for the CPU; the client
+threads do share it with the server (as a client on the same box would). Every request count is
+bounded.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class ServeSpeedConfig:
         tune_batcher: per level, set Triton's preferred batch size to ``min(c, max batch)`` (none and no
             delay for c = 1), as a deployment tuned for that load would; False = the same plain batcher
             (``max_queue_delay_us``, no preferred size) at every level.
+        rounds: in-process / endpoint alternations per level (each ``requests`` long).
         warmup: untimed requests per thread (and untimed in-process batches).
         max_seconds: stop a measurement after this long (the requests done so far count).
         threads: intra-op threads of PyTorch / ONNX Runtime (None: the runtime's default).
@@ -71,6 +76,7 @@ class ServeSpeedConfig:
     backend: str = "auto"
     max_queue_delay_us: int = 10_000
     tune_batcher: bool = True
+    rounds: int = 3
     warmup: int = 2
     max_seconds: float = 120.0
     threads: int | None = None
@@ -80,6 +86,8 @@ class ServeSpeedConfig:
             raise ConfigError(f"concurrency: must be integers in 1..256, got {list(self.concurrency)}")
         if not 1 <= self.requests <= 100_000:
             raise ConfigError(f"requests: must be in 1..100000, got {self.requests}")
+        if not 1 <= self.rounds <= 20:
+            raise ConfigError(f"rounds: must be in 1..20, got {self.rounds}")
         if not self.texts:
             raise ConfigError("texts: need at least one text to send")
         if self.max_queue_delay_us < 0:
@@ -96,7 +104,8 @@ def _percentiles(seconds: Sequence[float]) -> dict[str, float]:
 
 def in_process(predictor: Any, texts: Sequence[str], batch_size: int, examples: int, warmup: int,
                max_seconds: float) -> dict[str, Any]:
-    """Back-to-back ``predict`` on batches of ``batch_size`` until ``examples`` texts: examples/s + latency."""
+    """Back-to-back ``predict`` on batches of ``batch_size`` until ``examples`` texts: their count, total
+    seconds and per-call latencies (:func:`merge_in_process` turns rounds of these into rates)."""
     batches = [[texts[(start + j) % len(texts)] for j in range(batch_size)]
                for start in range(0, max(examples, batch_size), batch_size)]
     for batch in batches[:warmup]:
@@ -109,14 +118,14 @@ def in_process(predictor: Any, texts: Sequence[str], batch_size: int, examples: 
         seconds.append(time.perf_counter() - t0)
         if time.perf_counter() - start > max_seconds and len(seconds) >= 3:
             break
-    total = float(np.sum(seconds))
-    return {"batch_size": batch_size, "examples": batch_size * len(seconds),
-            "examples_per_s": batch_size * len(seconds) / total, **_percentiles(seconds)}
+    return {"batch_size": batch_size, "examples": batch_size * len(seconds), "seconds": float(np.sum(seconds)),
+            "latencies_s": seconds}
 
 
 def endpoint(url: str, model: str, texts: Sequence[str], concurrency: int, requests: int, warmup: int,
              max_seconds: float) -> dict[str, Any]:
-    """``concurrency`` threads, one ServeClient each, one text per request until ``requests`` are done."""
+    """``concurrency`` threads, one ServeClient each, one text per request until ``requests`` are done:
+    their count, wall seconds and per-request latencies (see :func:`merge_endpoint`)."""
     from serve.client import ServeClient
 
     lock = threading.Lock()
@@ -164,8 +173,7 @@ def endpoint(url: str, model: str, texts: Sequence[str], concurrency: int, reque
     flat = [s for per in latencies for s in per]
     if not flat:
         raise UserError(f"no request finished at concurrency {concurrency}")
-    return {"concurrency": concurrency, "requests": len(flat), "seconds": wall,
-            "requests_per_s": len(flat) / wall, **_percentiles(flat)}
+    return {"concurrency": concurrency, "requests": len(flat), "seconds": wall, "latencies_s": flat}
 
 
 def endpoint_in_subprocess(url: str, model: str, texts: Sequence[str], concurrency: int, requests: int,
@@ -180,6 +188,26 @@ def endpoint_in_subprocess(url: str, model: str, texts: Sequence[str], concurren
 
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(endpoint, url, model, list(texts), concurrency, requests, warmup, max_seconds).result()
+
+
+def merge_in_process(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds of :func:`in_process` -> examples/s over all of them, per-round rates, latency percentiles."""
+    examples = sum(r["examples"] for r in rounds)
+    seconds = sum(r["seconds"] for r in rounds)
+    return {"batch_size": rounds[0]["batch_size"], "examples": examples, "seconds": seconds,
+            "examples_per_s": examples / seconds,
+            "per_round_examples_per_s": [r["examples"] / r["seconds"] for r in rounds],
+            **_percentiles([s for r in rounds for s in r["latencies_s"]])}
+
+
+def merge_endpoint(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds of :func:`endpoint` -> requests/s over all of them, per-round rates, latency percentiles."""
+    requests = sum(r["requests"] for r in rounds)
+    seconds = sum(r["seconds"] for r in rounds)
+    return {"concurrency": rounds[0]["concurrency"], "requests": requests, "seconds": seconds,
+            "requests_per_s": requests / seconds,
+            "per_round_requests_per_s": [r["requests"] / r["seconds"] for r in rounds],
+            **_percentiles([s for r in rounds for s in r["latencies_s"]])}
 
 
 def _server_stats(url: str, model: str) -> dict[str, Any]:
@@ -203,15 +231,14 @@ def _batcher(c: int, max_batch: int, config: ServeSpeedConfig) -> tuple[tuple[in
 
 def benchmark_level(predictor: Any, c: int, max_batch: int, texts: Sequence[str], config: ServeSpeedConfig,
                     start_server: Callable[..., Any], log: Callable[[str], None]) -> dict[str, Any]:
-    """One concurrency level: in-process at batch ``c``, then a fresh server and ``c`` client threads."""
+    """One concurrency level on a fresh server: ``rounds`` x (in-process at batch ``c``, then ``c`` client threads)."""
     from serve.config import ServeConfig
     from serve.server import free_ports
 
     b = min(c, max_batch)
-    log(f"serve-speed {predictor.name}: in-process batch {b}")
-    ref = in_process(predictor, texts, b, config.requests, config.warmup, config.max_seconds)
     preferred, delay = _batcher(c, max_batch, config)
     http_port, grpc_port, metrics_port = free_ports(3)
+    refs, eps = [], []
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as log_dir:
         serve_config = ServeConfig(host="127.0.0.1", http_port=http_port, grpc_port=grpc_port,
                                    metrics_port=metrics_port, max_batch_size=max_batch,
@@ -220,18 +247,24 @@ def benchmark_level(predictor: Any, c: int, max_batch: int, texts: Sequence[str]
         t0 = time.perf_counter()
         with start_server([predictor], serve_config) as handle:
             startup = time.perf_counter() - t0
-            log(f"serve-speed {predictor.name}: endpoint, concurrency {c}")
             before = _server_stats(handle.http_url, predictor.name)
-            ep = endpoint_in_subprocess(handle.http_url, predictor.name, texts, c, config.requests, config.warmup,
-                                        config.max_seconds)
+            for k in range(config.rounds):
+                log(f"serve-speed {predictor.name}: c={c} round {k + 1}/{config.rounds}: in-process batch {b}, "
+                    f"then endpoint")
+                refs.append(in_process(predictor, texts, b, config.requests, config.warmup, config.max_seconds))
+                eps.append(endpoint_in_subprocess(handle.http_url, predictor.name, texts, c, config.requests,
+                                                  config.warmup, config.max_seconds))
             after = _server_stats(handle.http_url, predictor.name)
+    ref, ep = merge_in_process(refs), merge_endpoint(eps)
     executions = after["executions"] - before["executions"]
     queued = after["queue_count"] - before["queue_count"]
     server = {"preferred_batch_sizes": list(preferred), "max_queue_delay_us": delay, "startup_s": startup,
               "mean_batch": (after["inferences"] - before["inferences"]) / executions if executions else None,
               "mean_queue_ms": (after["queue_ns"] - before["queue_ns"]) / 1e6 / queued if queued else None}
     return {"concurrency": c, "endpoint": ep, "in_process": ref, "server": server,
-            "ratio": ep["requests_per_s"] / ref["examples_per_s"]}
+            "ratio": ep["requests_per_s"] / ref["examples_per_s"],
+            "per_round_ratio": [e / r for e, r in zip(ep["per_round_requests_per_s"],
+                                                      ref["per_round_examples_per_s"], strict=True)]}
 
 
 def benchmark_artifact(artifact: Path, config: ServeSpeedConfig,
@@ -269,6 +302,7 @@ def run(artifacts: Sequence[str | os.PathLike[str]], config: ServeSpeedConfig,
         "settings": {"concurrency": list(config.concurrency), "requests": config.requests,
                      "texts": config.texts_source or "built-in sample comments", "backend": config.backend,
                      "max_queue_delay_us": config.max_queue_delay_us, "tune_batcher": config.tune_batcher,
+                     "rounds": config.rounds,
                      "protocol": "http", "instances": 1,
                      "threads": config.threads},
         "artifacts": results,
@@ -281,21 +315,23 @@ def markdown(report: dict[str, Any]) -> str:
     batcher = (f"preferred batch size c, {s['max_queue_delay_us']} µs window" if s.get("tune_batcher", False)
                else f"{s['max_queue_delay_us']} µs window")
     lines = [f"Endpoint (Triton, HTTP, 1 instance, dynamic batching: {batcher}) vs in-process predict on batches of "
-             f"c texts; c client threads send one text per request ({s['requests']} requests per level; texts: "
-             f"{s['texts']}).", "",
+             f"c texts; c client threads send one text per request; the two alternate {s.get('rounds', 1)} times per "
+             f"level, {s['requests']} requests (texts) each time (texts: {s['texts']}).", "",
              "| artifact | c | endpoint req/s | endpoint p50 ms | endpoint p99 ms | mean server batch | "
-             "in-process ex/s (batch c) | endpoint / in-process |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "in-process ex/s (batch c) | endpoint / in-process | per round |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for a in report["artifacts"]:
         if a["status"] != "ok":
-            lines.append(f"| {a['artifact']} | — | {a['status']}: {a['reason']} | | | | | |")
+            lines.append(f"| {a['artifact']} | — | {a['status']}: {a['reason']} | | | | | | |")
             continue
         for r in a["rows"]:
             ep, ref = r["endpoint"], r["in_process"]
             mean_batch = (r.get("server") or {}).get("mean_batch")
+            per_round = r.get("per_round_ratio") or [r["ratio"]]
+            spread = f"{100 * min(per_round):.0f}-{100 * max(per_round):.0f}%" if len(per_round) > 1 else "—"
             lines.append(f"| {a['artifact']} | {r['concurrency']} | {ep['requests_per_s']:.1f} | {ep['p50_ms']:.1f} | "
                          f"{ep['p99_ms']:.1f} | {'—' if mean_batch is None else f'{mean_batch:.2f}'} | "
-                         f"{ref['examples_per_s']:.1f} (b={ref['batch_size']}) | {100 * r['ratio']:.0f}% |")
+                         f"{ref['examples_per_s']:.1f} (b={ref['batch_size']}) | {100 * r['ratio']:.0f}% | {spread} |")
     heads = [f"{a['artifact']} {100 * a['ratio_at_8']:.0f}%" for a in report["artifacts"]
              if a["status"] == "ok" and a.get("ratio_at_8") is not None]
     if heads:

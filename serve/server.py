@@ -13,15 +13,15 @@ dynamic batch where Triton hands it over. Only the binaries come from nvidia-pyt
 Python proxy, which would send every batch on to this process and back, is not used.
 
 The server process is ours: it runs in its own session (a Ctrl-C in the terminal reaches only
-this process, which then asks Triton once to drain), dies with this process (``PR_SET_PDEATHSIG``),
-and its log goes to ``config.log_file`` or, line by line, to stdout.
+this process, which then asks Triton once to drain), gets SIGTERM when the thread that started
+it dies (``PR_SET_PDEATHSIG``: start it from a thread that lives as long as the server, such as
+the main one), and its log goes to ``config.log_file`` or, line by line, to stdout.
 """
 
 from __future__ import annotations
 
 import collections
 import ctypes
-import ctypes.util
 import errno
 import http.client
 import json
@@ -38,7 +38,7 @@ import sysconfig
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -193,9 +193,9 @@ def _triton_files() -> tuple[Path, Path, Path]:
     return Path(get_root_module_path()) / "tritonserver" / "bin" / "tritonserver", Path(get_libs_path()), stub
 
 
-def _prepare_backends(workdir: Path, stub: Path) -> Path:
+def _prepare_backends(workdir: Path, binary: Path, stub: Path) -> Path:
     """A backend directory with Triton's Python backend and the stub built for this Python."""
-    source = stub.parents[2] / "backends" / "python"  # .../tritonserver/python_backend_stubs/3.X/stub
+    source = binary.parents[1] / "backends" / "python"  # beside .../tritonserver/bin/tritonserver
     target = workdir / "backends" / "python"
     target.mkdir(parents=True)
     for item in source.iterdir():
@@ -261,6 +261,8 @@ def _triton_args(config: ServeConfig, repository: Path, backends: Path, binary: 
         f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
         f"--exit-timeout-secs={config.exit_timeout_s}", f"--log-verbose={config.log_verbose}",
     ]
+    if not _has_nvidia_gpu():  # no pinned-memory pool to fail to allocate (a CUDA warning on every start)
+        args.append("--pinned-memory-pool-byte-size=0")
     if config.log_file:
         args.append(f"--log-file={Path(config.log_file).resolve()}")
     return args
@@ -277,9 +279,18 @@ def _triton_env(libs: Path) -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def _die_with_parent() -> Callable[[], None]:
+    """A preexec_fn that has the child get SIGTERM when the thread that started it dies.
+
+    libc is looked up here, in the parent: the child only makes the one system call.
+    """
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:  # pragma: no cover - runs in the child between fork and exec
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return preexec
 
 
 class _LogTail:
@@ -310,14 +321,19 @@ class _LogTail:
 
 
 def _first_error(lines: Sequence[str]) -> str | None:
-    """The most telling error in a Triton log: a model that failed to load, else the first error line."""
+    """The most telling error in a Triton log, on one line.
+
+    A model that failed to load (its name and the exception, without the Python traceback Triton
+    appends as escaped newlines) wins over other errors; Triton's CUDA probe on a CPU-only host
+    logs an error on every start and never counts.
+    """
     errors = []
     for line in lines:
         match = _LOG_LINE.match(line.strip())
-        if match and match.group(1) == "E":
-            errors.append(match.group(2).strip().strip('"'))
+        if match and match.group(1) == "E" and "CudaDriverHelper" not in match.group(2):
+            errors.append(match.group(2).strip().strip('"').split("\\n")[0].strip())
     for message in errors:
-        if "failed to load" in message or "Error" in message:
+        if message.startswith("failed to load '"):
             return message
     return errors[0] if errors else None
 
@@ -495,11 +511,11 @@ def start_server(predictors: Sequence[Predictor], config: ServeConfig | None = N
         repository = workdir / "models"
         for predictor in predictors:
             write_model(repository, predictor, config)
-        backends = _prepare_backends(workdir, stub)
+        backends = _prepare_backends(workdir, binary, stub)
         process = subprocess.Popen(  # noqa: S603 - our own argument list, no shell
             _triton_args(config, repository, backends, binary), env=_triton_env(libs), cwd=workdir,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent)
+            start_new_session=True, preexec_fn=_die_with_parent())
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise

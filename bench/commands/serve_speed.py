@@ -11,12 +11,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve-speed", help="endpoint requests/s and p50/p99 per concurrency vs in-process throughput",
         description="Start each artifact in a Triton server on free loopback ports; c client threads (HTTP) send "
-                    "one text per request; compare requests/s with in-process predict() on batches of c texts "
-                    "measured just before. A fresh server per level, its batcher tuned to that level (preferred "
-                    "batch size c). Reports the endpoint / in-process ratio at concurrency 8.")
+                    "one text per request; compare requests/s with in-process predict() on batches of c texts, "
+                    "the two alternating --rounds times. A fresh server per level, its batcher tuned to that "
+                    "level (preferred batch size c). Reports the endpoint / in-process ratio at concurrency 8.")
     p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="artifact directories")
     p.add_argument("--concurrency", default="1,8,32", help="client threads per level (default: 1,8,32)")
-    p.add_argument("--requests", type=int, default=400, help="requests per level (default: 400)")
+    p.add_argument("--requests", type=int, default=400, help="requests per level and round (default: 400)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="in-process / endpoint alternations per level, so machine drift hits both (default: 3)")
     p.add_argument("--texts", metavar="DATAFILE", help="comments to send (.txt or any data file; default: samples)")
     p.add_argument("--format", help="format of --texts (detected when omitted)")
     p.add_argument("--backend", default="auto", help="export.runtime backend (default: auto)")
@@ -36,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     config = serve_speed.ServeSpeedConfig(
         concurrency=tuple(common.split_list(args.concurrency, int, "concurrency")), requests=args.requests,
         texts=load.texts_from(args.texts, args.format), texts_source=args.texts, backend=args.backend,
-        max_queue_delay_us=args.max_queue_delay_us, tune_batcher=args.tune_batcher, max_seconds=args.max_seconds, threads=args.threads)
+        max_queue_delay_us=args.max_queue_delay_us, tune_batcher=args.tune_batcher, max_seconds=args.max_seconds,
+        threads=args.threads, rounds=args.rounds)
     report = serve_speed.run(args.artifacts, config, log=common.progress)
     common.write_outputs(args, serve_speed.dumps(report), serve_speed.markdown(report))
     return 0

@@ -13,7 +13,7 @@ from compress.errors import ConfigError
 
 def test_endpoint_vs_in_process(tmp_path, tfidf_artifact, capsys):
     out = tmp_path / "speed.json"
-    code = main(["serve-speed", str(tfidf_artifact), "--concurrency", "1,2", "--requests", "20",
+    code = main(["serve-speed", str(tfidf_artifact), "--concurrency", "1,2", "--requests", "20", "--rounds", "2",
                  "--json-out", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
@@ -21,10 +21,15 @@ def test_endpoint_vs_in_process(tmp_path, tfidf_artifact, capsys):
     assert a["status"] == "ok" and a["model"] == "tfidf"
     assert [r["concurrency"] for r in a["rows"]] == [1, 2]
     for r in a["rows"]:
-        assert r["endpoint"]["requests"] == 20
-        assert 0 < r["endpoint"]["p50_ms"] <= r["endpoint"]["p99_ms"]
-        assert r["in_process"]["batch_size"] == r["concurrency"]
-        assert r["ratio"] == pytest.approx(r["endpoint"]["requests_per_s"] / r["in_process"]["examples_per_s"])
+        ep, ref = r["endpoint"], r["in_process"]
+        assert ep["requests"] == 2 * 20 and len(ep["per_round_requests_per_s"]) == 2  # two rounds of 20
+        assert ref["examples"] >= 2 * 20 and len(ref["per_round_examples_per_s"]) == 2
+        assert "latencies_s" not in ep and "latencies_s" not in ref  # raw samples stay out of the report
+        assert 0 < ep["p50_ms"] <= ep["p99_ms"]
+        assert ref["batch_size"] == r["concurrency"]
+        assert r["ratio"] == pytest.approx(ep["requests_per_s"] / ref["examples_per_s"])
+        assert r["per_round_ratio"] == pytest.approx(
+            [e / i for e, i in zip(ep["per_round_requests_per_s"], ref["per_round_examples_per_s"], strict=True)])
         assert 1 <= r["server"]["mean_batch"] <= r["concurrency"]
     assert [r["server"]["preferred_batch_sizes"] for r in a["rows"]] == [[], [2]]  # batcher tuned per level
     assert [r["server"]["max_queue_delay_us"] for r in a["rows"]] == [0, 10_000]
@@ -32,8 +37,26 @@ def test_endpoint_vs_in_process(tmp_path, tfidf_artifact, capsys):
     assert "| tfidf | 2 |" in capsys.readouterr().out
 
 
+def test_rounds_merge_into_totals_not_a_mean_of_rates():
+    """Two rounds, 100 texts in 1 s then 100 in 4 s: 40 texts/s overall (the mean of rates would say 62.5)."""
+    ref = serve_speed.merge_in_process([
+        {"batch_size": 8, "examples": 100, "seconds": 1.0, "latencies_s": [0.01, 0.02]},
+        {"batch_size": 8, "examples": 100, "seconds": 4.0, "latencies_s": [0.03, 0.04]}])
+    assert ref["examples_per_s"] == pytest.approx(40.0)
+    assert ref["per_round_examples_per_s"] == pytest.approx([100.0, 25.0])
+    assert ref["p50_ms"] == pytest.approx(25.0)
+    ep = serve_speed.merge_endpoint([
+        {"concurrency": 8, "requests": 50, "seconds": 2.0, "latencies_s": [0.1]},
+        {"concurrency": 8, "requests": 150, "seconds": 3.0, "latencies_s": [0.2, 0.3]}])
+    assert ep["requests_per_s"] == pytest.approx(40.0) and ep["requests"] == 200
+    assert ep["per_round_requests_per_s"] == pytest.approx([25.0, 50.0])
+    assert ep["p99_ms"] == pytest.approx(298.0)
+
+
 def test_config_is_bounded():
     with pytest.raises(ConfigError, match="requests"):
         serve_speed.ServeSpeedConfig(requests=10**7, texts=("x",))
     with pytest.raises(ConfigError, match="concurrency"):
         serve_speed.ServeSpeedConfig(concurrency=(0,), texts=("x",))
+    with pytest.raises(ConfigError, match="rounds"):
+        serve_speed.ServeSpeedConfig(rounds=0, texts=("x",))

@@ -130,6 +130,7 @@ def test_parse_url():
     (lambda: [NgramPredictor("bad name!")], "not a valid Triton model name"),
     (lambda: [NgramPredictor("a", labels=["x;y", "z"])], "contain ';'"),
     (lambda: [NgramPredictor("a", max_batch_size=4)], "exceed model a's max batch size 4"),
+    (lambda: [_Unpicklable("a")], "cannot be pickled"),
 ])
 def test_start_server_rejects_bad_predictors_before_starting(predictors, words):
     http_port, grpc_port, metrics_port = free_ports(3)
@@ -137,6 +138,59 @@ def test_start_server_rejects_bad_predictors_before_starting(predictors, words):
                          preferred_batch_sizes=(8,))
     with pytest.raises(ConfigError, match=words):
         start_server(predictors(), config)
+
+
+class _Unpicklable(NgramPredictor):
+    """A predictor the server cannot send to its instances (a lambda inside, no artifact source)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.hook = lambda texts: texts
+
+
+class _FailsToLoad(NgramPredictor):
+    """Pickles fine, but unpickling it (in a Triton instance) raises."""
+
+    def __reduce__(self):
+        return (_refuse_to_load, ("weights file is corrupt",))
+
+
+def _refuse_to_load(reason: str) -> None:
+    raise RuntimeError(reason)
+
+
+def test_artifact_predictor_is_sent_by_its_load_arguments_and_rebuilds_identically(tmp_path):
+    from export.runtime import load
+    from serve.backend_model import PICKLE_FILE, SPEC_FILE, load_predictor, save_predictor
+    from tests.fixtures import write_tfidf_artifact
+
+    predictor = load(write_tfidf_artifact(tmp_path / "tfidf"), threads=1)
+    assert save_predictor(tmp_path, predictor) == SPEC_FILE and not (tmp_path / PICKLE_FILE).exists()
+    spec = json.loads((tmp_path / SPEC_FILE).read_text())
+    assert spec["artifact_dir"] == str((tmp_path / "tfidf").resolve()) and spec["threads"] == 1
+    twin = load_predictor(tmp_path)
+    np.testing.assert_array_equal(twin.predict(TEXTS), predictor.predict(TEXTS))
+
+    other = tmp_path / "ngram"
+    other.mkdir()
+    assert save_predictor(other, NgramPredictor("n")) == PICKLE_FILE  # no source: pickled
+    np.testing.assert_array_equal(load_predictor(other).predict(TEXTS), NgramPredictor("n").predict(TEXTS))
+
+
+def test_model_that_fails_to_load_in_triton_is_one_line_and_leaves_nothing(tmp_path):
+    import serve.server as server_mod
+
+    ports = free_ports(3)
+    config = ServeConfig(http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2],
+                         log_file=tmp_path / "triton.log")
+    workdirs_before = set(Path(server_mod.tempfile.gettempdir()).glob("modcompress-serve-*"))
+    with pytest.raises(server_mod.ServeError) as info:
+        start_server([_FailsToLoad("bad")], config)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("Triton failed to start:")
+    assert "bad" in message and "weights file is corrupt" in message, message
+    assert set(Path(server_mod.tempfile.gettempdir()).glob("modcompress-serve-*")) == workdirs_before
+    assert wait_until(lambda: all(port_is_free(p) for p in ports), timeout_s=10)
 
 
 # -- busy ports ----------------------------------------------------------------------------
