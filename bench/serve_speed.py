@@ -190,24 +190,23 @@ def endpoint_in_subprocess(url: str, model: str, texts: Sequence[str], concurren
         return pool.submit(endpoint, url, model, list(texts), concurrency, requests, warmup, max_seconds).result()
 
 
+def _merge(rounds: Sequence[dict[str, Any]], size: str, count: str, rate: str) -> dict[str, Any]:
+    """Rounds -> ``rate`` = total ``count`` / total seconds, the per-round rates, latency percentiles."""
+    total = sum(r[count] for r in rounds)
+    seconds = sum(r["seconds"] for r in rounds)
+    return {size: rounds[0][size], count: total, "seconds": seconds, rate: total / seconds,
+            f"per_round_{rate}": [r[count] / r["seconds"] for r in rounds],
+            **_percentiles([s for r in rounds for s in r["latencies_s"]])}
+
+
 def merge_in_process(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Rounds of :func:`in_process` -> examples/s over all of them, per-round rates, latency percentiles."""
-    examples = sum(r["examples"] for r in rounds)
-    seconds = sum(r["seconds"] for r in rounds)
-    return {"batch_size": rounds[0]["batch_size"], "examples": examples, "seconds": seconds,
-            "examples_per_s": examples / seconds,
-            "per_round_examples_per_s": [r["examples"] / r["seconds"] for r in rounds],
-            **_percentiles([s for r in rounds for s in r["latencies_s"]])}
+    return _merge(rounds, "batch_size", "examples", "examples_per_s")
 
 
 def merge_endpoint(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Rounds of :func:`endpoint` -> requests/s over all of them, per-round rates, latency percentiles."""
-    requests = sum(r["requests"] for r in rounds)
-    seconds = sum(r["seconds"] for r in rounds)
-    return {"concurrency": rounds[0]["concurrency"], "requests": requests, "seconds": seconds,
-            "requests_per_s": requests / seconds,
-            "per_round_requests_per_s": [r["requests"] / r["seconds"] for r in rounds],
-            **_percentiles([s for r in rounds for s in r["latencies_s"]])}
+    return _merge(rounds, "concurrency", "requests", "requests_per_s")
 
 
 def _server_stats(url: str, model: str) -> dict[str, Any]:

@@ -1,6 +1,7 @@
-"""Configuration errors, busy ports, `--labels-only`, SIGTERM draining and a clean shutdown.
+"""Configuration errors, busy ports, a model that fails to load, `--labels-only`, SIGTERM draining
+and a clean shutdown.
 
-Only one test starts tritonserver; the rest fail (on purpose) before Triton would start.
+Three tests start tritonserver; the rest fail (on purpose) before Triton would start, or need none.
 """
 
 from __future__ import annotations
