@@ -33,7 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from serve.config import INPUT_TEXT, LABEL_SEPARATOR, OUTPUT_LABELS, OUTPUT_PROBABILITIES
+from serve.config import (
+    INPUT_TEXT,
+    LABEL_SEPARATOR,
+    OUTPUT_LABELS,
+    OUTPUT_PROBABILITIES,
+    PARAM_LABELS,
+    PARAM_THRESHOLDS,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -111,13 +118,19 @@ class BatchRunner:
         predictor: an :class:`export.runtime.Predictor`.
         outputs: the output names the model exposes (``PROBABILITIES`` and/or ``LABELS``).
         max_text_bytes: longest accepted text in UTF-8 bytes.
+        labels / thresholds: what the model config publishes (default: the predictor's own); the
+            ``LABELS`` output applies exactly these.
     """
 
-    def __init__(self, predictor: Any, outputs: Sequence[str], max_text_bytes: int) -> None:
+    def __init__(self, predictor: Any, outputs: Sequence[str], max_text_bytes: int,
+                 labels: Sequence[str] | None = None, thresholds: Sequence[float] | None = None) -> None:
         self.name = predictor.name
         self._predictor = predictor
-        self._labels = list(predictor.labels)
-        self._thresholds = np.asarray(predictor.thresholds, dtype=np.float32)
+        self._labels = list(predictor.labels if labels is None else labels)
+        self._thresholds = np.asarray(predictor.thresholds if thresholds is None else thresholds, dtype=np.float32)
+        if len(self._labels) != len(predictor.labels) or self._thresholds.shape != (len(self._labels),):
+            raise ValueError(f"model {self.name}: the config publishes {len(self._labels)} labels and "
+                             f"{self._thresholds.size} thresholds, the predictor has {len(predictor.labels)} labels")
         self._chunk = int(predictor.max_batch_size)
         self._outputs = tuple(outputs)
         self._max_text_bytes = int(max_text_bytes)
@@ -192,12 +205,16 @@ def save_predictor(model_dir: Path, predictor: Any) -> str:
     stub loads the artifact again. Any other predictor is pickled.
 
     Raises:
-        TypeError: the predictor has no ``source`` and cannot be pickled.
+        TypeError: the predictor has no ``source`` and cannot be pickled, or its class lives in
+            ``__main__`` (a script), which the server's processes cannot import.
     """
     source = getattr(predictor, "source", None)
     if isinstance(source, dict):
         (model_dir / SPEC_FILE).write_text(json.dumps(source, indent=2))
         return SPEC_FILE
+    if type(predictor).__module__ == "__main__":
+        raise TypeError(f"{type(predictor).__name__} is defined in the script being run (__main__), which the "
+                        f"server's processes cannot import; move it into a module")
     try:
         data = pickle.dumps(predictor, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
@@ -229,7 +246,9 @@ class TritonPythonModel:
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         predictor = load_predictor(Path(args["model_repository"]))
         outputs = [output["name"] for output in config.get("output", [])]
-        self._runner = BatchRunner(predictor, outputs, int(params.get(PARAM_MAX_TEXT_BYTES, 65536)))
+        published = {key: json.loads(params[key]) for key in (PARAM_LABELS, PARAM_THRESHOLDS) if key in params}
+        self._runner = BatchRunner(predictor, outputs, int(params.get(PARAM_MAX_TEXT_BYTES, 65536)),
+                                   labels=published.get(PARAM_LABELS), thresholds=published.get(PARAM_THRESHOLDS))
         LOGGER.info("model %s instance %s ready (pid %d)", args.get("model_name"), args.get("model_instance_name"),
                     os.getpid())
 

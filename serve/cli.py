@@ -71,25 +71,29 @@ def cmd_start(args: argparse.Namespace) -> int:
 
     from export.runtime import load
 
-    # SIGTERM/SIGINT while models load: remember it, finish starting (nothing is in flight yet),
-    # then stop cleanly and exit 0 instead of dying half-started with Triton left behind.
-    early_stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_a: early_stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # One event for the whole run: SIGTERM/SIGINT while models load is remembered (nothing is in
+    # flight yet, so Triton finishes starting and then stops cleanly instead of the CLI dying
+    # half-started with Triton left behind), and serve() stops on the same event.
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_a: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         # Loaded here to fail early with one line; each Triton instance then loads its own copy.
         predictors = [load(d, backend=args.backend, threads=args.threads) for d in dirs]
         server = start_server(predictors, config)
         del predictors
+        try:
+            if stop.is_set():
+                server.stop()
+                print("stopped before serving (signal received while starting)", flush=True)
+                return 0
+            print(f"serving {', '.join(server.models)} at {server.http_url} (gRPC {server.grpc_url}, "
+                  f"metrics {server.metrics_url}); SIGTERM or Ctrl-C drains and stops", flush=True)
+            code = server.serve(stop_event=stop)
+        finally:
+            server.stop()  # no-op after a clean stop; otherwise Triton must not outlive us
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if early_stop.is_set():
-        server.stop()
-        print("stopped before serving (signal received while starting)", flush=True)
-        return 0
-    print(f"serving {', '.join(server.models)} at {server.http_url} (gRPC {server.grpc_url}, "
-          f"metrics {server.metrics_url}); SIGTERM or Ctrl-C drains and stops", flush=True)
-    code = server.serve()
     print("stopped", flush=True)
     return code
 

@@ -1,6 +1,6 @@
 """The serving contract: ServeConfig and the names a client sees on the wire.
 
-Each bound model speaks the KServe v2 protocol through Triton:
+Each served model speaks the KServe v2 protocol through Triton:
 
 - input ``TEXT``: BYTES, dims ``[1]`` per item, so a request carries shape ``[N, 1]`` (N UTF-8
   texts, 1 <= N <= max_batch_size);
@@ -10,7 +10,7 @@ Each bound model speaks the KServe v2 protocol through Triton:
 
 Label names and thresholds live in the model config (``GET /v2/models/{name}/config``, or
 gRPC ``ModelConfig``) under ``parameters``: ``labels`` and ``thresholds``, each a JSON list in
-``string_value``. This module imports nothing heavy, so clients can use it without PyTriton.
+``string_value``. This module imports nothing heavy, so clients can use it without Triton's packages.
 """
 
 from __future__ import annotations

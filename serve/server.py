@@ -21,6 +21,7 @@ the main one), and its log goes to ``config.log_file`` or, line by line, to stdo
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import errno
 import http.client
@@ -184,13 +185,16 @@ def _triton_files() -> tuple[Path, Path, Path]:
     except ImportError:
         raise ServeError("nvidia-pytriton is not installed, and serve runs the tritonserver it ships; "
                          "pip install 'nvidia-pytriton>=0.7,<0.8'") from None
+    binary = Path(get_root_module_path()) / "tritonserver" / "bin" / "tritonserver"
+    if not os.access(binary, os.X_OK):
+        raise ServeError(f"{binary} is missing or not executable; reinstall nvidia-pytriton "
+                         f"(pip install --force-reinstall 'nvidia-pytriton>=0.7,<0.8')")
     version = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    try:
-        stub = Path(get_stub_path(version))
-    except Exception:  # noqa: BLE001 - PyTriton raises plain errors for unknown versions
-        raise ServeError(f"nvidia-pytriton has no Python-backend stub for Python {version}; "
-                         f"use a Python it supports (3.8-3.12)") from None
-    return Path(get_root_module_path()) / "tritonserver" / "bin" / "tritonserver", Path(get_libs_path()), stub
+    stub = Path(get_stub_path(version))
+    if not stub.is_file():
+        raise ServeError(f"nvidia-pytriton has no Python-backend stub for Python {version} ({stub}); "
+                         f"run serve with a Python version it ships a stub for")
+    return binary, Path(get_libs_path()), stub
 
 
 def _prepare_backends(workdir: Path, binary: Path, stub: Path) -> Path:
@@ -246,10 +250,9 @@ def write_model(repository: Path, predictor: Predictor, config: ServeConfig) -> 
     return directory
 
 
-def _triton_args(config: ServeConfig, repository: Path, backends: Path, binary: Path) -> list[str]:
+def _triton_args(config: ServeConfig, repository: Path, backends: Path, binary: Path, shm_prefix: str) -> list[str]:
     token = secrets.token_hex(16)  # told to nobody: the restricted endpoints stay closed
     restricted = f"{','.join(RESTRICTED_ENDPOINTS)}:{_ACCESS_HEADER}={token}"
-    shm_prefix = f"modcompress_{os.getpid()}_{secrets.token_hex(4)}_"
     args = [
         str(binary), f"--model-repository={repository}", f"--backend-directory={backends}",
         f"--cache-directory={binary.parents[1] / 'caches'}", "--model-control-mode=none", "--strict-readiness=true",
@@ -286,9 +289,12 @@ def _die_with_parent() -> Callable[[], None]:
     """
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     pr_set_pdeathsig = 1
+    parent = os.getpid()
 
     def preexec() -> None:  # pragma: no cover - runs in the child between fork and exec
         prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl: no signal will come
+            os._exit(1)
 
     return preexec
 
@@ -320,18 +326,29 @@ class _LogTail:
         self._thread.join(timeout_s)
 
 
+def _log_message(text: str) -> str:
+    """A Triton log message's first line: its quoted form unescaped, Python's traceback dropped."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        try:
+            text = json.loads(text)
+        except ValueError:  # not valid JSON escaping: undo the one escape that matters here
+            text = text[1:-1].replace("\\n", "\n")
+    return text.split("\n")[0].strip()
+
+
 def _first_error(lines: Sequence[str]) -> str | None:
     """The most telling error in a Triton log, on one line.
 
     A model that failed to load (its name and the exception, without the Python traceback Triton
-    appends as escaped newlines) wins over other errors; Triton's CUDA probe on a CPU-only host
-    logs an error on every start and never counts.
+    appends) wins over other errors; Triton's CUDA probe on a CPU-only host logs an error on
+    every start and never counts.
     """
     errors = []
     for line in lines:
         match = _LOG_LINE.match(line.strip())
         if match and match.group(1) == "E" and "CudaDriverHelper" not in match.group(2):
-            errors.append(match.group(2).strip().strip('"').split("\\n")[0].strip())
+            errors.append(_log_message(match.group(2)))
     for message in errors:
         if message.startswith("failed to load '"):
             return message
@@ -347,13 +364,16 @@ class ServerHandle:
     """
 
     def __init__(self, process: subprocess.Popen[bytes], log: _LogTail, config: ServeConfig, models: Sequence[str],
-                 workdir: Path) -> None:
+                 workdir: Path, shm_prefix: str, log_offset: int = 0) -> None:
         self._process = process
         self._log = log
         self.config = config
         self.models = tuple(models)
         self._workdir = workdir
+        self._shm_prefix = shm_prefix
+        self._log_offset = log_offset  # where this run starts in config.log_file (Triton appends to it)
         self._lock = threading.Lock()
+        self._stopping = False
         self._stopped = False
 
     @property
@@ -378,15 +398,17 @@ class ServerHandle:
 
     def is_alive(self) -> bool:
         """True while tritonserver runs."""
-        return not self._stopped and self._process.poll() is None
+        return not self._stopping and self._process.poll() is None
 
     def log_tail(self) -> list[str]:
-        """The last lines tritonserver (and its stubs) wrote to stdout/stderr."""
+        """The last lines this run of tritonserver (and its stubs) logged."""
         lines = list(self._log.lines)
         log_file = self.config.log_file
         if log_file and Path(log_file).is_file():
-            with open(log_file, encoding="utf-8", errors="replace") as f:
-                lines = list(collections.deque(f, maxlen=200)) + lines
+            with open(log_file, "rb") as f:
+                f.seek(self._log_offset)
+                logged = [raw.decode("utf-8", "replace") for raw in collections.deque(f, maxlen=200)]
+            lines = logged + lines
         return [line.rstrip("\n") for line in lines]
 
     def _ready(self) -> bool:
@@ -420,36 +442,60 @@ class ServerHandle:
     def stop(self) -> None:
         """Stop accepting requests, let in-flight ones finish (up to ``exit_timeout_s``), exit.
 
-        Idempotent. When it returns, tritonserver and its stubs have exited and its ports are free.
+        Idempotent and safe from several threads. When it returns, tritonserver and its stubs have
+        exited, their shared memory is gone and the ports are free. Interrupted (Ctrl-C while it
+        waits), it kills the server's whole process group before letting the interrupt through.
         """
         with self._lock:
             if self._stopped:
                 return
+            self._stopping = True
+            try:
+                if self._process.poll() is None:
+                    self._process.send_signal(signal.SIGTERM)
+                    try:
+                        self._process.wait(self.config.exit_timeout_s + 30)
+                    except subprocess.TimeoutExpired:
+                        LOGGER.warning("tritonserver did not exit %d s after SIGTERM; killing it and its stubs",
+                                       self.config.exit_timeout_s + 30)
+                        self._kill()
+                self._log.join(10)  # the pipe closes once the stubs are gone too
+            except BaseException:
+                self._kill()
+                raise
+            finally:
+                self._release()
             self._stopped = True
-        try:
-            if self._process.poll() is None:
-                self._process.send_signal(signal.SIGTERM)
-                try:
-                    self._process.wait(self.config.exit_timeout_s + 30)
-                except subprocess.TimeoutExpired:
-                    LOGGER.warning("tritonserver did not exit %d s after SIGTERM; killing it",
-                                   self.config.exit_timeout_s + 30)
-                    self._process.kill()
-                    self._process.wait(30)
-            self._log.join(10)  # the pipe closes once the stubs are gone too
-        finally:
-            shutil.rmtree(self._workdir, ignore_errors=True)
 
-    def serve(self, poll_s: float = 1.0) -> int:
+    def _kill(self) -> None:
+        """SIGKILL tritonserver and its stubs (its own process group: it leads its session)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(30)
+
+    def _release(self) -> None:
+        """Remove the work directory and any shared memory the stubs left (only after a kill)."""
+        shutil.rmtree(self._workdir, ignore_errors=True)
+        for region in Path("/dev/shm").glob(f"{self._shm_prefix}*"):
+            with contextlib.suppress(OSError):
+                region.unlink()
+
+    def serve(self, poll_s: float = 1.0, stop_event: threading.Event | None = None) -> int:
         """Block until SIGTERM or SIGINT (then drain and stop) and return 0.
 
         Must run in the main thread (signal handlers). Raises :class:`ServeError` if Triton dies
         on its own.
+
+        Args:
+            poll_s: how often to check that Triton still runs.
+            stop_event: an event the caller's own signal handler sets (so a signal that arrived
+                before this installed its handlers still stops the server); also set by ours.
         """
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("ServerHandle.serve() must run in the main thread (it handles signals); "
                                "elsewhere use stop()")
-        received = threading.Event()
+        received = stop_event if stop_event is not None else threading.Event()
 
         def _on_signal(signum: int, _frame: Any) -> None:
             LOGGER.info("%s received: draining in-flight requests, then exiting", signal.Signals(signum).name)
@@ -458,7 +504,7 @@ class ServerHandle:
         previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             while not received.wait(poll_s):
-                if not self.is_alive():
+                if self._process.poll() is not None:
                     code = self._process.returncode
                     self.stop()
                     raise ServeError(f"Triton exited unexpectedly (code {code}); see its log above "
@@ -507,21 +553,28 @@ def start_server(predictors: Sequence[Predictor], config: ServeConfig | None = N
     binary, libs, stub = _triton_files()
 
     workdir = Path(tempfile.mkdtemp(prefix="modcompress-serve-"))
+    shm_prefix = f"modcompress_{os.getpid()}_{secrets.token_hex(4)}_"
+    log_offset = 0
     try:
         repository = workdir / "models"
         for predictor in predictors:
             write_model(repository, predictor, config)
         backends = _prepare_backends(workdir, binary, stub)
-        process = subprocess.Popen(  # noqa: S603 - our own argument list, no shell
-            _triton_args(config, repository, backends, binary), env=_triton_env(libs), cwd=workdir,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent())
+        if config.log_file and Path(config.log_file).is_file():
+            log_offset = Path(config.log_file).stat().st_size  # Triton appends; errors are read from here on
+        try:
+            process = subprocess.Popen(  # noqa: S603 - our own argument list, no shell
+                _triton_args(config, repository, backends, binary, shm_prefix), env=_triton_env(libs), cwd=workdir,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_die_with_parent())
+        except OSError as exc:
+            raise ServeError(f"cannot run {binary}: {exc.strerror or exc}; reinstall nvidia-pytriton") from None
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     assert process.stdout is not None
     handle = ServerHandle(process, _LogTail(process.stdout, None if config.log_file else sys.stdout), config, names,
-                          workdir)
+                          workdir, shm_prefix, log_offset)
     try:
         handle.wait_ready()
     except BaseException:

@@ -192,6 +192,82 @@ def test_model_that_fails_to_load_in_triton_is_one_line_and_leaves_nothing(tmp_p
     assert "bad" in message and "weights file is corrupt" in message, message
     assert set(Path(server_mod.tempfile.gettempdir()).glob("modcompress-serve-*")) == workdirs_before
     assert wait_until(lambda: all(port_is_free(p) for p in ports), timeout_s=10)
+    assert not _processes_mentioning(str(tmp_path)), "a tritonserver or stub of this test is still running"
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Live (non-zombie) processes whose command line contains ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                if text.encode() in (proc / "cmdline").read_bytes() and not _gone(int(proc.name)):
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_killed_server_leaves_no_process_shared_memory_or_work_directory(tmp_path):
+    """The path stop() takes when Triton overruns its exit timeout (or stop() is interrupted)."""
+    ports = free_ports(3)
+    config = ServeConfig(http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], instances=2,
+                         log_file=tmp_path / "triton.log")
+    server = start_server([NgramPredictor("k")], config)
+    try:
+        processes = [server.pid, *_descendants(server.pid)]
+        assert len(processes) >= 3  # tritonserver and a stub per instance
+        regions = list(Path("/dev/shm").glob(f"{server._shm_prefix}*"))
+        assert regions, "the Python backend's shared memory was expected under /dev/shm"
+        server._kill()  # SIGKILL to the whole group: nothing drains, nothing cleans up after itself
+    finally:
+        server.stop()
+    assert wait_until(lambda: all(_gone(p) for p in processes), timeout_s=10), "a stub outlived the kill"
+    assert not any(region.exists() for region in regions)
+    assert not server._workdir.exists()
+    assert wait_until(lambda: all(port_is_free(p) for p in ports), timeout_s=10)
+
+
+def test_first_error_names_the_model_and_drops_the_traceback():
+    from serve.server import _first_error
+
+    log = [
+        'I1201 11:29:54.476256 26374 model_lifecycle.cc:472] "loading: bad:1"',
+        'E1201 11:29:54.475095 26374 server.cc:241] "CudaDriverHelper has not been initialized."',
+        'E1201 11:29:58.162860 26374 backend_model.cc:692] "ERROR: Failed to create instance: RuntimeError: x\\n\\nAt:"',
+        'E1201 11:29:58.163045 26374 model_lifecycle.cc:642] "failed to load \'bad\' version 1: Internal: '
+        'ValueError: path \\"C:\\\\n\\" is bad\\n\\nAt:\\n  /x.py(1): f"',
+    ]
+    assert _first_error(log) == 'failed to load \'bad\' version 1: Internal: ValueError: path "C:\\n" is bad'
+    assert _first_error(log[:3]) == "ERROR: Failed to create instance: RuntimeError: x"
+    assert _first_error(log[:2]) is None  # the CPU-only CUDA probe is not an error worth reporting
+
+
+def test_batch_runner_applies_the_published_thresholds_and_answers_every_request():
+    from serve.backend_model import BatchRunner
+
+    predictor = NgramPredictor("n", labels=["a", "b", "c"])
+    every_label = BatchRunner(predictor, ["PROBABILITIES", "LABELS"], 100, labels=["a", "b", "c"],
+                              thresholds=[0.0, 0.0, 0.0])
+    good = np.array([[b"you idiot"], [b"nice"]], dtype=np.object_)
+    results = every_label.run([(good, []), (np.array([[b"   "]], dtype=np.object_), ["LABELS"]),
+                               (np.array([[b"\xff"]], dtype=np.object_), [])])
+    assert [r[0] for r in results[1:]] == ["INVALID_ARG", "INVALID_ARG"]  # empty text, bad UTF-8
+    assert results[0]["LABELS"].tolist() == [[b"a;b;c"], [b"a;b;c"]]  # threshold 0: every label fires
+    np.testing.assert_allclose(results[0]["PROBABILITIES"], predictor.predict(["you idiot", "nice"]))
+    boom = every_label.run([(np.array([[b"boom: now"]], dtype=np.object_), []), (good, ["LABELS"])])
+    assert [r[0] for r in boom] == ["INTERNAL", "INTERNAL"] and "boom" in boom[0][1]
+    with pytest.raises(ValueError, match="publishes 2 labels"):
+        BatchRunner(predictor, ["LABELS"], 100, labels=["a", "b"], thresholds=[0.5, 0.5])
+
+
+def test_predictor_class_from_a_script_is_refused_before_pickling(tmp_path):
+    from serve.backend_model import save_predictor
+
+    script_class = type("ScriptPredictor", (NgramPredictor,), {"__module__": "__main__"})
+    with pytest.raises(TypeError, match="__main__"):
+        save_predictor(tmp_path, script_class("s"))
+    assert not list(tmp_path.iterdir())
 
 
 # -- busy ports ----------------------------------------------------------------------------
@@ -286,7 +362,9 @@ def test_labels_only_server_drains_on_sigterm_and_exits_cleanly(tmp_path):
                 return
             request = threading.Thread(target=slow_request)
             request.start()
-            wait_until(lambda: bool(started_in(tmp_path / "started")), timeout_s=10)  # the slow request is inside the model
+            if not wait_until(lambda: bool(started_in(tmp_path / "started")), timeout_s=10):
+                results["error"] = "the slow request never reached the model"
+            # the slow request is inside the model now
             os.kill(os.getpid(), signal.SIGTERM)
             request.join(30)
 
@@ -318,15 +396,14 @@ def test_serve_start_cli_serves_an_artifact_and_exits_0_on_sigterm(tmp_path):
          str(ports[1]), "--metrics-port", str(ports[2]), "--log-file", str(tmp_path / "triton.log")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     try:
-        def ready() -> bool:
-            try:
-                with ServeClient(f"http://127.0.0.1:{ports[0]}", model="tfidf") as client:
-                    return client.ready()
-            except (ClientError, OSError):
-                return False
-
-        assert wait_until(lambda: proc.poll() is not None or ready(), timeout_s=120), "server never became ready"
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        # Wait for the CLI's own "serving" line: Triton answers ready a moment before the CLI is
+        # serving, and a SIGTERM in between is (correctly) a stop while starting.
+        first_line: list[str] = []
+        reader = threading.Thread(target=lambda: first_line.append(proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(120)
+        assert first_line and first_line[0].startswith("serving tfidf at http://127.0.0.1:"), (
+            first_line, proc.poll(), proc.stderr.read() if proc.poll() is not None else "")
         with ServeClient(f"http://127.0.0.1:{ports[0]}", model="tfidf") as client:
             served = client.predict(TEXTS)
         np.testing.assert_allclose(served, load(artifact).predict(TEXTS), rtol=1e-5, atol=1e-6)
@@ -337,7 +414,7 @@ def test_serve_start_cli_serves_an_artifact_and_exits_0_on_sigterm(tmp_path):
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err
-    assert "serving tfidf at http://127.0.0.1:" in out and out.rstrip().endswith("stopped")
+    assert out.strip() == "stopped"  # after the "serving" line read above
     assert "Traceback" not in err
     assert wait_until(lambda: all(port_is_free(p) for p in ports), timeout_s=10)
 
@@ -350,10 +427,11 @@ class _FakeServer:
     def __init__(self, events: list[str]) -> None:
         self.events = events
 
-    def stop(self) -> None:
-        self.events.append("stop")
+    def stop(self) -> None:  # idempotent, as ServerHandle.stop is
+        if "stop" not in self.events:
+            self.events.append("stop")
 
-    def serve(self) -> int:  # pragma: no cover - reached only if the early signal were lost
+    def serve(self, **_kwargs: object) -> int:  # pragma: no cover - reached only if the early signal were lost
         self.events.append("serve")
         return 0
 
@@ -385,7 +463,7 @@ def test_serve_start_cli_sigterm_while_starting_stops_cleanly_and_exits_0(tmp_pa
     assert signal.getsignal(signal.SIGTERM) is before  # our handler is gone again
 
 
-def test_serve_start_threads_reach_every_instance_and_bad_values_exit_2(tmp_path, monkeypatch, capsys):
+def test_serve_start_threads_reach_the_loader_and_bad_values_exit_2(tmp_path, monkeypatch, capsys):
     import export.runtime
 
     loaded: list[dict] = []
