@@ -228,6 +228,21 @@ def test_a_killed_server_leaves_no_process_shared_memory_or_work_directory(tmp_p
     assert wait_until(lambda: all(port_is_free(p) for p in ports), timeout_s=10)
 
 
+def test_missing_stub_for_this_python_is_one_line_before_anything_starts(monkeypatch, tmp_path):
+    import pytriton.utils.distribution as distribution
+
+    import serve.server as server_mod
+
+    monkeypatch.setattr(distribution, "get_stub_path", lambda version: tmp_path / "no-stub" / version)
+    ports = free_ports(3)
+    config = ServeConfig(http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2])
+    workdirs_before = set(Path(server_mod.tempfile.gettempdir()).glob("modcompress-serve-*"))
+    with pytest.raises(server_mod.ServeError, match="no Python-backend stub for Python") as info:
+        start_server([NgramPredictor("m")], config)
+    assert "\n" not in str(info.value)
+    assert set(Path(server_mod.tempfile.gettempdir()).glob("modcompress-serve-*")) == workdirs_before
+
+
 def test_first_error_names_the_model_and_drops_the_traceback():
     from serve.server import _first_error
 
