@@ -349,10 +349,10 @@ def fold_sigmoid(src: Path, dst: Path) -> None:
     onnx.save(model, str(dst))
 
 
-def _dynamic_batching(config: Any, cfg: TritonConfig) -> None:
-    preferred = sorted(set(cfg.preferred_batch_sizes))
-    config.dynamic_batching.preferred_batch_size.extend(preferred)
-    config.dynamic_batching.max_queue_delay_microseconds = cfg.max_queue_delay_us
+def set_dynamic_batching(config: Any, preferred_batch_sizes: Sequence[int], max_queue_delay_us: int) -> None:
+    """Turn on Triton's dynamic batcher in a ``ModelConfig``: preferred sizes (sorted, unique) and queue delay."""
+    config.dynamic_batching.preferred_batch_size.extend(sorted(set(preferred_batch_sizes)))
+    config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
 
 
 def tokenizer_config(name: str, max_length: int, cfg: TritonConfig, ids_dtype: str = "int64") -> Any:
@@ -365,7 +365,7 @@ def tokenizer_config(name: str, max_length: int, cfg: TritonConfig, ids_dtype: s
     config.output.add(name="input_ids", data_type=dtype, dims=[-1])
     config.output.add(name="attention_mask", data_type=dtype, dims=[-1])
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=cfg.instances)
-    _dynamic_batching(config, cfg)
+    set_dynamic_batching(config, cfg.preferred_batch_sizes, cfg.max_queue_delay_us)
     for key, value in (("max_length", max_length), ("pad_to_multiple_of", cfg.pad_to_multiple_of),
                        ("ids_dtype", ids_dtype), ("tokenizer_impl", "auto")):
         config.parameters[key].string_value = str(value)
@@ -386,7 +386,7 @@ def model_config(name: str, platform: str, num_labels: int, cfg: TritonConfig, o
         out.label_filename = "labels.txt"
     kind = mc.ModelInstanceGroup.KIND_GPU if cfg.kind == "gpu" else mc.ModelInstanceGroup.KIND_CPU
     config.instance_group.add(kind=kind, count=cfg.instances)
-    _dynamic_batching(config, cfg)
+    set_dynamic_batching(config, cfg.preferred_batch_sizes, cfg.max_queue_delay_us)
     return config
 
 

@@ -39,7 +39,7 @@ import sysconfig
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -93,20 +93,22 @@ class PortInUseError(ServeError):
     """A port the server needs is already taken."""
 
 
-def use_own_libpython() -> None:
+def use_own_libpython(env: MutableMapping[str, str] | None = None) -> None:
     """Make Triton's Python-backend stub load this interpreter's libpython, not the system's.
 
     The stub links ``libpython3.X.so``; without this the loader may pick the system copy (here
     3.11.2) under a pyenv 3.11.7 standard library, and model loading fails with
     ``'_thread.RLock' object has no attribute '_recursion_count'``. tritonserver and its stubs
-    inherit ``LD_LIBRARY_PATH`` from this process, so our LIBDIR goes first. Idempotent.
+    get ``env`` (default: this process's environment), so our LIBDIR goes first on its
+    ``LD_LIBRARY_PATH``. Idempotent.
     """
+    env = os.environ if env is None else env
     libdir = sysconfig.get_config_var("LIBDIR")
     if not libdir or not Path(libdir).is_dir():
         return
-    current = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    current = [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
     if current[:1] != [libdir]:
-        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *[p for p in current if p != libdir]])
+        env["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *[p for p in current if p != libdir]])
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -213,14 +215,15 @@ def _model_config(predictor: Predictor, config: ServeConfig) -> Any:
     """The Triton ModelConfig of one served predictor."""
     from tritonclient.grpc import model_config_pb2 as mc
 
+    from export.triton import set_dynamic_batching
+
     model = mc.ModelConfig(name=predictor.name, backend="python",
                            max_batch_size=config.max_batch_size or int(predictor.max_batch_size))
     model.input.add(name=INPUT_TEXT, data_type=mc.TYPE_STRING, dims=[1])
     if not config.labels_only:
         model.output.add(name=OUTPUT_PROBABILITIES, data_type=mc.TYPE_FP32, dims=[len(predictor.labels)])
     model.output.add(name=OUTPUT_LABELS, data_type=mc.TYPE_STRING, dims=[1])
-    model.dynamic_batching.preferred_batch_size.extend(sorted(set(config.preferred_batch_sizes)))
-    model.dynamic_batching.max_queue_delay_microseconds = config.max_queue_delay_us
+    set_dynamic_batching(model, config.preferred_batch_sizes, config.max_queue_delay_us)
     model.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=config.instances)
     for key, value in ((PARAM_LABELS, json.dumps(list(predictor.labels))),
                        (PARAM_THRESHOLDS, json.dumps([float(t) for t in np.asarray(predictor.thresholds)])),
@@ -253,18 +256,19 @@ def write_model(repository: Path, predictor: Predictor, config: ServeConfig) -> 
 def _triton_args(config: ServeConfig, repository: Path, backends: Path, binary: Path, shm_prefix: str) -> list[str]:
     token = secrets.token_hex(16)  # told to nobody: the restricted endpoints stay closed
     restricted = f"{','.join(RESTRICTED_ENDPOINTS)}:{_ACCESS_HEADER}={token}"
+    gpu = _has_nvidia_gpu()
     args = [
         str(binary), f"--model-repository={repository}", f"--backend-directory={backends}",
         f"--cache-directory={binary.parents[1] / 'caches'}", "--model-control-mode=none", "--strict-readiness=true",
         f"--http-address={config.host}", f"--http-port={config.http_port}",
         f"--grpc-address={config.host}", f"--grpc-port={config.grpc_port}",
-        "--allow-metrics=true", f"--allow-gpu-metrics={str(_has_nvidia_gpu()).lower()}",
+        "--allow-metrics=true", f"--allow-gpu-metrics={str(gpu).lower()}",
         f"--metrics-address={config.host}", f"--metrics-port={config.metrics_port}",
         f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}",
         f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
         f"--exit-timeout-secs={config.exit_timeout_s}", f"--log-verbose={config.log_verbose}",
     ]
-    if not _has_nvidia_gpu():  # no pinned-memory pool to fail to allocate (a CUDA warning on every start)
+    if not gpu:  # no pinned-memory pool to fail to allocate (a CUDA warning on every start)
         args.append("--pinned-memory-pool-byte-size=0")
     if config.log_file:
         args.append(f"--log-file={Path(config.log_file).resolve()}")
@@ -272,11 +276,10 @@ def _triton_args(config: ServeConfig, repository: Path, backends: Path, binary: 
 
 
 def _triton_env(libs: Path) -> dict[str, str]:
-    """This process's environment, plus what tritonserver and its stubs need to find."""
-    use_own_libpython()
+    """This process's environment, plus what tritonserver and its stubs need to find (this one is left as is)."""
     env = dict(os.environ)
-    paths = [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
-    env["LD_LIBRARY_PATH"] = os.pathsep.join([*paths, str(libs)])
+    use_own_libpython(env)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([p for p in (env.get("LD_LIBRARY_PATH"), str(libs)) if p])
     # The stub's embedded interpreter finds its prefix (this venv's site-packages) through PATH.
     env["PATH"] = os.pathsep.join([str(Path(sys.exec_prefix) / "bin"), env.get("PATH", "")])
     return env
@@ -373,7 +376,6 @@ class ServerHandle:
         self._shm_prefix = shm_prefix
         self._log_offset = log_offset  # where this run starts in config.log_file (Triton appends to it)
         self._lock = threading.Lock()
-        self._stopping = False
         self._stopped = False
 
     @property
@@ -397,8 +399,8 @@ class ServerHandle:
         return self._process.pid
 
     def is_alive(self) -> bool:
-        """True while tritonserver runs."""
-        return not self._stopping and self._process.poll() is None
+        """True while tritonserver runs (until ``stop()`` has reaped it, or it died)."""
+        return self._process.poll() is None
 
     def log_tail(self) -> list[str]:
         """The last lines this run of tritonserver (and its stubs) logged."""
@@ -449,7 +451,6 @@ class ServerHandle:
         with self._lock:
             if self._stopped:
                 return
-            self._stopping = True
             try:
                 if self._process.poll() is None:
                     self._process.send_signal(signal.SIGTERM)
@@ -504,7 +505,7 @@ class ServerHandle:
         previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             while not received.wait(poll_s):
-                if self._process.poll() is not None:
+                if not self.is_alive():
                     code = self._process.returncode
                     self.stop()
                     raise ServeError(f"Triton exited unexpectedly (code {code}); see its log above "

@@ -116,6 +116,11 @@ def test_use_own_libpython_puts_libdir_first_once(monkeypatch):
     use_own_libpython()
     use_own_libpython()
     assert os.environ["LD_LIBRARY_PATH"].split(os.pathsep) == [libdir, "/opt/other"]
+    child = {"LD_LIBRARY_PATH": "/opt/child"}  # the environment tritonserver gets; ours is left alone
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/other")
+    use_own_libpython(child)
+    assert child["LD_LIBRARY_PATH"].split(os.pathsep) == [libdir, "/opt/child"]
+    assert os.environ["LD_LIBRARY_PATH"] == "/opt/other"
 
 
 def test_parse_url():
