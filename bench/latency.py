@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from compress.artifact import ARTIFACT_FILE, ArtifactInfo, read_info
-from compress.errors import ArtifactError, ConfigError, DataError, UserError
+from compress.errors import ArtifactError, ConfigError, DataError, UserError, one_line
 
 FILLER_WORDS = ("the", "a", "and", "is", "of", "to", "x")
 GPU_RUNTIMES = ("ort-cuda", "ort-trt", "tensorrt")
@@ -490,7 +490,7 @@ def _cells(config: LatencyConfig) -> list[int | str]:
 
 
 def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    return f"{type(exc).__name__}: {one_line(exc)[:300]}"
 
 
 def benchmark_artifact(artifact: Path, runtime: str, config: LatencyConfig,

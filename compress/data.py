@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from compress.errors import DataError
+from compress.errors import DataError, one_line
 
 FORMATS = ("jigsaw", "csv", "tsv", "parquet", "jsonl", "olid", "davidson", "cyberbullying", "ethos")
 GENERIC_FORMATS = ("csv", "tsv", "parquet", "jsonl")
@@ -223,7 +223,7 @@ class LabeledData:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    text = one_line(exc)
     return text[:200] or type(exc).__name__
 
 

@@ -33,6 +33,11 @@ class ArtifactError(UserError):
     """A directory is not an artifact, or not of the kind a stage needs."""
 
 
+def one_line(text: object) -> str:
+    """``str(text)`` with every run of whitespace (newlines included) collapsed to one space."""
+    return " ".join(str(text).split())
+
+
 def cli_errors(func: F) -> F:
     """Decorate a CLI ``main`` so a :class:`UserError` becomes one line on stderr and exit 2."""
 

@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 
 from compress.config import TrainConfig, build_config, merge, to_dict
-from compress.errors import ConfigError, UserError
+from compress.errors import ConfigError, UserError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -617,7 +617,7 @@ def open_storage(url: str):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
     except Exception as exc:  # noqa: BLE001 - sqlalchemy/driver errors come in many types
-        first = (" ".join(str(exc).split()) or type(exc).__name__)[:160]
+        first = (one_line(exc) or type(exc).__name__)[:160]
         if isinstance(exc, ModuleNotFoundError) and url.startswith("postgresql://"):
             raise UserError(f"the database driver for {masked_url(url)} is missing ({first}); write the URL as "
                             "postgresql+psycopg2://... (psycopg2-binary) or pip install 'psycopg[binary]'") from None
@@ -689,7 +689,7 @@ def _remove_trial_dir(path: Path) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    return (" ".join(str(exc).split()) or type(exc).__name__)[:200]
+    return (one_line(exc) or type(exc).__name__)[:200]
 
 
 def _trial_config(config: TuneConfig, base_values: Mapping[str, Any], chosen: Mapping[str, Any], out: Path,

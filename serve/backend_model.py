@@ -18,7 +18,8 @@ unknown models; this module rejects what only the model can see (empty or whites
 texts, non-UTF-8 bytes, texts over ``max_text_bytes``). A predictor that raises fails its
 batch's requests with ``INTERNAL`` (HTTP 500), one line each, and the instance keeps serving.
 
-Imports only numpy at module level: the stub imports it before any model code runs.
+Imports only numpy and two small modules of ours (compress.errors, serve.config) at module level:
+the stub imports this before any model code runs.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from compress.errors import one_line
 from serve.config import (
     INPUT_TEXT,
     LABEL_SEPARATOR,
@@ -107,10 +109,6 @@ def labels_over_threshold(probs: np.ndarray, labels: Sequence[str], thresholds: 
     return [LABEL_SEPARATOR.join(name for name, hit in zip(labels, row, strict=True) if hit) for row in hits]
 
 
-def _one_line(message: str) -> str:
-    return " ".join(message.split())
-
-
 class BatchRunner:
     """One dynamic batch in, one result per request out; never raises.
 
@@ -150,7 +148,7 @@ class BatchRunner:
             return self._run(requests)
         except Exception as exc:  # never fail the instance: every request gets an answer
             LOGGER.exception("model %s: unexpected error in a batch of %d requests", self.name, len(requests))
-            return [("INTERNAL", _one_line(f"model {self.name} failed: {type(exc).__name__}: {exc}"))
+            return [("INTERNAL", one_line(f"model {self.name} failed: {type(exc).__name__}: {exc}"))
                     for _ in requests]
 
     def _run(self, requests: Sequence[tuple[np.ndarray | None, Sequence[str]]]) -> list[Result]:
@@ -161,7 +159,7 @@ class BatchRunner:
             try:
                 decoded = decode_texts(batch, self._max_text_bytes)
             except BadRequestError as exc:
-                results[i] = ("INVALID_ARG", _one_line(f"model {self.name}: {exc}"))
+                results[i] = ("INVALID_ARG", one_line(f"model {self.name}: {exc}"))
                 continue
             spans.append((i, len(texts), len(texts) + len(decoded)))
             texts.extend(decoded)
@@ -170,7 +168,7 @@ class BatchRunner:
                 probs = self._predict(texts)
             except Exception as exc:  # the model broke, not the request: 500, the server keeps running
                 LOGGER.exception("model %s failed on a batch of %d texts", self.name, len(texts))
-                message = _one_line(f"model {self.name} failed: {type(exc).__name__}: {exc}")
+                message = one_line(f"model {self.name} failed: {type(exc).__name__}: {exc}")
                 for i, _, _ in spans:
                     results[i] = ("INTERNAL", message)
             else:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from compress.errors import UserError
+from compress.errors import UserError, one_line
 from serve.config import (
     DEFAULT_GRPC_PORT,
     DEFAULT_HTTP_PORT,
@@ -45,7 +45,7 @@ class ClientError(UserError):
     """
 
     def __init__(self, message: str, status: str | None = None) -> None:
-        super().__init__(" ".join(message.split()))
+        super().__init__(one_line(message))
         self.status = status
 
 

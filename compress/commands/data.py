@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.data import FORMATS
-from compress.errors import DataError
+from compress.errors import DataError, one_line
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +49,7 @@ def resolve_tokenizer(directory: str | None) -> tuple[Any, str]:
         try:
             return AutoTokenizer.from_pretrained(str(path)), str(path)
         except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad directory
-            msg = " ".join(str(exc).split())[:160]
+            msg = one_line(exc)[:160]
             raise DataError(f"cannot load a tokenizer from {path} ({msg}); pass a directory with tokenizer files") \
                 from None
     try:
