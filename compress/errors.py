@@ -8,11 +8,13 @@ it, print ``error: <message>`` to stderr and exit with code 2, never with a trac
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
 
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command whose reader went away
 
 F = TypeVar("F", bound=Callable[..., int])
 
@@ -39,7 +41,12 @@ def one_line(text: object) -> str:
 
 
 def cli_errors(func: F) -> F:
-    """Decorate a CLI ``main`` so a :class:`UserError` becomes one line on stderr and exit 2."""
+    """Decorate a CLI ``main`` so a :class:`UserError` becomes one line on stderr and exit 2.
+
+    Ctrl-C exits 130 with one line. A closed standard output (``... | head``) exits 141 with one
+    line on stderr instead of a ``BrokenPipeError`` traceback; whatever the command was doing has
+    already been cleaned up by its own ``finally`` blocks on the way out.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -51,5 +58,12 @@ def cli_errors(func: F) -> F:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:
+            # Python would flush stdout again at exit and fail the same way: point it at /dev/null.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            print("error: standard output was closed before the command finished (broken pipe)", file=sys.stderr)
+            return EXIT_BROKEN_PIPE
 
     return wrapper  # type: ignore[return-value]
