@@ -4,7 +4,7 @@ For each artifact (a teacher or student), on the same texts and the same machine
 
 * ``torch fp32`` and ``torch bf16`` (autocast) — :func:`export.runtime.load`;
 * ``ORT fp32`` — :func:`export.onnx.export_onnx` (O2 transformer fusions for HF models);
-* ``ORT int8 dynamic`` and ``ORT int8 static`` — :func:`compress.quantize.quantize` with its accuracy
+* ``ORT int8 dynamic`` and ``ORT int8 static`` — :func:`export.quantize.quantize` with its accuracy
   guard (reduce_range auto: 7-bit weights on x86 CPUs without VNNI);
 * ``Optimum default`` (HF architectures only) — optimum's own export, ``ORTQuantizer`` with
   ``AutoQuantizationConfig.avx512_vnni(is_static=False)``, run through
@@ -86,7 +86,7 @@ def optimum_default(artifact: Path, workdir: Path) -> Callable[[list[str]], np.n
 
 def padded_to(predictor: Any, width: int) -> Callable[[list[str]], np.ndarray]:
     """Our predictor fed Optimum-style inputs (padded to ``width``), to separate padding from quantization."""
-    from compress.quantize import pad_batch
+    from compress.batching import pad_batch
 
     def predict(texts: list[str]) -> np.ndarray:
         out = []
@@ -103,8 +103,8 @@ def build_paths(artifact: Path, data: str, fmt: str | None, workdir: Path, max_a
     """Every path for one artifact (exports and quantizations land in ``workdir``)."""
     from compress.artifact import read_info
     from compress.errors import UserError
-    from compress.quantize import QuantizeConfig, quantize
     from export.onnx import OnnxExportConfig, export_onnx
+    from export.quantize import QuantizeConfig, quantize
     from export.runtime import load
 
     info = read_info(artifact, kinds=["teacher", "student"])
@@ -196,7 +196,7 @@ def evaluate(paths: list[InferencePath], texts: list[str], labels: np.ndarray, n
     ``slow`` paths (bf16 on CPUs without native bf16) are scored on the first ``slow_rows`` rows
     only; their drop is against torch fp32 on those same rows.
     """
-    from compress.quantize import macro_auc
+    from export.quantize import macro_auc
 
     reference = next(p for p in paths if p.name == "torch fp32")
     ref_probs = reference.predict(texts)
@@ -210,7 +210,7 @@ def evaluate(paths: list[InferencePath], texts: list[str], labels: np.ndarray, n
 
 
 def machine() -> dict[str, Any]:
-    from compress.quantize import cpu_has_vnni, physical_cores
+    from export.cpu import cpu_has_vnni, physical_cores
 
     flags: list[str] = []
     model = platform.processor()
@@ -259,7 +259,7 @@ def run(artifacts: list[str], data: str, fmt: str | None = None, latency_texts: 
         calibration_samples: int = 128, slow_eval_rows: int = 200, seed: int = 0) -> dict:
     """Build, measure and evaluate every path for every artifact; returns the JSON report."""
     from compress.artifact import read_info
-    from compress.quantize import load_guard_data
+    from export.quantize import load_guard_data
 
     report: dict[str, Any] = {"machine": machine(), "settings": {
         "data": data, "latency_texts": latency_texts, "throughput_texts": throughput_texts, "warmup": warmup,

@@ -84,10 +84,11 @@ def baseline(config: BaselineConfig) -> BaselineResult:
     import torch
 
     from compress.artifact import ArtifactInfo, atomic_artifact_dir, write_info
+    from compress.loop import checkpoint_dir
     from compress.metrics import multilabel_metrics, summary, tune_thresholds
     from compress.models import BASELINES, parse_params
     from compress.tracking import tracked_run
-    from compress.train import build_task_loss, checkpoint_dir, load_splits
+    from compress.train import build_task_loss, load_splits
 
     t_start = time.perf_counter()
     if config.num_threads:

@@ -77,6 +77,22 @@ def bucketed_batches(
     return batches
 
 
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token id lists to their longest (or ``width``).
+
+    Returns:
+        input_ids (B, T) int64, attention_mask (B, T) int64.
+    """
+    width = width or max(1, max((len(s) for s in seqs), default=1))
+    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(seqs), width), dtype=np.int64)
+    for row, seq in enumerate(seqs):
+        n = min(len(seq), width)
+        ids[row, :n] = seq[:n]
+        mask[row, :n] = 1
+    return ids, mask
+
+
 def collate(encoded: Encoded, indices: np.ndarray) -> dict[str, torch.Tensor]:
     """Pad one batch to its own longest sequence.
 
@@ -84,14 +100,9 @@ def collate(encoded: Encoded, indices: np.ndarray) -> dict[str, torch.Tensor]:
         ``input_ids`` (B, T) long, ``attention_mask`` (B, T) long, ``labels`` (B, L) float
         (when targets exist), ``index`` (B,) long (row numbers into ``encoded``).
     """
-    seqs = [encoded.input_ids[i] for i in indices]
-    width = max(1, max(len(s) for s in seqs))
-    ids = torch.full((len(seqs), width), encoded.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    batch = {"input_ids": ids, "attention_mask": mask, "index": torch.as_tensor(np.asarray(indices), dtype=torch.long)}
+    ids, mask = pad_batch([encoded.input_ids[i] for i in indices], encoded.pad_id)
+    batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
+             "index": torch.as_tensor(np.asarray(indices), dtype=torch.long)}
     if encoded.targets is not None:
         batch["labels"] = torch.from_numpy(encoded.targets[np.asarray(indices)])
     return batch

@@ -5,7 +5,7 @@ and split by default), checked against the teacher's labels -> transfer set = la
 texts + unlabelled texts + augmented copies (Tang et al. 2019) -> teacher logits over the transfer
 set, computed once and cached on disk -> student from the registry (DistilBERT initialised from
 the teacher's layers, or TextCNN / BiLSTM on the teacher's tokenizer and embeddings) -> the shared
-training loop (:func:`compress.train.run_loop`) with a multi-label KD objective -> thresholds tuned
+training loop (:func:`compress.loop.run_loop`) with a multi-label KD objective -> thresholds tuned
 on validation -> a ``student`` artifact written atomically and logged to MLflow.
 
 The objective per row is ``alpha * KD + (1 - alpha) * hard`` (:class:`~compress.losses.DistillationLoss`);
@@ -505,13 +505,15 @@ def distill(config: DistillConfig) -> DistillResult:
         write_info,
     )
     from compress.batching import encode
+    from compress.loop import checkpoint_dir, run_loop
     from compress.losses import DistillationLoss, hidden_cosine_loss
     from compress.metrics import summary
     from compress.models import load_model, num_parameters, save_own_model
     from compress.models.distilbert import hidden_state_pairs
+    from compress.precision import resolve_mixed_precision
     from compress.predict import logits_of
     from compress.tracking import tracked_run
-    from compress.train import build_task_loss, checkpoint_dir, load_splits, resolve_mixed_precision, run_loop
+    from compress.train import build_task_loss, load_splits
 
     t_start = time.perf_counter()
     if config.num_threads:

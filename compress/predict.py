@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 
 from compress.batching import Encoded, bucketed_batches, collate
-
-
-def autocast(mixed_precision: str, device: torch.device | str = "cpu"):
-    """An autocast context for ``bf16`` / ``fp16`` (no-op for ``no``)."""
-    device_type = torch.device(device).type
-    if mixed_precision == "bf16":
-        return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
-    if mixed_precision == "fp16":
-        return torch.autocast(device_type=device_type, dtype=torch.float16)
-    return contextlib.nullcontext()
+from compress.precision import autocast
 
 
 def logits_of(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

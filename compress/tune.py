@@ -682,7 +682,7 @@ def _run_recipe(config: Any):
 
 
 def _remove_trial_dir(path: Path) -> None:
-    from compress.train import checkpoint_dir
+    from compress.loop import checkpoint_dir
 
     shutil.rmtree(path, ignore_errors=True)
     shutil.rmtree(checkpoint_dir(path), ignore_errors=True)

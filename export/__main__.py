@@ -1,7 +1,8 @@
-"""`python -m export ...` (bash's builtin `export` shadows the console script of the same name)."""
+"""`python -m export` runs the `export` command (an entry point, not a library module: the import
+check lets it reach the command layer above)."""
 
 import sys
 
-from export.cli import main
+from modcompress.cli import export_main
 
-sys.exit(main())
+sys.exit(export_main())

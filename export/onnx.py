@@ -301,7 +301,7 @@ def validate_onnx(
     import torch
 
     from compress.predict import logits_of
-    from compress.quantize import ort_session
+    from export.ort import ort_session
 
     session = ort_session(onnx_path)
     inputs = [i.name for i in session.get_inputs()]

@@ -40,7 +40,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from compress.batching import pad_batch
 from compress.errors import ArtifactError, ConfigError, UserError
+from export.cpu import physical_cores
+from export.ort import ort_providers, ort_session
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +164,6 @@ class TextPredictor:
 
     def predict(self, texts: list[str]) -> np.ndarray:
         """(N, L) float32 probabilities for N texts, in input order."""
-        from compress.quantize import pad_batch
-
         texts = _check_texts(texts)
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         if not texts:
@@ -223,28 +224,9 @@ def torch_forward(model: Any, precision: str = "fp32") -> Callable[[np.ndarray, 
     return forward
 
 
-def ort_providers(backend: str) -> list[Any]:
-    """Execution providers for an ``ort*`` backend; UserError when this ONNX Runtime lacks them."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if backend == "ort":
-        return ["CPUExecutionProvider"]
-    needed = "CUDAExecutionProvider" if backend == "ort-cuda" else "TensorrtExecutionProvider"
-    if needed not in available:
-        raise UserError(f"backend {backend} needs ONNX Runtime's {needed}, which this install lacks "
-                        f"(available: {', '.join(available)}); on a CUDA machine `pip install 'modcompress[gpu]'`, "
-                        "or use --backend ort")
-    if backend == "ort-cuda":
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return [("TensorrtExecutionProvider", {"trt_fp16_enable": True}), "CUDAExecutionProvider", "CPUExecutionProvider"]
-
-
 def ort_forward(onnx_path: Path, backend: str = "ort", threads: int | None = None
                 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """ONNX Runtime session (see :func:`compress.quantize.ort_session` for the options)."""
-    from compress.quantize import ort_session
-
+    """ONNX Runtime session (see :func:`export.ort.ort_session` for the options)."""
     session = ort_session(onnx_path, ort_providers(backend), threads)
     names = {i.name for i in session.get_inputs()}
     if names != {"input_ids", "attention_mask"}:
@@ -323,7 +305,8 @@ def load(artifact_dir: str | os.PathLike[str], backend: str = "auto",
     if backend in TORCH_BACKENDS:
         import torch
 
-        from compress.quantize import load_torch_int8, load_torch_model, physical_cores, torch_int8_dynamic
+        from compress.models import load_model
+        from compress.quantize_torch import int8_module_names, load_torch_int8, torch_int8_dynamic
 
         if threads:
             torch.set_num_threads(threads)
@@ -333,12 +316,10 @@ def load(artifact_dir: str | os.PathLike[str], backend: str = "auto",
             if info.extra.get("quantization", {}).get("mode") == "torch-int8-dynamic":
                 model, tokenizer = load_torch_int8(directory)
             else:
-                from compress.quantize import int8_module_names
-
-                model, tokenizer = load_torch_model(directory)
+                model, tokenizer = load_model(directory)
                 model = torch_int8_dynamic(model, int8_module_names(model))
         else:
-            model, tokenizer = load_torch_model(directory)
+            model, tokenizer = load_model(directory)
         forward = torch_forward(model, "bf16" if backend == "torch-bf16" else "fp32")
     elif backend in ORT_BACKENDS:
         tokenizer = AutoTokenizer.from_pretrained(str(directory / "tokenizer"))

@@ -189,7 +189,8 @@ def entropy_calibrator(trt: Any, batches: list[dict[str, np.ndarray]], dtypes: d
 
 def _calibration_batches(tokenizer: Any, config: TensorRTConfig, labels: list[str], hierarchy: dict[str, str],
                          max_seq: int) -> list[dict[str, np.ndarray]]:
-    from compress.quantize import load_guard_data, pad_batch
+    from compress.batching import pad_batch
+    from export.quantize import load_guard_data
 
     data = load_guard_data(config.data or "", config.format, labels, hierarchy, 0.1, config.seed, None)
     texts = data.calibration_texts
@@ -247,8 +248,8 @@ def build_engine(onnx_path: Path, config: TensorRTConfig, max_seq: int,
 def validate_engine(plan: Path, onnx_path: Path, config: TensorRTConfig, max_seq: int, vocab_size: int,
                     pad_id: int, atol: float | None) -> dict[str, Any]:
     """Engine vs ONNX Runtime (CPU fp32) on random inputs inside the profile; AtolError past ``atol``."""
-    from compress.quantize import ort_session
     from export.onnx import AtolError, random_inputs
+    from export.ort import ort_session
 
     runner = TensorRTRunner(plan)
     session = ort_session(onnx_path)

@@ -110,19 +110,25 @@ def load_own_model(directory: str | Path) -> torch.nn.Module:
 
 
 def load_model(artifact_dir: str | Path) -> tuple[torch.nn.Module, Any]:
-    """The PyTorch model (eval mode, fp32) and tokenizer of a teacher or student artifact.
+    """The PyTorch model (eval mode, fp32) and tokenizer of an artifact that holds one.
+
+    Teachers and students, and quantized artifacts that keep the fp32 ``model/`` they run from
+    (bf16, torch-int8-dynamic).
 
     Raises:
-        ArtifactError: a baseline or other kind (use :func:`load_text_classifier`), or an
-            unknown architecture (the message lists the known ones).
+        ArtifactError: a baseline or another kind without ``model/`` (use
+            :func:`load_text_classifier` for baselines), an unknown architecture (the message lists
+            the known ones), or files that do not load.
     """
     from compress.artifact import read_info
 
     directory = Path(artifact_dir)
     info = read_info(directory)
-    if info.kind not in ("teacher", "student"):
+    torch_quantized = info.kind == "quantized" and (directory / "model").is_dir()
+    if info.kind not in ("teacher", "student") and not torch_quantized:
         hint = "; use load_text_classifier for baselines" if info.kind == "baseline" else ""
-        raise ArtifactError(f"{directory} is a {info.kind} artifact; load_model needs a teacher or student{hint}")
+        raise ArtifactError(f"{directory} is a {info.kind} artifact without a PyTorch model/; pass a teacher, "
+                            f"student, or a bf16 / torch-int8-dynamic quantized artifact{hint}")
     if info.architecture not in HF_ARCHITECTURES and info.architecture not in STUDENTS:
         raise ArtifactError(f"{directory} has unknown architecture {info.architecture!r}; "
                             f"known: {', '.join(known_architectures())}")
@@ -131,7 +137,7 @@ def load_model(artifact_dir: str | Path) -> tuple[torch.nn.Module, Any]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(directory / "tokenizer"))
         if info.architecture in HF_ARCHITECTURES:
-            model = AutoModelForSequenceClassification.from_pretrained(str(directory / "model")).eval()
+            model = AutoModelForSequenceClassification.from_pretrained(str(directory / "model"))
         else:
             model = load_own_model(directory / "model")
     except ArtifactError:
@@ -140,7 +146,7 @@ def load_model(artifact_dir: str | Path) -> tuple[torch.nn.Module, Any]:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise ArtifactError(f"cannot load the model of {directory} ({first}); the artifact is damaged, "
                             "re-create it") from None
-    return model.float(), tokenizer
+    return model.float().eval(), tokenizer
 
 
 class TorchTextClassifier:

@@ -4,7 +4,7 @@ Each text becomes a bag of hashed features: lower-cased word unigrams and n-gram
 ``word_ngrams``, plus character ``minn..maxn``-grams of ``<word>`` (subword information,
 Bojanowski et al. 2017). Features hash (crc32, stable across runs and machines) into ``buckets``
 rows of an embedding table; the text vector is their mean, and one linear layer gives L logits.
-Trained with BCE in the shared training loop (:func:`compress.train.run_loop`): the feature ids
+Trained with BCE in the shared training loop (:func:`compress.loop.run_loop`): the feature ids
 travel as ``input_ids`` with an ``attention_mask``, exactly like token ids.
 """
 
@@ -109,8 +109,8 @@ class FastTextBaseline:
         Returns:
             ``{"best_epoch", "history", "train_seconds", "train_examples_per_s"}``.
         """
+        from compress.loop import run_loop
         from compress.losses import BCELoss
-        from compress.train import run_loop
 
         train = self.encode(train_texts, train_labels)
         val = self.encode(val_texts)

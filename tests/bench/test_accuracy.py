@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from bench import accuracy
-from bench.cli import main
 from compress.artifact import read_info
 from compress.data import LabelSchema, load_dataset
 from compress.errors import DataError
 from compress.metrics import multilabel_metrics
 from compress.models import load_text_classifier
+from modcompress.cli import bench_main as main
 from tests.bench.conftest import LABELS, jigsaw_rows
 
 

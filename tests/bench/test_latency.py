@@ -9,8 +9,8 @@ import shutil
 import pytest
 
 from bench import latency
-from bench.cli import main
 from compress.errors import ArtifactError, ConfigError
+from modcompress.cli import bench_main as main
 from tests import fixtures
 
 FAST = {"warmup": 1, "iters": 5, "max_seconds": 5.0}

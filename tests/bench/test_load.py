@@ -7,8 +7,8 @@ import json
 import pytest
 
 from bench import load
-from bench.cli import main
 from compress.errors import ConfigError, UserError
+from modcompress.cli import bench_main as main
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "127.0.0.1:8000", "http://localhost:9", "http://[::1]:8000",

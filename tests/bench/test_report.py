@@ -7,9 +7,9 @@ import json
 import pytest
 
 from bench import latency, report, table
-from bench.cli import main
 from bench.plots import Point, pareto_front
 from compress.errors import DataError
+from modcompress.cli import bench_main as main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

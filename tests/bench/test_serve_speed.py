@@ -7,8 +7,8 @@ import json
 import pytest
 
 from bench import serve_speed
-from bench.cli import main
 from compress.errors import ConfigError
+from modcompress.cli import bench_main as main
 
 
 def test_endpoint_vs_in_process(tmp_path, tfidf_artifact, capsys):

@@ -8,9 +8,9 @@ import shutil
 import pytest
 
 from bench import table
-from bench.cli import main
 from compress.artifact import ArtifactInfo, read_info, write_info
 from compress.errors import ConfigError
+from modcompress.cli import bench_main as main
 from tests.bench.conftest import LABELS
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench import train_speed
-from bench.cli import main
+from modcompress.cli import bench_main as main
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import torch
 
 from compress.artifact import read_info
 from compress.baseline import baseline, load_baseline_config
-from compress.cli import main
 from compress.metrics import multilabel_metrics
 from compress.models import load_text_classifier
+from modcompress.cli import compress_main as main
 
 
 @pytest.fixture(scope="module", autouse=True)

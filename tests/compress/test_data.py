@@ -452,7 +452,7 @@ def test_dataset_stats_and_markdown(tmp_path):
 
 
 def test_cli_data_stats_json(tmp_path, capsys):
-    from compress.cli import main
+    from modcompress.cli import compress_main as main
     from tests.fixtures import write_tokenizer
 
     path = gzip_copy(write_olid(tmp_path / "olid.tsv"), tmp_path / "olid.tsv.gz")
@@ -465,8 +465,8 @@ def test_cli_data_stats_json(tmp_path, capsys):
 
 
 def test_cli_data_stats_markdown_generic(tmp_path, capsys, monkeypatch):
-    from compress.cli import main
-    from compress.commands import data as cmd
+    from modcompress.cli import compress_main as main
+    from modcompress.commands.compress import data as cmd
 
     monkeypatch.setattr(cmd, "resolve_tokenizer", lambda directory: (None, "whitespace"))
     path = _csv(tmp_path / "g.csv", "body,spam\nbuy now,1\nhello there friend,0\n")
@@ -480,7 +480,7 @@ def test_cli_data_stats_markdown_generic(tmp_path, capsys, monkeypatch):
     (["g.csv", "--format", "nope"], "unknown format"),
 ])
 def test_cli_bad_input_exits_2_with_one_error_line(tmp_path, capsys, argv_tail, needle):
-    from compress.cli import main
+    from modcompress.cli import compress_main as main
 
     _csv(tmp_path / "g.csv", "body,spam\nbuy now,1\n")
     argv = ["data", "stats", str(tmp_path / argv_tail[0]), *argv_tail[1:]]

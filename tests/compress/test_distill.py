@@ -12,7 +12,6 @@ import torch
 
 from compress import distill as distill_mod
 from compress.artifact import ArtifactInfo, read_info, write_info
-from compress.cli import main
 from compress.config import DataConfig, to_dict
 from compress.distill import (
     DistillConfig,
@@ -23,6 +22,7 @@ from compress.distill import (
 )
 from compress.errors import ConfigError
 from compress.losses import BCELoss, DistillationLoss
+from modcompress.cli import compress_main as main
 from tests import fixtures
 
 

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from compress import loop as loop_mod
 from compress import train as train_mod
 from compress.artifact import read_info
-from compress.cli import main
 from compress.config import TrainConfig, load_config
 from compress.errors import UserError
+from modcompress.cli import compress_main as main
 
 
 def _config(tiny_bert_dir, jigsaw_csv, out, *extra):
@@ -28,7 +29,7 @@ def test_trains_and_writes_a_reloadable_artifact(tmp_path, tiny_bert_dir, jigsaw
     assert info.labels[:2] == ["toxic", "severe_toxic"] and info.hierarchy == {"severe_toxic": "toxic"}
     assert len(info.thresholds) == 6 and info.recipe["optim"]["lr"] == pytest.approx(5e-3)
     assert info.metrics["macro_roc_auc"] == pytest.approx(result.metrics["macro_roc_auc"])
-    assert not train_mod.checkpoint_dir(tmp_path / "teacher").exists()
+    assert not loop_mod.checkpoint_dir(tmp_path / "teacher").exists()
 
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "teacher" / "model").eval()
     tok = AutoTokenizer.from_pretrained(tmp_path / "teacher" / "tokenizer")
@@ -53,7 +54,7 @@ def test_early_stopping_with_patience(tmp_path, tiny_bert_dir, jigsaw_csv):
 
 def test_resume_after_crash(tmp_path, tiny_bert_dir, jigsaw_csv, monkeypatch):
     out = tmp_path / "t"
-    real_evaluate = train_mod.evaluate
+    real_evaluate = loop_mod.evaluate
     calls = {"n": 0}
 
     def crash_on_second_epoch(*args, **kwargs):
@@ -62,19 +63,19 @@ def test_resume_after_crash(tmp_path, tiny_bert_dir, jigsaw_csv, monkeypatch):
             raise RuntimeError("simulated crash")
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "evaluate", crash_on_second_epoch)
+    monkeypatch.setattr(loop_mod, "evaluate", crash_on_second_epoch)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_mod.train(_config(tiny_bert_dir, jigsaw_csv, out))
-    assert not out.exists() and train_mod.checkpoint_dir(out).is_dir()
+    assert not out.exists() and loop_mod.checkpoint_dir(out).is_dir()
 
-    monkeypatch.setattr(train_mod, "evaluate", real_evaluate)
+    monkeypatch.setattr(loop_mod, "evaluate", real_evaluate)
     # a resume with other settings is refused rather than silently mixing two recipes
     with pytest.raises(UserError, match="cannot resume"):
         train_mod.train(_config(tiny_bert_dir, jigsaw_csv, out, "resume=true", "optim.lr=1e-3"))
     result = train_mod.train(_config(tiny_bert_dir, jigsaw_csv, out, "resume=true"))
     history = read_info(out).extra["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5] and result.epochs_run == 5
-    assert not train_mod.checkpoint_dir(out).exists()
+    assert not loop_mod.checkpoint_dir(out).exists()
     # nothing left to resume: one line, exit 2
     assert main(["train", "--model", str(tiny_bert_dir), "--data", str(jigsaw_csv), "--out", str(out),
                  "--resume", "--no-tracking"]) == 2
@@ -111,7 +112,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, tiny_bert_dir, j
     import re
 
     assert re.search(message, err, re.IGNORECASE), err
-    assert not out.exists() and not train_mod.checkpoint_dir(out).exists()
+    assert not out.exists() and not loop_mod.checkpoint_dir(out).exists()
 
 
 def test_optimizer_is_fused_adamw_with_the_same_update_and_no_decay_on_biases_and_norms():
@@ -119,8 +120,8 @@ def test_optimizer_is_fused_adamw_with_the_same_update_and_no_decay_on_biases_an
     model = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 3))
     reference = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 3))
     reference.load_state_dict(model.state_dict())
-    fused = train_mod.make_optimizer(model, 1e-2, 0.1, torch.device("cpu"))
-    plain = torch.optim.AdamW(train_mod.param_groups(reference, 0.1), lr=1e-2, foreach=False)
+    fused = loop_mod.make_optimizer(model, 1e-2, 0.1, torch.device("cpu"))
+    plain = torch.optim.AdamW(loop_mod.param_groups(reference, 0.1), lr=1e-2, foreach=False)
     assert fused.defaults["fused"] is True
     assert [g["weight_decay"] for g in fused.param_groups] == [0.1, 0.0]
     assert len(fused.param_groups[0]["params"]) == 2  # the two Linear weights; biases and norm go undecayed

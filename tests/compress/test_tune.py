@@ -11,9 +11,9 @@ import pytest
 
 from compress import tune as tune_mod
 from compress.artifact import read_info
-from compress.cli import main
 from compress.config import TrainConfig, load_config
 from compress.errors import UserError
+from modcompress.cli import compress_main as main
 
 SPACE = """\
 optim.lr: {low: 3.0e-3, high: 1.0e-2, log: true}

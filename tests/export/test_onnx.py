@@ -9,9 +9,9 @@ import pytest
 from compress.artifact import read_info
 from compress.errors import ArtifactError, ConfigError
 from export import onnx as onnx_mod
-from export.cli import main
 from export.onnx import AtolError, OnnxExportConfig, OutputNameError, ShapeError, export_onnx
 from export.runtime import load
+from modcompress.cli import export_main as main
 from tests.export.helpers import LABELS, TRICKY_TEXTS, student_artifact
 
 

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from compress.errors import ArtifactError, ConfigError, UserError
-from compress.quantize import QuantizeConfig, ort_session, physical_cores, quantize
+from export.cpu import physical_cores
 from export.onnx import OnnxExportConfig, export_onnx
+from export.ort import ort_session
+from export.quantize import QuantizeConfig, quantize
 from export.runtime import Predictor, load
 from tests import fixtures
 from tests.export.helpers import LABELS, TRICKY_TEXTS

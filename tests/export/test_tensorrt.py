@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from compress.errors import ConfigError, UserError
-from export.cli import main
 from export.onnx import OnnxExportConfig, export_onnx
 from export.runtime import load
 from export.tensorrt import TensorRTConfig, export_tensorrt
+from modcompress.cli import export_main as main
 from tests.export.helpers import TRICKY_TEXTS
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None

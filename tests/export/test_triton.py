@@ -15,10 +15,11 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from compress.artifact import ArtifactInfo, atomic_artifact_dir, copy_artifact_files, write_info
 from compress.errors import ArtifactError, ConfigError
-from compress.quantize import QuantizeConfig, ort_session, quantize
-from export.cli import main
 from export.onnx import OnnxExportConfig, export_onnx
+from export.ort import ort_session
+from export.quantize import QuantizeConfig, quantize
 from export.triton import TritonConfig, write_repository
+from modcompress.cli import export_main as main
 from tests.export.helpers import LABELS, TRICKY_TEXTS
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from compress.cli import main
+from modcompress.cli import compress_main as main
 
 pytestmark = pytest.mark.integration
 

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from compress.errors import ConfigError, UserError
+from modcompress.cli import serve_main as main
 from serve.backend_model import decode_texts
-from serve.cli import main
 from serve.client import ClientError, ServeClient, parse_url
 from serve.config import OUTPUT_LABELS, ServeConfig
 from serve.server import (

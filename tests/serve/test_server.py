@@ -19,7 +19,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from serve.cli import main
+from modcompress.cli import serve_main as main
 from serve.client import ClientError, ServeClient
 from serve.config import INPUT_TEXT, OUTPUT_LABELS, OUTPUT_PROBABILITIES, ServeConfig
 from serve.server import free_ports, start_server

@@ -25,9 +25,9 @@ are tried in order (see :func:`attempts_for`); the first that passes is written,
 attempt's numbers in ``artifact.json`` ``extra.guard``; if none passes, a UserError lists each
 attempt's drop and nothing is written.
 
-This module is imported by ``export`` (``ort_session``, ``onnx_logits``, ``load_torch_int8``);
-the only import in the other direction is the lazy ``export.onnx`` call that turns a PyTorch
-artifact into the ONNX one the ONNX modes need.
+ONNX graph quantization lives here, in export, beside the exporter it starts from and the ONNX
+Runtime sessions it evaluates with; the PyTorch-only parts (``torch.ao`` int8) are
+:mod:`compress.quantize_torch`. ``compress quantize`` is the command users type for all modes.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ import logging
 import os
 import shutil
 import tempfile
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,7 +44,11 @@ from typing import Any
 
 import numpy as np
 
+from compress.batching import pad_batch
 from compress.errors import ArtifactError, ConfigError, DataError, UserError
+from compress.quantize_torch import int8_module_names, save_torch_int8, torch_int8_dynamic
+from export.cpu import cpu_has_vnni
+from export.ort import onnx_logits, ort_session
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,6 @@ ONNX_MODES = ("int8-dynamic", "int8-static", "fp16")
 TORCH_MODES = ("bf16", "torch-int8-dynamic")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 OPTIMIZE_CHOICES = ("auto", "none", "O1", "O2")
-TORCH_INT8_FILE = "model_int8.pt"
 MIN_CALIBRATION_SAMPLES = 8
 # Static fallback: quantize only the weight-carrying ops, keep Softmax/Add/Mul/... in float.
 WEIGHT_OPS = ("MatMul", "Gemm", "Conv")
@@ -129,24 +131,6 @@ class QuantizeConfig:
                               "with the artifact's labels)")
 
 
-# ----------------------------------------------------------------------------------------------
-# ONNX Runtime parts shared with export.runtime
-
-
-def cpu_has_vnni() -> bool:
-    """True when this CPU has an int8 dot-product instruction (AVX512-VNNI, AVX-VNNI, AMX) or is not x86."""
-    import platform
-
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
-        return True  # ARM & co. have their own int8 dot products; the u8s8 saturation is an x86 matter
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:  # pragma: no cover - not Linux
-        return False
-    return any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
-
-
 def resolve_reduce_range(requested: bool | None) -> tuple[bool, str]:
     """(reduce_range, why): an explicit choice wins; auto = 7-bit weights on x86 without VNNI."""
     if requested is not None:
@@ -154,166 +138,6 @@ def resolve_reduce_range(requested: bool | None) -> tuple[bool, str]:
     if cpu_has_vnni():
         return False, "auto: this CPU has VNNI (or is not x86), full 8-bit weights"
     return True, "auto: x86 CPU without VNNI, 7-bit weights avoid u8s8 saturation"
-
-
-def physical_cores() -> int:
-    """Physical cores this process may use (SMT siblings do not speed up GEMMs)."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        usable = os.cpu_count() or 1
-    try:
-        import psutil
-
-        physical = psutil.cpu_count(logical=False) or usable
-    except ImportError:  # pragma: no cover - psutil comes with accelerate
-        physical = usable
-    return max(1, min(usable, physical))
-
-
-def ort_session(path: str | os.PathLike[str], providers: Sequence[Any] = ("CPUExecutionProvider",),
-                threads: int | None = None):
-    """An ONNX Runtime session: all graph optimizations, intra-op threads = physical cores, one inter-op thread."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or physical_cores()
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
-
-
-def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad token id lists to their longest (or ``width``).
-
-    Returns:
-        input_ids (B, T) int64, attention_mask (B, T) int64.
-    """
-    width = width or max(1, max((len(s) for s in seqs), default=1))
-    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(seqs), width), dtype=np.int64)
-    for row, seq in enumerate(seqs):
-        n = min(len(seq), width)
-        ids[row, :n] = seq[:n]
-        mask[row, :n] = 1
-    return ids, mask
-
-
-def onnx_logits(session: Any, encoded: Any, batch_size: int = 64) -> np.ndarray:
-    """(N, L) float32 logits of an ONNX session over :class:`compress.batching.Encoded` rows.
-
-    Rows are run in length-sorted batches padded to their own longest sequence; the result is
-    in the original row order.
-    """
-    from compress.batching import bucketed_batches
-
-    out: np.ndarray | None = None
-    for idx in bucketed_batches(encoded.lengths, batch_size, shuffle=False):
-        ids, mask = pad_batch([encoded.input_ids[i] for i in idx], encoded.pad_id)
-        logits = session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0].astype(np.float32)
-        if out is None:
-            out = np.zeros((len(encoded), logits.shape[1]), dtype=np.float32)
-        out[idx] = logits
-    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
-
-
-# ----------------------------------------------------------------------------------------------
-# PyTorch parts
-
-
-def load_torch_model(artifact_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
-    """(fp32 model in eval mode, tokenizer) of a teacher/student, or of a quantized artifact with ``model/``."""
-    from compress.artifact import read_info
-    from compress.models import HF_ARCHITECTURES, load_model, load_own_model
-
-    directory = Path(artifact_dir)
-    info = read_info(directory)
-    if info.kind in ("teacher", "student"):
-        return load_model(directory)
-    if info.kind != "quantized" or not (directory / "model").is_dir():
-        raise ArtifactError(f"{directory} is a {info.kind} artifact without a PyTorch model/; pass a teacher, "
-                            "student, or a bf16 / torch-int8-dynamic quantized artifact")
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(directory / "tokenizer"))
-        if info.architecture in HF_ARCHITECTURES:
-            model = AutoModelForSequenceClassification.from_pretrained(str(directory / "model"))
-        else:
-            model = load_own_model(directory / "model")
-    except ArtifactError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - transformers/safetensors raise many kinds
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise ArtifactError(f"cannot load the model of {directory} ({first}); re-create the artifact") from None
-    return model.float().eval(), tokenizer
-
-
-@contextlib.contextmanager
-def _quiet_torch_ao() -> Iterator[None]:
-    """torch.ao.quantization warns that it is deprecated (torchao replaces it); it still works."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
-        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*deprecated.*")
-        warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
-        yield
-
-
-def _fast_bf16() -> bool:
-    """True where PyTorch's CPU kernels have native bf16 (AMX / AVX512-BF16) or a GPU is present."""
-    import torch
-
-    if torch.cuda.is_available():
-        return True
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:  # noqa: BLE001 - private op may vanish
-        return False
-
-
-def int8_module_names(model: Any, skip_last: int = 0) -> list[str]:
-    """Names of the ``nn.Linear`` / ``nn.LSTM`` modules to quantize, leaving out the last ``skip_last`` Linears."""
-    import torch
-
-    linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
-    keep = set(linears[: len(linears) - skip_last]) if skip_last else set(linears)
-    return [n for n, m in model.named_modules()
-            if (isinstance(m, torch.nn.Linear) and n in keep) or isinstance(m, torch.nn.LSTM)]
-
-
-def torch_int8_dynamic(model: Any, module_names: Sequence[str]) -> Any:
-    """A dynamically quantized (int8 weights) copy of ``model`` for the named modules (CPU)."""
-    import copy
-
-    import torch
-
-    with _quiet_torch_ao():
-        from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
-
-        spec = {name: default_dynamic_qconfig for name in module_names}
-        return quantize_dynamic(copy.deepcopy(model).float().cpu().eval(), qconfig_spec=spec, dtype=torch.qint8)
-
-
-def load_torch_int8(artifact_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
-    """(int8 model, tokenizer) of a ``torch-int8-dynamic`` artifact: rebuild, quantize, load the int8 state."""
-    import torch
-
-    from compress.artifact import read_info
-
-    directory = Path(artifact_dir)
-    info = read_info(directory, kinds=["quantized"])
-    quant = info.extra.get("quantization", {})
-    if quant.get("mode") != "torch-int8-dynamic" or not (directory / TORCH_INT8_FILE).is_file():
-        raise ArtifactError(f"{directory} is not a torch-int8-dynamic artifact (no {TORCH_INT8_FILE}); "
-                            "make one with `compress quantize --mode torch-int8-dynamic`")
-    model, tokenizer = load_torch_model(directory)
-    qmodel = torch_int8_dynamic(model, quant.get("modules", []))
-    with _quiet_torch_ao():
-        state = torch.load(directory / TORCH_INT8_FILE, map_location="cpu", weights_only=True)
-        qmodel.load_state_dict(state)
-    return qmodel.eval(), tokenizer
 
 
 # ----------------------------------------------------------------------------------------------
@@ -667,6 +491,8 @@ def quantize(artifact: str | os.PathLike[str], config: QuantizeConfig) -> Path:
     )
     from compress.batching import encode
     from compress.metrics import multilabel_metrics
+    from compress.models import load_model
+    from compress.precision import fast_bf16
 
     source = Path(artifact)
     info = read_info(source)
@@ -700,7 +526,7 @@ def quantize(artifact: str | os.PathLike[str], config: QuantizeConfig) -> Path:
 
             src.tokenizer = AutoTokenizer.from_pretrained(str(src.artifact / "tokenizer"))
         else:
-            model, tokenizer = load_torch_model(source)
+            model, tokenizer = load_model(source)
             src = _Source(source, model=model, tokenizer=tokenizer)
 
         calibration = None
@@ -717,7 +543,7 @@ def quantize(artifact: str | os.PathLike[str], config: QuantizeConfig) -> Path:
             with torch.inference_mode():
                 return torch_probs(model, encoded, precision)
 
-        if mode == "bf16" and guard is not None and not _fast_bf16():
+        if mode == "bf16" and guard is not None and not fast_bf16():
             log.warning("this CPU has no AMX / AVX512-BF16: bf16 matmuls are emulated and far slower than fp32; "
                         "the guard evaluation will be slow (cap it with --max-eval-samples)")
         baseline = None
@@ -793,7 +619,6 @@ def quantize(artifact: str | os.PathLike[str], config: QuantizeConfig) -> Path:
             else:
                 copy_artifact_files(source, tmp, ["model", "tokenizer"])
                 if mode == "torch-int8-dynamic":
-                    with _quiet_torch_ao():
-                        torch.save(qmodel.state_dict(), tmp / TORCH_INT8_FILE)
+                    save_torch_int8(qmodel, tmp)
             write_info(tmp, new_info)
     return out

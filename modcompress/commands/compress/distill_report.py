@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from bench.distill_report import distill_report, format_markdown
     from compress.config import DataConfig, build_config
-    from compress.distill_report import distill_report, format_markdown
     from compress.tracking import log_command_run
 
     data = None

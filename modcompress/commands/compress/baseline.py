@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from compress.commands.distill import intermix
-from compress.commands.train import add_common_options, common_overrides
+from modcompress.commands.compress.distill import intermix
+from modcompress.commands.compress.train import add_common_options, common_overrides
 
 
 def register(sub: argparse._SubParsersAction) -> None:

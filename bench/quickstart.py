@@ -10,8 +10,8 @@ subprocess); each writes its artifact atomically under ``out``; a summary goes t
 ``out/quickstart.json``. With tracking on, one MLflow run holds the training stages as nested runs
 plus the quantization and benchmark numbers.
 
-This is the one workflow that spans all packages: it imports ``export`` and ``bench`` lazily,
-inside the stages that need them (the packages themselves still import only leftwards).
+This is the one workflow that spans all packages, so it lives in the top library layer (bench),
+where every import to compress, export and serve runs leftwards.
 """
 
 from __future__ import annotations
@@ -308,7 +308,7 @@ def quickstart(config: QuickstartConfig, progress: Callable[[str], None] = lambd
         # -- quantize the student (int8 dynamic on ONNX Runtime, guarded on the sample's validation split)
         t0 = time.perf_counter()
         from compress.artifact import read_info
-        from compress.quantize import QuantizeConfig, quantize
+        from export.quantize import QuantizeConfig, quantize
 
         progress("quantize: int8 dynamic (ONNX Runtime), accuracy-guarded")
         int8_dir = quantize(student.artifact, QuantizeConfig(

@@ -7,12 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from compress import quantize as q
+from compress import quantize_torch as qt
 from compress.artifact import read_info
-from compress.cli import main
 from compress.errors import ArtifactError, ConfigError, DataError, UserError
-from compress.quantize import QuantizeConfig, attempts_for, quantize
+from compress.models import load_model
+from export import quantize as q
+from export.quantize import QuantizeConfig, attempts_for, quantize
 from export.runtime import load
+from modcompress.cli import compress_main as main
 from tests import fixtures
 from tests.export import helpers
 from tests.export.helpers import TRICKY_TEXTS, student_artifact
@@ -69,9 +71,9 @@ def test_torch_int8_reload_is_exact(tmp_path, trained_teacher):
     import torch
 
     out = quantize(trained_teacher, QuantizeConfig(mode="torch-int8-dynamic", out=str(tmp_path / "ti8")))
-    assert (out / q.TORCH_INT8_FILE).is_file() and (out / "model" / "config.json").is_file()
-    model, tokenizer = q.load_torch_int8(out)
-    fresh = q.torch_int8_dynamic(q.load_torch_model(trained_teacher)[0],
+    assert (out / qt.TORCH_INT8_FILE).is_file() and (out / "model" / "config.json").is_file()
+    model, tokenizer = qt.load_torch_int8(out)
+    fresh = qt.torch_int8_dynamic(load_model(trained_teacher)[0],
                                  read_info(out).extra["quantization"]["modules"])
     batch = tokenizer(TEXTS[:8], padding=True, truncation=True, max_length=32, return_tensors="pt")
     with torch.inference_mode():
@@ -150,7 +152,7 @@ def test_attempt_order_and_no_fallbacks():
 
 
 def test_calibration_reader_feeds_single_unpadded_texts(trained_teacher):
-    _, tokenizer = q.load_torch_model(trained_teacher)
+    _, tokenizer = load_model(trained_teacher)
     ids = q.calibration_ids(tokenizer, TEXTS, 16, 32, seed=0, source="x")
     reader = q.TextCalibrationReader(ids)
     batches = list(iter(reader.get_next, None))

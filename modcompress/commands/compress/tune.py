@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from compress.commands.train import add_common_options, common_overrides
 from compress.errors import UserError
+from modcompress.commands.compress.train import add_common_options, common_overrides
 
 DEFAULT_STORAGE = "sqlite:///runs/tune.db"  # mirrors compress.tune.DEFAULT_STORAGE (kept light here)
 

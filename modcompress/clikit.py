@@ -1,6 +1,6 @@
 """The one CLI frame the four commands (compress, export, serve, bench) share.
 
-Each subcommand lives in ``<package>/commands/<name>.py`` with ``register(subparsers)``, which
+Each subcommand lives in ``modcompress/commands/<tool>/<name>.py`` with ``register(subparsers)``, which
 adds its parser and sets ``func`` to a handler that parses, builds a config, calls one library
 function and prints a short result. ``main`` turns a UserError into one line and exit 2.
 """
@@ -21,7 +21,7 @@ def build_parser(prog: str, description: str, package: str, commands: Sequence[s
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in commands:
-        importlib.import_module(f"{package}.commands.{name}").register(sub)
+        importlib.import_module(f"{package}.{name}").register(sub)
     return parser
 
 

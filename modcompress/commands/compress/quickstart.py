@@ -1,4 +1,4 @@
-"""`compress quickstart`: parse -> QuickstartConfig -> compress.quickstart.quickstart -> print where it all went."""
+"""`compress quickstart`: parse -> QuickstartConfig -> bench.quickstart.quickstart -> print where it all went."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from compress.quickstart import QuickstartConfig, quickstart
+    from bench.quickstart import QuickstartConfig, quickstart
 
     config = QuickstartConfig(out=args.out, steps=args.steps, teacher=args.teacher, limit=args.limit,
                               tracking=not args.no_tracking, tracking_uri=args.tracking_uri,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from bench import report as common
-from bench.commands.table import add_table_args
+from modcompress.commands.bench.table import add_table_args
 
 EXIT_NONE_QUALIFIES = 1
 
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from bench import table
-    from bench.commands.table import build
+    from modcompress.commands.bench.table import build
 
     min_metrics = table.parse_min_metrics(args.min_metric)
     report = table.load_table(args.from_table) if args.from_table else build(args)

@@ -1,4 +1,4 @@
-"""`compress quantize`: parse -> QuantizeConfig -> compress.quantize.quantize -> print a short result."""
+"""`compress quantize`: parse -> QuantizeConfig -> export.quantize.quantize -> print a short result."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from compress.quantize import CALIBRATION_METHODS, MODES  # light: numpy only at import time
 from compress.tracking import add_tracking_args
+from export.quantize import CALIBRATION_METHODS, MODES  # light: numpy only at import time
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from compress.artifact import ARTIFACT_FILE, read_info
-    from compress.quantize import QuantizeConfig, quantize
     from compress.tracking import log_command_run
+    from export.quantize import QuantizeConfig, quantize
 
     config = QuantizeConfig(
         mode=args.mode, out=args.out, data=args.data, format=args.format, val_fraction=args.val_fraction,

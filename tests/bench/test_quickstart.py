@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from compress import quickstart as qs
+from bench import quickstart as qs
 from compress.artifact import read_info
-from compress.cli import main
 from compress.data import load_dataset
+from modcompress.cli import compress_main as main
 
 
 @pytest.fixture(autouse=True)

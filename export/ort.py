@@ -1,0 +1,60 @@
+"""ONNX Runtime sessions: one set of options for export validation, quantization and the runtime."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from compress.batching import Encoded, bucketed_batches, pad_batch
+from compress.errors import UserError
+from export.cpu import physical_cores
+
+
+def ort_session(path: str | os.PathLike[str], providers: Sequence[Any] = ("CPUExecutionProvider",),
+                threads: int | None = None):
+    """An ONNX Runtime session: all graph optimizations, intra-op threads = physical cores, one inter-op thread."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or physical_cores()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+
+
+def ort_providers(backend: str) -> list[Any]:
+    """Execution providers for an ``ort*`` backend; UserError when this ONNX Runtime lacks them."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if backend == "ort":
+        return ["CPUExecutionProvider"]
+    needed = "CUDAExecutionProvider" if backend == "ort-cuda" else "TensorrtExecutionProvider"
+    if needed not in available:
+        raise UserError(f"backend {backend} needs ONNX Runtime's {needed}, which this install lacks "
+                        f"(available: {', '.join(available)}); on a CUDA machine `pip install 'modcompress[gpu]'`, "
+                        "or use --backend ort")
+    if backend == "ort-cuda":
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return [("TensorrtExecutionProvider", {"trt_fp16_enable": True}), "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def onnx_logits(session: Any, encoded: Encoded, batch_size: int = 64) -> np.ndarray:
+    """(N, L) float32 logits of an ONNX session over :class:`compress.batching.Encoded` rows.
+
+    Rows are run in length-sorted batches padded to their own longest sequence; the result is
+    in the original row order.
+    """
+    out: np.ndarray | None = None
+    for idx in bucketed_batches(encoded.lengths, batch_size, shuffle=False):
+        ids, mask = pad_batch([encoded.input_ids[i] for i in idx], encoded.pad_id)
+        logits = session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0].astype(np.float32)
+        if out is None:
+            out = np.zeros((len(encoded), logits.shape[1]), dtype=np.float32)
+        out[idx] = logits
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)

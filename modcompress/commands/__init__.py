@@ -1,0 +1,1 @@
+"""Command modules, one package per console script; each module has ``register(subparsers)``."""

@@ -1,0 +1,1 @@
+"""One module per `serve` subcommand, each with ``register(subparsers)``."""
