@@ -28,6 +28,7 @@ import hashlib
 import html
 import io
 import json
+import logging
 import lzma
 import math
 import zipfile
@@ -40,6 +41,8 @@ import numpy as np
 import pandas as pd
 
 from compress.errors import DataError, one_line
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("jigsaw", "csv", "tsv", "parquet", "jsonl", "olid", "davidson", "cyberbullying", "ethos")
 GENERIC_FORMATS = ("csv", "tsv", "parquet", "jsonl")
@@ -333,6 +336,24 @@ def _header_columns(path: Path, kind: str | None) -> list[str]:
     return [c.strip().strip('"') for c in header.split(sep)]
 
 
+def _refuse_duplicate_columns(path: Path, format: str, kind: str | None) -> None:
+    """A repeated header name (pandas would silently rename the copy ``name.1``) is one DataError."""
+    if format in ("parquet", "jsonl") or (format in GENERIC_FORMATS and kind in ("parquet", "jsonl")):
+        return  # parquet/JSON keys are read by name; pyarrow and json keep one of each
+    if format == "olid":
+        names = _first_line(path).split("\t")
+    elif format == "ethos":
+        names = _first_line(path).split(";")
+    else:
+        header = _first_line(path)
+        sep = _sniff_sep(header, "\t" if format == "tsv" or kind == "tsv" else ",")
+        names = next(csv.reader([header], delimiter=sep), [])
+    names = [n.strip() for n in names]
+    dupes = sorted({n for n in names if n and names.count(n) > 1})
+    if dupes:
+        raise DataError(f"{path}: column {dupes[0]!r} appears more than once in the header; rename or drop the copy")
+
+
 def _adapter_for_columns(columns: Iterable[str]) -> str | None:
     cols = {c.strip() for c in columns}
     if {"id", "tweet", "subtask_a"} <= cols:
@@ -386,8 +407,14 @@ def _require_columns(frame: pd.DataFrame, needed: Sequence[str], path: Path, fix
 
 def _texts(frame: pd.DataFrame, column: str, path: Path, unescape: bool = False) -> list[str]:
     """The text column as str; raises on empty texts (count + first row)."""
-    values = frame[column]
-    texts = ["" if (v is None or (isinstance(v, float) and math.isnan(v))) else str(v) for v in values.tolist()]
+    values = frame[column].tolist()
+    wrong = next((i for i, v in enumerate(values)
+                  if not (v is None or isinstance(v, str) or (isinstance(v, float) and math.isnan(v)))), None)
+    if wrong is not None:
+        raise DataError(f"{path}: column '{column}' holds a non-string value ({type(values[wrong]).__name__}) at data "
+                        f"row {wrong + 1} "
+                        f"({str(values[wrong])[:40]!r}); texts must be strings, quote them in the file")
+    texts = ["" if (v is None or (isinstance(v, float) and math.isnan(v))) else v for v in values]
     if unescape:
         texts = [html.unescape(t) for t in texts]
     empty = [i for i, t in enumerate(texts) if not t.strip()]
@@ -586,7 +613,11 @@ def load_dataset(path: str | Path, format: str | None = None, text_column: str |
         frame = _read_table(p, format)
     else:  # jigsaw / davidson / cyberbullying: whatever table the extension says, CSV by default
         frame = _read_table(p, kind or "csv")
+    _refuse_duplicate_columns(p, format, kind)
     frame.columns = [str(c).strip() for c in frame.columns]
+    dupes = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    if dupes:
+        raise DataError(f"{p}: column {dupes[0]!r} appears more than once in the header; rename or drop the copy")
     if len(frame) == 0:
         raise DataError(f"{p} has a header but no data rows; pass a file with data")
 
@@ -606,7 +637,20 @@ def load_dataset(path: str | Path, format: str | None = None, text_column: str |
         if not texts:
             raise DataError(f"{p}: no rows left after removing {exact} duplicate and {conflicting} conflicting "
                             f"row(s); check the labels, or load with dedup=False")
-    return LabeledData(texts, labels, schema, exact, conflicting, str(p))
+    data = LabeledData(texts, labels, schema, exact, conflicting, str(p))
+    for name in one_class_labels(data):
+        log.warning("%s: label '%s' is %s in every row; its ROC-AUC / PR-AUC are undefined (written as null) and a "
+                    "model cannot learn it from this file", p, name,
+                    "0" if not data.labels[:, data.schema.names.index(name)].any() else "1")
+    return data
+
+
+def one_class_labels(data: LabeledData) -> list[str]:
+    """Names of the labels whose column is all 0 or all 1 in ``data``."""
+    if len(data) == 0:
+        return []
+    column_max, column_min = data.labels.max(axis=0), data.labels.min(axis=0)
+    return [name for name, hi, lo in zip(data.schema.names, column_max, column_min, strict=True) if hi == lo]
 
 
 # --------------------------------------------------------------------------------------------

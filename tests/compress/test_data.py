@@ -498,3 +498,35 @@ def test_split_swaps_rows_so_overlapping_rare_labels_are_covered():
     for seed in range(8):
         train, val = D.train_val_split(data, val_fraction=0.1, seed=seed)
         assert val.texts == ["t1"], seed
+
+
+def test_a_repeated_header_column_is_refused_not_renamed(tmp_path):
+    path = tmp_path / "dup.csv"
+    path.write_text("id,comment_text,toxic,severe_toxic,obscene,threat,insult,identity_hate,toxic\n"
+                    "1,hello,0,0,0,0,0,0,1\n2,bye,1,0,0,0,0,0,1\n")
+    with pytest.raises(DataError, match="column 'toxic' appears more than once in the header"):
+        D.load_dataset(path)
+    generic = tmp_path / "dup.tsv"
+    generic.write_text("text\tlabel\tlabel\nhello\t0\t1\nbye\t1\t1\n")
+    with pytest.raises(DataError, match="column 'label' appears more than once"):
+        D.load_dataset(generic, text_column="text", label_columns="label")
+
+
+@pytest.mark.parametrize("value", [123, 4.5, {"a": 1}, [1, 2], True])
+def test_jsonl_texts_that_are_not_strings_are_one_line(tmp_path, value):
+    path = tmp_path / "rows.jsonl"
+    rows = [{"text": "fine", "toxic": 0}, {"text": value, "toxic": 1}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(DataError, match=r"column 'text' holds a non-string value .* at data row 2") as err:
+        D.load_dataset(path, text_column="text", label_columns="toxic")
+    assert "\n" not in str(err.value)
+
+
+def test_a_label_that_is_zero_in_every_row_is_named(tmp_path, caplog):
+    path = write_jigsaw(tmp_path / "zero.csv", [("hello there", (0, 0, 0, 0, 0, 0)),
+                                                ("you idiot", (1, 0, 0, 0, 1, 0)),
+                                                ("fine day", (0, 0, 0, 0, 0, 0))])
+    with caplog.at_level("WARNING", logger="compress.data"):
+        data = D.load_dataset(path)
+    assert D.one_class_labels(data) == ["severe_toxic", "obscene", "threat", "identity_hate"]
+    assert "label 'threat' is 0 in every row" in caplog.text and "label 'toxic'" not in caplog.text
