@@ -1,12 +1,20 @@
-"""Mixed precision: autocast contexts and which precision ``auto`` means on this machine."""
+"""Mixed precision: autocast contexts and which precision ``auto`` means on this machine.
+
+``MODCOMPRESS_AUTO_PRECISION`` (``no`` | ``bf16``) forces what ``auto`` resolves to on a CPU, so
+the test suite can run the same checks as on an AVX2-only machine (fp32) and on an AMX one (bf16)
+wherever it runs.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
-from compress.errors import UserError
+from compress.errors import ConfigError, UserError
+
+AUTO_ENV = "MODCOMPRESS_AUTO_PRECISION"
 
 
 def autocast(mixed_precision: str, device: torch.device | str = "cpu"):
@@ -37,4 +45,9 @@ def resolve_mixed_precision(requested: str, device: torch.device) -> str:
         return requested
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    forced = os.environ.get(AUTO_ENV, "").strip().lower()
+    if forced:
+        if forced not in ("no", "fp32", "bf16"):
+            raise ConfigError(f"{AUTO_ENV}: must be no, fp32 or bf16, got {forced!r}; unset it to let auto decide")
+        return "bf16" if forced == "bf16" else "no"
     return "bf16" if fast_bf16() else "no"
