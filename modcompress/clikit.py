@@ -2,7 +2,9 @@
 
 Each subcommand lives in ``modcompress/commands/<tool>/<name>.py`` with ``register(subparsers)``, which
 adds its parser and sets ``func`` to a handler that parses, builds a config, calls one library
-function and prints a short result. ``main`` turns a UserError into one line and exit 2.
+function and prints a short result. ``main`` turns a UserError into one line and exit 2; so are
+argparse's own usage errors (unknown option, missing argument, bad choice), which would otherwise
+print the whole usage block.
 """
 
 from __future__ import annotations
@@ -13,11 +15,18 @@ import logging
 import os
 from collections.abc import Sequence
 
-from compress.errors import cli_errors
+from compress.errors import ConfigError, cli_errors, one_line
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one :class:`ConfigError` line (subparsers inherit it)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise ConfigError(f"{self.prog}: {one_line(message)} (see `{self.prog} --help`)")
 
 
 def build_parser(prog: str, description: str, package: str, commands: Sequence[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = OneLineParser(prog=prog, description=description)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in commands:
