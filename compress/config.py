@@ -7,8 +7,11 @@ only the plain values they need.
 
 from __future__ import annotations
 
+import ast
+import builtins
 import dataclasses
 import json
+import sys
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -148,13 +151,56 @@ class TrainConfig:
 # Loading: YAML file, then dotted key=value overrides, then type coercion and validation.
 
 
-def _resolve_type(tp: Any) -> Any:
-    return tp if not isinstance(tp, str) else eval(tp, vars(typing) | globals())  # noqa: S307 - own annotations
+def field_types(cls: type) -> dict[str, Any]:
+    """``{field name: declared type}`` of dataclass ``cls``, as type objects (``int | None``, ``DataConfig``).
+
+    Under ``from __future__ import annotations`` a field's annotation is its source text; that text is
+    read as a type expression (:func:`_type_expression`) against the names of the module that declares
+    the field, never evaluated as code.
+    """
+    types_by_name: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not isinstance(f.type, str):
+            types_by_name[f.name] = f.type
+            continue
+        owner = next(k for k in cls.__mro__ if f.name in vars(k).get("__annotations__", {}))
+        tree = ast.parse(f.type.strip(), mode="eval").body
+        types_by_name[f.name] = _type_expression(tree, vars(sys.modules[owner.__module__]),
+                                                 f"{owner.__qualname__}.{f.name}")
+    return types_by_name
+
+
+def _type_expression(node: ast.expr, names: Mapping[str, Any], where: str) -> Any:
+    """The type an annotation's syntax tree spells: names and dotted names (looked up in ``names``,
+    then builtins), subscripts ``X[A, B]`` and ``Callable[[A], R]``, unions ``X | Y`` and constants
+    (``None``, ``...``, Literal values).
+
+    Raises:
+        TypeError: naming ``where`` for a name the module lacks or syntax that is not a type (a call, ...).
+    """
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        if node.id in names:
+            return names[node.id]
+        if hasattr(builtins, node.id):
+            return getattr(builtins, node.id)
+        raise TypeError(f"{where}: annotation names {node.id!r}, which its module does not define")
+    if isinstance(node, ast.Attribute):
+        return getattr(_type_expression(node.value, names, where), node.attr)
+    if isinstance(node, ast.Subscript):
+        return _type_expression(node.value, names, where)[_type_expression(node.slice, names, where)]
+    if isinstance(node, ast.Tuple):
+        return tuple(_type_expression(item, names, where) for item in node.elts)
+    if isinstance(node, ast.List):  # the arguments of Callable[[A, B], R]
+        return [_type_expression(item, names, where) for item in node.elts]
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _type_expression(node.left, names, where) | _type_expression(node.right, names, where)
+    raise TypeError(f"{where}: annotation {ast.unparse(node)!r} is not a type expression")
 
 
 def _coerce(value: Any, tp: Any, name: str) -> Any:
-    """Coerce a YAML / command-line value to the annotated type ``tp``."""
-    tp = _resolve_type(tp)
+    """Coerce a YAML / command-line value to the declared type ``tp`` (a type object, see :func:`field_types`)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -196,6 +242,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             return str(value)
         raise ConfigError(f"{name}: expected a string, got {value!r}")
     if origin is tuple:
+        if not isinstance(value, (str, list, tuple)):
+            raise ConfigError(f"{name}: expected a list or comma-separated values such as a,b, got {value!r}")
         items = value.split(",") if isinstance(value, str) else list(value)
         return tuple(_coerce(v.strip() if isinstance(v, str) else v, args[0], name) for v in items)
     if origin in (Mapping, dict) or tp in (dict, Mapping) or origin is typing.Mapping:
@@ -212,14 +260,13 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
 
 def build_config(cls: type[C], values: Mapping[str, Any], prefix: str = "") -> C:
     """Build dataclass ``cls`` from a nested mapping, coercing types; unknown keys are errors."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    hints = typing.get_type_hints(cls)
+    fields = field_types(cls)
     unknown = set(values) - set(fields)
     if unknown:
         raise ConfigError(
             f"{prefix}{sorted(unknown)[0]}: unknown setting; known: {', '.join(sorted(fields))}"
         )
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in values.items()}
+    kwargs = {k: _coerce(v, fields[k], f"{prefix}{k}") for k, v in values.items()}
     try:
         return cls(**kwargs)
     except ConfigError as exc:

@@ -1,4 +1,4 @@
-"""`compress tune`: search space parsing/checking, pruning, SQLite resume, the best artifact, MLflow runs."""
+"""`compress tune`: bad spaces and options, pruning, SQLite resume, the best artifact, MLflow runs."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import warnings
 import optuna
 import pytest
 
-from compress import tune as tune_mod
 from compress.artifact import read_info
 from compress.config import TrainConfig, load_config
 from compress.errors import UserError
+from compress.search_space import parse_space
+from compress.tune import EpochReporter, tune
+from compress.tune_config import TuneConfig
 from modcompress.cli import compress_main as main
 
 SPACE = """\
@@ -48,46 +50,6 @@ def _argv(tiny_bert_dir, jigsaw_csv, tmp_path, *extra):
 
 
 # ------------------------------------------------------------------------------------ space
-
-
-@pytest.mark.parametrize("student", [None, "textcnn", "bilstm", "distilbert"])
-def test_default_spaces_parse_and_fit_their_recipe(tiny_bert_dir, jigsaw_csv, student):
-    space, text = tune_mod.load_space(None, student)
-    assert text.startswith("# compress tune")
-    keys = {s.key for s in space}
-    assert {"optim.lr", "optim.batch_size", "optim.warmup_ratio", "optim.weight_decay", "loss.name",
-            "loss.params.gamma", "loss.params.gamma_neg"} <= keys
-    if student is None:
-        base = _base(tiny_bert_dir, jigsaw_csv)
-        assert "dropout" in keys
-    else:
-        from compress.config import build_config
-        from compress.distill import DistillConfig
-
-        base = build_config(DistillConfig, {"teacher": "t", "student": student, "data": {"data": str(jigsaw_csv)}})
-        assert {"temperature", "alpha"} <= keys
-        assert ("student_params.dropout" in keys) == (student != "distilbert")
-    tune_mod.check_space(space, base, "default space")  # raises on any misfit
-
-
-def test_sampling_follows_conditions():
-    space = tune_mod.parse_space(SPACE + "optim.epochs: 2\noptim.grad_accum: {low: 1, high: 4}\n")
-    kinds = {s.key: s.kind for s in space}
-    assert kinds == {"optim.lr": "float", "optim.batch_size": "categorical", "loss.name": "categorical",
-                     "loss.params.gamma": "float", "optim.epochs": "fixed", "optim.grad_accum": "int"}
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
-    seen = set()
-    for _ in range(12):
-        trial = study.ask()
-        chosen = tune_mod.sample(trial, space, {"loss": {"name": "bce"}})
-        assert ("loss.params.gamma" in chosen) == (chosen["loss.name"] == "focal")
-        assert chosen["optim.epochs"] == 2 and 1 <= chosen["optim.grad_accum"] <= 4
-        seen.add(chosen["loss.name"])
-        study.tell(trial, 0.5)
-    assert seen == {"bce", "focal"}
-    # a sampled loss does not inherit the base loss's parameters
-    values = tune_mod.trial_values({"loss": {"name": "focal", "params": {"alpha": 0.3}}}, {"loss.name": "asymmetric"})
-    assert values["loss"] == {"name": "asymmetric", "params": {}}
 
 
 @pytest.mark.parametrize("text, message", [
@@ -137,7 +99,7 @@ def test_student_flags_must_come_together(capsys):
 
 def test_show_space_prints_yaml(capsys):
     assert main(["tune", "--show-space"]) == 0
-    assert tune_mod.parse_space(capsys.readouterr().out)
+    assert parse_space(capsys.readouterr().out)
 
 
 # ------------------------------------------------------------------------------------ pruning
@@ -170,7 +132,7 @@ class _FakeTracker:
 
 def test_epoch_reporter_reports_scores_and_prunes():
     keep = _FakeTrial(prune=False)
-    reporter = tune_mod.EpochReporter(keep)
+    reporter = EpochReporter(keep)
     reporter(_FakeTracker(), {"wall_time_s": 3.0}, None)  # end-of-run metrics: ignored
     reporter(_FakeTracker(), {"epoch": 1, "macro_roc_auc": 0.7, "macro_f1": 0.4}, 1)
     reporter(_FakeTracker(), {"epoch": 2, "macro_roc_auc": float("nan"), "macro_f1": 0.5}, 2)  # AUC-less: F1
@@ -178,7 +140,7 @@ def test_epoch_reporter_reports_scores_and_prunes():
 
     tracker = _FakeTracker()
     with pytest.raises(optuna.TrialPruned, match="pruned after epoch 1"):
-        tune_mod.EpochReporter(_FakeTrial(prune=True))(tracker, {"macro_roc_auc": 0.5}, 1)
+        EpochReporter(_FakeTrial(prune=True))(tracker, {"macro_roc_auc": 0.5}, 1)
     assert tracker.tags == {"optuna.state": "PRUNED"}
 
 
@@ -192,12 +154,12 @@ def test_median_pruner_stops_a_trial_below_the_median(tmp_path, tiny_bert_dir, j
     study.add_trial(optuna.trial.create_trial(
         params={"optim.lr": 5e-3}, distributions={"optim.lr": FloatDistribution(1e-4, 1e-2, log=True)},
         value=0.99, intermediate_values={1: 0.99, 2: 0.99}))
-    config = tune_mod.TuneConfig(
+    config = TuneConfig(
         base=_base(tiny_bert_dir, jigsaw_csv, "optim.epochs=2", "tracking.enabled=false"),
-        space=tune_mod.parse_space("optim.lr: {low: 1.0e-4, high: 1.0e-2, log: true}"),
+        space=parse_space("optim.lr: {low: 1.0e-4, high: 1.0e-2, log: true}"),
         out=str(tmp_path / "best"), storage=storage, study_name="p", n_trials=1, pruner="median",
         pruner_startup_trials=1, seed=0)
-    result = tune_mod.tune(config)
+    result = tune(config)
     assert [(t["number"], t["state"]) for t in result.trials] == [(0, "COMPLETE"), (1, "PRUNED")]
     assert result.trials[1]["epochs"] == 1 and result.ran == [1]
     assert not (tmp_path / "best.trials").exists()
@@ -264,11 +226,11 @@ def test_a_study_tunes_one_thing(tmp_path, tiny_bert_dir, jigsaw_csv):
     storage = f"sqlite:///{tmp_path / 'tune.db'}"
     optuna.create_study(storage=storage, study_name="x", direction="maximize").set_user_attr(
         "modcompress.target", "student:textcnn")
-    config = tune_mod.TuneConfig(base=_base(tiny_bert_dir, jigsaw_csv, "tracking.enabled=false"),
-                                 space=tune_mod.parse_space(SPACE), out=str(tmp_path / "b"), storage=storage,
+    config = TuneConfig(base=_base(tiny_bert_dir, jigsaw_csv, "tracking.enabled=false"),
+                                 space=parse_space(SPACE), out=str(tmp_path / "b"), storage=storage,
                                  study_name="x", n_trials=1)
     with pytest.raises(UserError, match="tunes a student:textcnn, not a teacher"):
-        tune_mod.tune(config)
+        tune(config)
 
 
 def test_tune_a_distilled_student(tmp_path, tiny_bert_dir, jigsaw_csv):

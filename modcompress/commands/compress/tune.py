@@ -6,9 +6,20 @@ import argparse
 import json
 
 from compress.errors import UserError
+from compress.search_space import default_space_yaml, load_space
+from compress.tune import tune
+from compress.tune_config import (
+    DEFAULT_N_TRIALS,
+    DEFAULT_OUT,
+    DEFAULT_STORAGE,
+    DEFAULT_STUDY,
+    METRIC,
+    PRUNERS,
+    SAMPLERS,
+    TuneConfig,
+)
+from compress.tune_report import format_trials_table
 from modcompress.commands.compress.train import add_common_options, common_overrides
-
-DEFAULT_STORAGE = "sqlite:///runs/tune.db"  # mirrors compress.tune.DEFAULT_STORAGE (kept light here)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,11 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", default=DEFAULT_STORAGE,
                    help=f"Optuna storage URL; any SQLAlchemy database URL lets workers share a study "
                         f"(default {DEFAULT_STORAGE})")
-    p.add_argument("--study-name", default="modcompress", help="study to create or resume (default modcompress)")
-    p.add_argument("--n-trials", type=int, default=None, help="trials this call runs (default 10; they accumulate; 0 = only write the study's best artifact)")
+    p.add_argument("--study-name", default=DEFAULT_STUDY, help=f"study to create or resume (default {DEFAULT_STUDY})")
+    p.add_argument("--n-trials", type=int, default=None,
+                   help=f"trials this call runs (default {DEFAULT_N_TRIALS}; they accumulate; "
+                        "0 = only write the study's best artifact)")
     p.add_argument("--timeout", type=float, default=None, help="seconds after which no new trial starts")
-    p.add_argument("--sampler", default="tpe", choices=("tpe", "random"), help="Optuna sampler (default tpe)")
-    p.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"),
+    p.add_argument("--sampler", default="tpe", choices=SAMPLERS, help="Optuna sampler (default tpe)")
+    p.add_argument("--pruner", default="median", choices=PRUNERS,
                    help="prune trials on per-epoch validation macro ROC-AUC (default median)")
     p.add_argument("--pruner-startup-trials", type=int, default=2,
                    help="median pruner: trials that finish before any is pruned (default 2)")
@@ -50,10 +63,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--teacher needs --student NAME (distilbert, textcnn, bilstm); to tune a teacher use --model")
     if args.student and args.model:
         raise UserError("pass either --model (tune a teacher) or --student with --teacher (tune a student), not both")
-    from compress import tune as tune_mod
-
     if args.show_space:
-        print(tune_mod.default_space_yaml(args.student), end="")
+        print(default_space_yaml(args.student), end="")
         return 0
     pairs = [p for p in common_overrides(args) if not p.startswith("out=")]
     if args.student:
@@ -66,15 +77,15 @@ def run(args: argparse.Namespace) -> int:
         if args.model:
             pairs.append(f"model={args.model}")
         base = load_config(TrainConfig, args.config, [*pairs, *args.overrides])
-    space, text = tune_mod.load_space(args.space, args.student)
-    n_trials = args.n_trials if args.n_trials is not None or args.timeout is not None else 10
-    config = tune_mod.TuneConfig(
+    space, text = load_space(args.space, args.student)
+    n_trials = args.n_trials if args.n_trials is not None or args.timeout is not None else DEFAULT_N_TRIALS
+    config = TuneConfig(
         base=base, space=space, space_source=args.space or "default space", space_yaml=text,
-        out=args.out or "runs/tuned", trials_dir=args.trials_dir, storage=args.storage, study_name=args.study_name,
+        out=args.out or DEFAULT_OUT, trials_dir=args.trials_dir, storage=args.storage, study_name=args.study_name,
         n_trials=n_trials, timeout=args.timeout, sampler=args.sampler, pruner=args.pruner,
         pruner_startup_trials=args.pruner_startup_trials, pruner_warmup_epochs=args.pruner_warmup_epochs,
         seed=args.seed, keep_trials=args.keep_trials)
-    result = tune_mod.tune(config)
+    result = tune(config)
     if args.json:
         print(json.dumps({
             "artifact": str(result.artifact), "summary": str(result.summary_path), "study": result.study_name,
@@ -83,10 +94,10 @@ def run(args: argparse.Namespace) -> int:
             "retrained": result.retrained, "mlflow_run_id": result.mlflow_run_id,
         }, indent=2, default=str))
         return 0
-    print(tune_mod.format_trials_table(result.trials, result.best_trial))
+    print(format_trials_table(result.trials, result.best_trial))
     counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(result.counts().items()))
     print(f"study {result.study_name} in {result.storage}: {counts}; this call ran {len(result.ran)}")
-    print(f"best trial {result.best_trial}: {tune_mod.METRIC} {result.best_value:.4f}"
+    print(f"best trial {result.best_trial}: {METRIC} {result.best_value:.4f}"
           f"{' (retrained from its parameters)' if result.retrained else ''}")
     print(f"best artifact written to {result.artifact}; summary {result.summary_path}")
     return 0
