@@ -11,6 +11,7 @@ import ast
 import builtins
 import dataclasses
 import json
+import math
 import sys
 import types
 import typing
@@ -31,6 +32,11 @@ MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 def _check(cond: bool, name: str, message: str) -> None:
     if not cond:
         raise ConfigError(f"{name}: {message}")
+
+
+def check_num_threads(value: int | None, name: str = "num_threads") -> None:
+    """None (the runtime's choice) or a positive thread count; ConfigError naming the field otherwise."""
+    _check(value is None or value >= 1, name, f"must be >= 1 (or unset for the default), got {value}")
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,7 @@ class TrainConfig:
         _check(self.data.data != "<unset>", "data.data", "is required; pass data.data=PATH or --data PATH")
         _check(8 <= self.max_length <= 8192, "max_length", f"must be in [8, 8192], got {self.max_length}")
         _check(self.dropout is None or 0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+        check_num_threads(self.num_threads)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -232,9 +239,12 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         try:
             if tp is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError
-            return tp(value) if not isinstance(value, str) else tp(float(value)) if tp is float else int(value)
-        except (TypeError, ValueError):
+            number = tp(value) if not isinstance(value, str) else tp(float(value)) if tp is float else int(value)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{name}: expected {tp.__name__}, got {value!r}") from None
+        if tp is float and not math.isfinite(number):  # inf / nan pass every "> 0" check, then break training
+            raise ConfigError(f"{name}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, bool):  # YAML 1.1 reads an unquoted no/yes as a boolean
             return "yes" if value else "no"
