@@ -90,7 +90,8 @@ def distill_report(artifacts: Sequence[str | os.PathLike[str]], data: DataConfig
     import torch
 
     from compress.artifact import read_info
-    from compress.models import load_text_classifier, num_parameters
+    from compress.models import load_model, num_parameters
+    from export.runtime import load
 
     if not artifacts:
         raise ConfigError("artifacts: pass at least one artifact directory")
@@ -118,12 +119,12 @@ def distill_report(artifacts: Sequence[str | os.PathLike[str]], data: DataConfig
     rows = []
     for path, info in zip(paths, infos, strict=True):
         log.info("measuring %s", path)
-        clf = load_text_classifier(path, batch_size=batch_size)
+        predictor = load(path, max_batch_size=batch_size, threads=num_threads)
         params = info.extra.get("num_parameters")
-        if params is None and hasattr(clf, "model"):
-            params = num_parameters(clf.model)  # teachers do not record it
-        latency = measure_latency(clf.predict_proba, texts, calls, warmup)
-        speed = measure_throughput(clf.predict_proba, texts, batch_size, throughput_batches)
+        if params is None and info.kind != "baseline":
+            params = num_parameters(load_model(path)[0])  # teachers do not record it
+        latency = measure_latency(predictor.predict, texts, calls, warmup)
+        speed = measure_throughput(predictor.predict, texts, batch_size, throughput_batches)
         f1 = float(info.metrics.get("macro_f1", float("nan")))
         rows.append({
             "name": path.name, "path": str(path), "kind": info.kind, "architecture": info.architecture,

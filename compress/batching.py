@@ -55,7 +55,8 @@ def bucketed_batches(
 
     Args:
         lengths: (N,) token counts.
-        shuffle: random order (training); False gives sorted-by-length batches (inference).
+        shuffle: random order (training); False gives sorted-by-length batches (inference,
+            :func:`micro_batches`).
         seed: seeds the shuffle (vary it per epoch).
 
     Returns:
@@ -63,8 +64,7 @@ def bucketed_batches(
     """
     n = len(lengths)
     if not shuffle:
-        order = np.argsort(-lengths, kind="stable")
-        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+        return micro_batches(lengths, batch_size)
     rng = np.random.default_rng(seed)
     order = rng.permutation(n)
     mega = batch_size * bucket_factor
@@ -74,6 +74,32 @@ def bucketed_batches(
         chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     rng.shuffle(batches)
+    return batches
+
+
+def micro_batches(lengths: np.ndarray, max_batch_size: int, min_fill: float = 0.0) -> list[np.ndarray]:
+    """Index batches over texts sorted longest first (inference).
+
+    A batch closes at ``max_batch_size`` texts, or before a text shorter than ``min_fill`` x the
+    batch's first (longest) text, so no batch pads a short text far beyond its length; with
+    ``min_fill`` 0 the batches are fixed-size cuts of the sorted order.
+
+    Args:
+        lengths: (N,) token counts.
+
+    Returns:
+        index arrays covering 0..N-1 once each.
+    """
+    order = np.argsort(-lengths, kind="stable")
+    if min_fill <= 0:  # fixed cuts, vectorised: teacher logits run over whole transfer sets
+        return [order[i : i + max_batch_size] for i in range(0, len(order), max_batch_size)]
+    batches: list[np.ndarray] = []
+    start = 0
+    for end in range(1, len(order) + 1):
+        full = end - start >= max_batch_size
+        if end == len(order) or full or lengths[order[end]] < min_fill * lengths[order[start]]:
+            batches.append(order[start:end])
+            start = end
     return batches
 
 

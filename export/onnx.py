@@ -298,9 +298,7 @@ def validate_onnx(
     Raises:
         OutputNameError, ShapeError, AtolError: with the numbers.
     """
-    import torch
-
-    from compress.predict import logits_of
+    from compress.predict import torch_forward
     from export.ort import ort_session
 
     session = ort_session(onnx_path)
@@ -310,15 +308,14 @@ def validate_onnx(
         raise OutputNameError(f"ONNX inputs are {inputs}, expected {list(INPUT_NAMES)}; re-export the model")
     if outputs[:1] != list(OUTPUT_NAMES):
         raise OutputNameError(f"ONNX outputs are {outputs}, expected {list(OUTPUT_NAMES)}; re-export the model")
+    reference = torch_forward(model)
     rng = np.random.default_rng(seed)
     cases = []
     worst = 0.0
     for batch in batch_sizes:
         for length in sorted(set(lengths)):
             ids, mask = random_inputs(batch, length, vocab_size, pad_id, rng)
-            with torch.inference_mode():
-                ref = logits_of(model, {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)})
-            ref = ref.float().numpy()
+            ref = reference(ids, mask)
             got = session.run(list(OUTPUT_NAMES), {"input_ids": ids, "attention_mask": mask})[0]
             if got.shape != ref.shape:
                 raise ShapeError(f"ONNX output logits has shape {tuple(got.shape)} but PyTorch gives "

@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from compress.batching import Encoded, bucketed_batches, pad_batch
+from compress.batching import Encoded
 from compress.errors import UserError
+from compress.predict import Forward, batched_logits
 from export.cpu import physical_cores
 
 
@@ -44,17 +45,19 @@ def ort_providers(backend: str) -> list[Any]:
     return [("TensorrtExecutionProvider", {"trt_fp16_enable": True}), "CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
+def session_forward(session: Any) -> Forward:
+    """An ONNX session as a :data:`compress.predict.Forward`: input_ids, attention_mask (B, T) -> ``logits`` (B, L)."""
+
+    def forward(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+
+    return forward
+
+
 def onnx_logits(session: Any, encoded: Encoded, batch_size: int = 64) -> np.ndarray:
     """(N, L) float32 logits of an ONNX session over :class:`compress.batching.Encoded` rows.
 
     Rows are run in length-sorted batches padded to their own longest sequence; the result is
     in the original row order.
     """
-    out: np.ndarray | None = None
-    for idx in bucketed_batches(encoded.lengths, batch_size, shuffle=False):
-        ids, mask = pad_batch([encoded.input_ids[i] for i in idx], encoded.pad_id)
-        logits = session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0].astype(np.float32)
-        if out is None:
-            out = np.zeros((len(encoded), logits.shape[1]), dtype=np.float32)
-        out[idx] = logits
-    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+    return batched_logits(session_forward(session), encoded, batch_size)

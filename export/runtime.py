@@ -1,4 +1,4 @@
-"""Load any artifact and run it: one interface for serve and bench.
+"""Load any artifact and run it: the one way to get predictions from an artifact (serve, bench, tests).
 
 ``load(artifact_dir, backend=...) -> Predictor``; ``Predictor.predict(texts) -> (N, L)`` float32
 probabilities. Backends:
@@ -12,20 +12,22 @@ ort        ONNX Runtime, CPU execution provider (onnx and ONNX-quantized artifac
 ort-cuda   ONNX Runtime, CUDA execution provider (needs onnxruntime-gpu and a GPU)
 ort-trt    ONNX Runtime, TensorRT execution provider (needs onnxruntime-gpu, TensorRT, a GPU)
 tensorrt   a TensorRT engine (``model.plan``; needs the tensorrt package and a GPU)
-sklearn    baselines (tfidf, fasttext) through ``compress.models.load_text_classifier``
+sklearn    baselines (tfidf, fasttext) through ``compress.models.load_baseline``
 ========== ==================================================================================
 
 ``auto`` picks by artifact kind: teacher/student -> torch, onnx -> ort, quantized -> the
 ``extra.runtime`` its quantizer recorded, tensorrt -> tensorrt, baseline -> sklearn.
 
-Text predictors tokenize once (truncated to the artifact's max_length, no padding), sort the
-texts by length, run micro-batches of at most ``max_batch_size`` padded to their own longest
-text, and return rows in the input order. On CPU backends a text also starts a new micro-batch
-when it is shorter than ``min_fill`` (0.5) x the batch's longest: padding is compute, and on
-OLID requests of 32 tweets this ran ~1.5x faster than fixed batches of 32 (GPU backends keep
-full batches, min_fill 0). ``predict_batch(input_ids, attention_mask)`` runs one
-already-tokenized batch (benchmarks). Dynamic int8 (ONNX and torch) quantizes activations with one
-scale per batch, so a text's probabilities move slightly (~1e-4) with its batch-mates.
+Text predictors are built on :func:`compress.predict.batched_logits`, the predict core that
+training and distillation also use; each backend is a ``forward(input_ids, attention_mask) ->
+logits``. They tokenize once (truncated to the artifact's max_length, no padding), sort the texts
+by length, run micro-batches of at most ``max_batch_size`` padded to their own longest text, and
+return rows in the input order. On CPU backends a text also starts a new micro-batch when it is
+shorter than ``min_fill`` (0.5) x the batch's longest: padding is compute, and on OLID requests
+of 32 tweets this ran ~1.5x faster than fixed batches of 32 (GPU backends keep full batches,
+min_fill 0). ``predict_batch(input_ids, attention_mask)`` runs one already-tokenized batch
+(benchmarks). Dynamic int8 (ONNX and torch) quantizes activations with one scale per batch, so a
+text's probabilities move slightly (~1e-4) with its batch-mates.
 """
 
 from __future__ import annotations
@@ -33,17 +35,18 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from compress.batching import pad_batch
+from compress.batching import Encoded, encode
 from compress.errors import ArtifactError, ConfigError, UserError
+from compress.predict import Forward, batched_logits, sigmoid, torch_forward
 from export.cpu import physical_cores
-from export.ort import ort_providers, ort_session
+from export.ort import ort_providers, ort_session, session_forward
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +77,6 @@ class Predictor(Protocol):
         ...
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (0.5 * (1.0 + np.tanh(0.5 * x.astype(np.float32)))).astype(np.float32)
-
-
 def model_name(path: Path) -> str:
     """A Triton-safe model name from an artifact directory name."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.resolve().name).strip("._") or "model"
@@ -94,32 +93,10 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     return texts
 
 
-def micro_batches(lengths: np.ndarray, max_batch_size: int, min_fill: float = 0.0) -> list[np.ndarray]:
-    """Index batches over texts sorted longest first.
-
-    A batch closes at ``max_batch_size`` texts, or before a text shorter than ``min_fill`` x the
-    batch's first (longest) text, so no batch pads a short text far beyond its length.
-
-    Args:
-        lengths: (N,) token counts.
-
-    Returns:
-        index arrays covering 0..N-1 once each.
-    """
-    order = np.argsort(-lengths, kind="stable")
-    batches: list[np.ndarray] = []
-    start = 0
-    for end in range(1, len(order) + 1):
-        full = end - start >= max_batch_size
-        if end == len(order) or full or lengths[order[end]] < min_fill * lengths[order[start]]:
-            batches.append(order[start:end])
-            start = end
-    return batches
-
-
 @dataclass
 class TextPredictor:
-    """Tokenize, length-sort, micro-batch with dynamic padding, run ``forward``, sigmoid.
+    """Texts -> probabilities on :func:`compress.predict.batched_logits`: tokenize once, length-sort,
+    micro-batch with dynamic padding, run ``forward``, sigmoid.
 
     Attributes:
         name / labels / thresholds / max_batch_size: the :class:`Predictor` attributes.
@@ -140,7 +117,7 @@ class TextPredictor:
     backend: str
     tokenizer: Any
     max_length: int
-    forward: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    forward: Forward
     info: Any = None
     min_fill: float = 0.5
     source: dict[str, Any] | None = None
@@ -152,35 +129,30 @@ class TextPredictor:
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text, truncated to ``max_length``, unpadded."""
-        if not texts:
-            return []
-        return self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=False)["input_ids"]
+        return encode(self.tokenizer, texts, self.max_length).input_ids
 
     def predict_batch(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """One already-tokenized batch: input_ids, attention_mask (B, T) -> (B, L) float32 probabilities."""
         ids = np.ascontiguousarray(input_ids, dtype=np.int64)
         mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
-        return _sigmoid(np.asarray(self.forward(ids, mask)))
+        return sigmoid(self.forward(ids, mask))
 
     def predict(self, texts: list[str]) -> np.ndarray:
         """(N, L) float32 probabilities for N texts, in input order."""
         texts = _check_texts(texts)
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         if not texts:
-            return out
-        ids = self.encode(texts)
-        lengths = np.fromiter((len(s) for s in ids), dtype=np.int64, count=len(ids))
-        for idx in micro_batches(lengths, self.max_batch_size, self.min_fill):
-            batch_ids, batch_mask = pad_batch([ids[i] for i in idx], self.pad_id)
-            out[idx] = self.predict_batch(batch_ids, batch_mask)
-        return out
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        encoded = Encoded(self.encode(texts), None, self.pad_id)
+        return sigmoid(batched_logits(self.forward, encoded, self.max_batch_size, self.min_fill))
 
 
 @dataclass
 class BaselinePredictor:
     """A baseline (tfidf, fasttext) behind the Predictor interface; no token ids, so no ``predict_batch``.
 
-    ``source``: as :attr:`TextPredictor.source`.
+    Attributes:
+        classifier: the fitted baseline from :func:`compress.models.load_baseline` (``predict_proba``).
+        source: as :attr:`TextPredictor.source`.
     """
 
     name: str
@@ -205,38 +177,18 @@ class BaselinePredictor:
 
 
 # ----------------------------------------------------------------------------------------------
-# Backends: each returns a forward(input_ids, attention_mask) -> logits callable.
+# Backends: each is a compress.predict.Forward, input_ids, attention_mask (B, T) -> logits (B, L)
+# (PyTorch: compress.predict.torch_forward).
 
 
-def torch_forward(model: Any, precision: str = "fp32") -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """PyTorch on CPU (fp32, or bf16 autocast)."""
-    import torch
-
-    from compress.predict import logits_of
-
-    autocast = precision == "bf16"
-
-    def forward(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            return logits_of(model, batch).float().numpy()
-
-    return forward
-
-
-def ort_forward(onnx_path: Path, backend: str = "ort", threads: int | None = None
-                ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def ort_forward(onnx_path: Path, backend: str = "ort", threads: int | None = None) -> Forward:
     """ONNX Runtime session (see :func:`export.ort.ort_session` for the options)."""
     session = ort_session(onnx_path, ort_providers(backend), threads)
     names = {i.name for i in session.get_inputs()}
     if names != {"input_ids", "attention_mask"}:
         raise ArtifactError(f"{onnx_path} takes inputs {sorted(names)}, not input_ids + attention_mask; "
                             "re-export it with `modcompress-export onnx`")
-
-    def forward(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
-
-    return forward
+    return session_forward(session)
 
 
 def resolve_backend(info: Any, directory: Path, backend: str) -> str:
@@ -295,10 +247,10 @@ def load(artifact_dir: str | os.PathLike[str], backend: str = "auto",
     source = {"artifact_dir": str(directory.resolve()), "backend": backend, "max_batch_size": max_batch_size,
               "threads": threads}
     if backend == "sklearn":
-        from compress.models import load_text_classifier
+        from compress.models import load_baseline
 
         return BaselinePredictor(name, list(info.labels), thresholds, max_batch_size,
-                                 load_text_classifier(directory), info=info, source=source)
+                                 load_baseline(directory), info=info, source=source)
 
     from transformers import AutoTokenizer
 
@@ -320,7 +272,7 @@ def load(artifact_dir: str | os.PathLike[str], backend: str = "auto",
                 model = torch_int8_dynamic(model, int8_module_names(model))
         else:
             model, tokenizer = load_model(directory)
-        forward = torch_forward(model, "bf16" if backend == "torch-bf16" else "fp32")
+        forward = torch_forward(model, "bf16" if backend == "torch-bf16" else "no")
     elif backend in ORT_BACKENDS:
         tokenizer = AutoTokenizer.from_pretrained(str(directory / "tokenizer"))
         forward = ort_forward(directory / "model.onnx", backend, threads)

@@ -14,11 +14,10 @@ plus ``model/model.safetensors``; their ``forward(input_ids (B,T), attention_mas
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
 import torch
 
 from compress.errors import ArtifactError
@@ -43,15 +42,6 @@ HF_ARCHITECTURES = ("hf", "distilbert")
 FROM_TEACHER = ("distilbert",)
 MODEL_CONFIG = "config.json"
 MODEL_WEIGHTS = "model.safetensors"
-
-
-class TextClassifier(Protocol):
-    """Anything that maps texts to (N, L) probabilities."""
-
-    labels: list[str]
-    thresholds: np.ndarray
-
-    def predict_proba(self, texts: list[str]) -> np.ndarray: ...
 
 
 def parse_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -116,9 +106,9 @@ def load_model(artifact_dir: str | Path) -> tuple[torch.nn.Module, Any]:
     (bf16, torch-int8-dynamic).
 
     Raises:
-        ArtifactError: a baseline or another kind without ``model/`` (use
-            :func:`load_text_classifier` for baselines), an unknown architecture (the message lists
-            the known ones), or files that do not load.
+        ArtifactError: a baseline or another kind without ``model/`` (use :func:`load_baseline`
+            for baselines), an unknown architecture (the message lists the known ones), or files
+            that do not load.
     """
     from compress.artifact import read_info
 
@@ -126,7 +116,7 @@ def load_model(artifact_dir: str | Path) -> tuple[torch.nn.Module, Any]:
     info = read_info(directory)
     torch_quantized = info.kind == "quantized" and (directory / "model").is_dir()
     if info.kind not in ("teacher", "student") and not torch_quantized:
-        hint = "; use load_text_classifier for baselines" if info.kind == "baseline" else ""
+        hint = "; use load_baseline for baselines" if info.kind == "baseline" else ""
         raise ArtifactError(f"{directory} is a {info.kind} artifact without a PyTorch model/; pass a teacher, "
                             f"student, or a bf16 / torch-int8-dynamic quantized artifact{hint}")
     if info.architecture not in HF_ARCHITECTURES and info.architecture not in STUDENTS:
@@ -149,53 +139,11 @@ def load_model(artifact_dir: str | Path) -> tuple[torch.nn.Module, Any]:
     return model.float().eval(), tokenizer
 
 
-class TorchTextClassifier:
-    """Texts -> probabilities with a PyTorch model and its tokenizer (fp32, batched, no grad).
-
-    Attributes:
-        model: ``forward(input_ids (B,T), attention_mask (B,T))`` -> logits (B, L) or an HF output.
-        labels / thresholds: from the artifact.
-    """
-
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, max_length: int, labels: Sequence[str],
-                 thresholds: Sequence[float], batch_size: int = 64) -> None:
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.labels = list(labels)
-        self.thresholds = np.asarray(thresholds if len(thresholds) else [0.5] * len(labels), dtype=np.float64)
-        self.batch_size = batch_size
-
-    @torch.inference_mode()
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """(N, L) float32 probabilities."""
-        from compress.predict import logits_of
-
-        texts = list(texts)
-        out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
-        for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(texts[start:start + self.batch_size], truncation=True,
-                                   max_length=self.max_length, padding=True, return_tensors="pt")
-            logits = logits_of(self.model, batch)
-            out[start:start + len(logits)] = torch.sigmoid(logits.float()).numpy()
-        return out
-
-
-class BaselineTextClassifier:
-    """A fitted baseline with the artifact's labels and thresholds attached."""
-
-    def __init__(self, baseline: Any, labels: Sequence[str], thresholds: Sequence[float]) -> None:
-        self.baseline = baseline
-        self.labels = list(labels)
-        self.thresholds = np.asarray(thresholds if len(thresholds) else [0.5] * len(labels), dtype=np.float64)
-
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """(N, L) float32 probabilities."""
-        return np.asarray(self.baseline.predict_proba(list(texts)), dtype=np.float32)
-
-
 def load_baseline(artifact_dir: str | Path) -> Any:
-    """The fitted baseline object (``predict_proba``, ``num_parameters``) of a baseline artifact."""
+    """The fitted baseline object (``predict_proba``, ``num_parameters``) of a baseline artifact.
+
+    ``export.runtime.load`` wraps it as a Predictor (backend ``sklearn``).
+    """
     from compress.artifact import read_info
 
     directory = Path(artifact_dir)
@@ -210,18 +158,6 @@ def load_baseline(artifact_dir: str | Path) -> Any:
     except Exception as exc:  # noqa: BLE001 - skops/safetensors raise many kinds
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise ArtifactError(f"cannot load the baseline in {directory} ({first}); re-create it") from None
-
-
-def load_text_classifier(artifact_dir: str | Path, batch_size: int = 64) -> TextClassifier:
-    """An object with ``predict_proba(texts) -> (N, L) float32`` for teacher, student and baseline artifacts."""
-    from compress.artifact import read_info
-
-    directory = Path(artifact_dir)
-    info = read_info(directory, kinds=["teacher", "student", "baseline"])
-    if info.kind == "baseline":
-        return BaselineTextClassifier(load_baseline(directory), info.labels, info.thresholds)
-    model, tokenizer = load_model(directory)
-    return TorchTextClassifier(model, tokenizer, info.max_length, info.labels, info.thresholds, batch_size)
 
 
 def num_parameters(model: torch.nn.Module) -> int:

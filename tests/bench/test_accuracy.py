@@ -14,7 +14,7 @@ from compress.artifact import read_info
 from compress.data import LabelSchema, load_dataset
 from compress.errors import DataError
 from compress.metrics import multilabel_metrics
-from compress.models import load_text_classifier
+from export.runtime import load
 from modcompress.cli import bench_main as main
 from tests.bench.conftest import LABELS, jigsaw_rows
 
@@ -34,7 +34,7 @@ def test_metrics_equal_compress_metrics_on_the_same_rows(tfidf_artifact, jigsaw_
     assert row["status"] == "ok" and report["data"]["rows"] == 400
     data = load_dataset(jigsaw_csv)
     info = read_info(tfidf_artifact)
-    probs = load_text_classifier(tfidf_artifact).predict_proba(data.texts)
+    probs = load(tfidf_artifact).predict(data.texts)
     expected = multilabel_metrics(data.labels, probs, LABELS, np.asarray(info.thresholds))
     for key in ("macro_roc_auc", "macro_pr_auc", "macro_f1", "micro_f1", "subset_accuracy", "label_accuracy"):
         assert row["metrics"][key] == pytest.approx(expected[key], abs=1e-9), key

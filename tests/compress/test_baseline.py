@@ -12,7 +12,7 @@ import torch
 from compress.artifact import read_info
 from compress.baseline import baseline, load_baseline_config
 from compress.metrics import multilabel_metrics
-from compress.models import load_text_classifier
+from compress.models import load_baseline
 from modcompress.cli import compress_main as main
 
 
@@ -44,8 +44,7 @@ def test_tfidf_via_cli_writes_a_baseline_artifact(tmp_path, jigsaw_csv, capsys):
 
     # the reloaded baseline reproduces the stored validation metrics at the stored thresholds
     val = _val(jigsaw_csv)
-    clf = load_text_classifier(out)
-    probs = clf.predict_proba(val.texts)
+    probs = load_baseline(out).predict_proba(val.texts)
     again = multilabel_metrics(val.labels, probs, info.labels, np.asarray(info.thresholds))
     assert again["macro_f1"] == pytest.approx(info.metrics["macro_f1"], abs=1e-9)
     assert again["macro_roc_auc"] == pytest.approx(info.metrics["macro_roc_auc"], abs=1e-9)
@@ -61,7 +60,7 @@ def test_fasttext_learns(tmp_path, jigsaw_csv):
     assert info.architecture == "fasttext" and info.extra["num_parameters"] == 16 * 20000 + 16 * 6 + 6
     assert info.extra["best_epoch"] >= 1 and len(info.extra["history"]) >= 1
     val = _val(jigsaw_csv)
-    np.testing.assert_array_equal(load_text_classifier(tmp_path / "ft").predict_proba(val.texts[:8]),
+    np.testing.assert_array_equal(load_baseline(tmp_path / "ft").predict_proba(val.texts[:8]),
                                   result.model.predict_proba(val.texts[:8]))
 
 

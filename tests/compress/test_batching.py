@@ -1,6 +1,6 @@
 import numpy as np
 
-from compress.batching import Encoded, bucketed_batches, collate
+from compress.batching import Encoded, bucketed_batches, collate, micro_batches
 
 
 def test_batches_cover_every_row_once_and_are_seeded():
@@ -24,6 +24,17 @@ def test_bucketing_cuts_padding():
         return sum(len(b) * lengths[b].max() for b in batches)
 
     assert padded(bucketed_batches(lengths, 32, shuffle=True)) < 0.7 * padded(random_batches)
+
+
+def test_micro_batches_cover_every_text_once_and_limit_padding():
+    lengths = np.array([5, 40, 38, 12, 19, 40, 3, 21, 22, 39])
+    batches = micro_batches(lengths, max_batch_size=3, min_fill=0.5)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(10))
+    assert all(len(b) <= 3 for b in batches)
+    for b in batches:
+        assert lengths[b].min() >= 0.5 * lengths[b].max()  # nobody padded to more than twice its length
+        assert list(lengths[b]) == sorted(lengths[b], reverse=True)
+    assert [len(b) for b in micro_batches(lengths, 4, 0.0)] == [4, 4, 2]  # min_fill 0: fixed batches (GPU)
 
 
 def test_collate_pads_to_the_longest_in_batch():

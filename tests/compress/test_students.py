@@ -18,11 +18,11 @@ from compress.models import (
     BASELINES,
     STUDENTS,
     load_model,
-    load_text_classifier,
 )
 from compress.models.bilstm import reverse_within_length
 from compress.models.textcnn import init_embeddings_from, project_embeddings
 from compress.tracking import Tracker
+from export.runtime import load
 from tests import fixtures
 from tests.compress.test_distill import write_teacher
 
@@ -83,11 +83,11 @@ def test_student_trains_saves_and_reloads_identically(tmp_path, teacher, name):
     assert after.shape == (len(TEXTS), 6)
     torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
 
-    clf = load_text_classifier(tmp_path / name)
-    probs = clf.predict_proba(TEXTS)
+    predictor = load(tmp_path / name)
+    probs = predictor.predict(TEXTS)
     assert probs.dtype == np.float32 and probs.shape == (len(TEXTS), 6)
     np.testing.assert_allclose(probs, torch.sigmoid(before).numpy(), atol=1e-5)
-    assert clf.labels == info.labels and len(clf.thresholds) == 6
+    assert predictor.labels == info.labels and len(predictor.thresholds) == 6
 
     if name != "distilbert":
         config_json = json.loads((tmp_path / name / "model" / "config.json").read_text())
@@ -187,7 +187,7 @@ def test_load_model_refuses_baselines_and_unknown_architectures(tmp_path):
     base = tmp_path / "b"
     base.mkdir()
     write_info(base, ArtifactInfo(kind="baseline", architecture="tfidf", labels=["a"]))
-    with pytest.raises(ArtifactError, match="load_text_classifier"):
+    with pytest.raises(ArtifactError, match="load_baseline"):
         load_model(base)
     odd = tmp_path / "o"
     odd.mkdir()

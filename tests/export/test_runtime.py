@@ -56,19 +56,6 @@ def test_backends_agree_with_fp32(kinds):
     np.testing.assert_allclose(load(kinds["teacher"], "torch-int8").predict(TEXTS), reference, atol=2e-2)
 
 
-def test_micro_batches_cover_every_text_once_and_limit_padding():
-    from export.runtime import micro_batches
-
-    lengths = np.array([5, 40, 38, 12, 19, 40, 3, 21, 22, 39])
-    batches = micro_batches(lengths, max_batch_size=3, min_fill=0.5)
-    assert sorted(np.concatenate(batches).tolist()) == list(range(10))
-    assert all(len(b) <= 3 for b in batches)
-    for b in batches:
-        assert lengths[b].min() >= 0.5 * lengths[b].max()  # nobody padded to more than twice its length
-        assert list(lengths[b]) == sorted(lengths[b], reverse=True)
-    assert [len(b) for b in micro_batches(lengths, 4, 0.0)] == [4, 4, 2]  # min_fill 0: fixed batches (GPU)
-
-
 def test_predict_batch_and_edge_cases(kinds):
     predictor = load(kinds["onnx"])
     ids, mask = np.array([[2, 10, 11, 3, 0]]), np.array([[1, 1, 1, 1, 0]])
