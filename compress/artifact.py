@@ -140,7 +140,7 @@ _FIELD_CHECKS: dict[str, tuple[Any, str]] = {
                   "an object of child -> parent label names"),
     "thresholds": (lambda v: isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
                                                          and math.isfinite(x) for x in v), "a list of numbers"),
-    "max_length": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
+    "max_length": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a non-negative integer"),
     "parent": (lambda v: v is None or isinstance(v, str), "a path or null"),
     "metrics": (lambda v: isinstance(v, dict), "an object"),
     "data_fingerprint": (lambda v: v is None or isinstance(v, str), "a string or null"),
