@@ -1,0 +1,183 @@
+"""Every command against the same families of bad input.
+
+For each (command, case): exit 2, exactly one line on stderr (``error: ...``), no traceback,
+nothing written into the workspace, nothing that was there changed. The commands run in-process
+(``modcompress.cli``), in a workspace that holds good data, broken inputs, a corrupt artifact,
+an artifact of the wrong kind and a directory of the user's own files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from modcompress.cli import bench_main, compress_main, export_main, serve_main
+from tests import fixtures
+
+TOOLS: dict[str, Callable[[list[str]], int]] = {
+    "compress": compress_main, "export": export_main, "serve": serve_main, "bench": bench_main}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """Inputs every case refers to by name (relative to the workspace, which is the cwd)."""
+    ws = tmp_path_factory.mktemp("bad-input")
+    fixtures.write_jigsaw_csv(ws / "data.csv", n=60, seed=0)
+    (ws / "empty.csv").write_bytes(b"")
+    (ws / "garbage.csv").write_bytes(bytes(range(256)) * 8)
+    (ws / "wrong-columns.csv").write_text("a,b\n1,2\n3,4\n")
+    (ws / "bad-labels.csv").write_text("id,comment_text,toxic,severe_toxic,obscene,threat,insult,identity_hate\n"
+                                       "1,hello,7,0,0,0,0,0\n2,bye,0,0,0,0,0,0\n")
+    (ws / "nan-labels.csv").write_text("id,comment_text,toxic,severe_toxic,obscene,threat,insult,identity_hate\n"
+                                       "1,hello,,0,0,0,0,0\n2,bye,0,0,0,0,0,0\n")
+    (ws / "recipe.yaml").write_text("optim: [1, 2]\n")
+    corrupt = ws / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "artifact.json").write_text("[1, 2, 3]")
+    baseline = ws / "baseline"
+    baseline.mkdir()
+    (baseline / "artifact.json").write_text(json.dumps({
+        "kind": "baseline", "architecture": "tfidf", "labels": ["toxic", "insult"], "format_version": 1}))
+    mine = ws / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's own notes")
+    (ws / "a-file").write_text("not a directory")
+    (ws / "notanartifact").mkdir()
+    fixtures.write_tiny_bert(ws / "tiny-bert")
+    return ws
+
+
+def _snapshot(root: Path) -> dict[str, object]:
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else "dir")
+            for p in sorted(root.rglob("*")) if "__pycache__" not in p.parts}
+
+
+OUT_CASES = {  # bad --out destinations, refused before any work
+    "out-user-dir": "mine",
+    "out-file": "a-file",
+    "out-cwd": ".",
+    "out-proc": "/proc/self/modcompress",
+    "out-input-dir": ".",  # the workspace holds the input data
+}
+
+CASES: list[tuple[str, str, list[str]]] = [
+    # compress data stats
+    ("data-missing", "compress", ["data", "stats", "nope.csv"]),
+    ("data-empty", "compress", ["data", "stats", "empty.csv"]),
+    ("data-garbage", "compress", ["data", "stats", "garbage.csv"]),
+    ("data-wrong-columns", "compress", ["data", "stats", "wrong-columns.csv"]),
+    ("data-bad-labels", "compress", ["data", "stats", "bad-labels.csv"]),
+    ("data-nan-labels", "compress", ["data", "stats", "nan-labels.csv"]),
+    ("data-wrong-format", "compress", ["data", "stats", "data.csv", "--format", "olid"]),
+    # compress train
+    ("train-missing", "compress", ["train", "--model", "tiny-bert", "--data", "nope.csv", "--out", "t"]),
+    ("train-empty", "compress", ["train", "--model", "tiny-bert", "--data", "empty.csv", "--out", "t"]),
+    ("train-garbage", "compress", ["train", "--model", "tiny-bert", "--data", "garbage.csv", "--out", "t"]),
+    ("train-wrong-columns", "compress", ["train", "--model", "tiny-bert", "--data", "wrong-columns.csv", "--out", "t"]),
+    ("train-bad-labels", "compress", ["train", "--model", "tiny-bert", "--data", "bad-labels.csv", "--out", "t"]),
+    ("train-missing-model", "compress", ["train", "--model", "no-such-dir", "--data", "data.csv", "--out", "t"]),
+    ("train-lr-inf", "compress", ["train", "--model", "tiny-bert", "--data", "data.csv", "--out", "t",
+                                  "optim.lr=inf"]),
+    ("train-threads", "compress", ["train", "--model", "tiny-bert", "--data", "data.csv", "--out", "t",
+                                   "num_threads=-3"]),
+    ("train-unknown-key", "compress", ["train", "--model", "tiny-bert", "--data", "data.csv", "--out", "t",
+                                       "optim.speed=9"]),
+    ("train-bad-yaml", "compress", ["train", "--model", "tiny-bert", "--data", "data.csv", "--out", "t",
+                                    "--config", "recipe.yaml"]),
+    ("train-unknown-option", "compress", ["train", "--modle", "tiny-bert"]),
+    ("train-resume-nothing", "compress", ["train", "--model", "tiny-bert", "--data", "data.csv", "--out", "t",
+                                          "--resume"]),
+    *[(f"train-{name}", "compress", ["train", "--model", "tiny-bert", "--data", "data.csv", "--out", out])
+      for name, out in OUT_CASES.items()],
+    # compress distill / baseline / quantize / tune / distill-report / quickstart
+    ("distill-corrupt", "compress", ["distill", "corrupt", "textcnn", "--data", "data.csv", "--out", "s"]),
+    ("distill-wrong-kind", "compress", ["distill", "baseline", "textcnn", "--data", "data.csv", "--out", "s"]),
+    ("distill-missing", "compress", ["distill", "nope", "textcnn", "--data", "data.csv", "--out", "s"]),
+    ("distill-not-artifact", "compress", ["distill", "notanartifact", "textcnn", "--data", "data.csv",
+                                          "--out", "s"]),
+    *[(f"distill-{name}", "compress", ["distill", "corrupt", "textcnn", "--data", "data.csv", "--out", out])
+      for name, out in OUT_CASES.items()],
+    ("baseline-unknown", "compress", ["baseline", "svm", "--data", "data.csv", "--out", "b"]),
+    ("baseline-missing", "compress", ["baseline", "tfidf", "--data", "nope.csv", "--out", "b"]),
+    ("baseline-bad-labels", "compress", ["baseline", "tfidf", "--data", "bad-labels.csv", "--out", "b"]),
+    *[(f"baseline-{name}", "compress", ["baseline", "tfidf", "--data", "data.csv", "--out", out])
+      for name, out in OUT_CASES.items()],
+    ("quantize-corrupt", "compress", ["quantize", "corrupt", "--mode", "int8-dynamic", "--out", "q"]),
+    ("quantize-wrong-kind", "compress", ["quantize", "baseline", "--mode", "int8-dynamic", "--out", "q"]),
+    ("quantize-missing", "compress", ["quantize", "nope", "--mode", "int8-dynamic", "--out", "q"]),
+    ("quantize-bad-mode", "compress", ["quantize", "corrupt", "--mode", "int4"]),
+    ("quantize-static-no-data", "compress", ["quantize", "corrupt", "--mode", "int8-static", "--out", "q"]),
+    *[(f"quantize-{name}", "compress", ["quantize", "baseline", "--mode", "int8-dynamic", "--out", out])
+      for name, out in OUT_CASES.items()],
+    ("tune-zero-trials", "compress", ["tune", "--model", "tiny-bert", "--data", "data.csv", "--n-trials", "0"]),
+    ("tune-bad-storage", "compress", ["tune", "--model", "tiny-bert", "--data", "data.csv",
+                                      "--storage", "nosuchdb://x"]),
+    ("distill-report-corrupt", "compress", ["distill-report", "corrupt"]),
+    ("distill-report-missing", "compress", ["distill-report", "nope"]),
+    ("quickstart-out-user-dir", "compress", ["quickstart", "--out", "mine"]),
+    ("quickstart-bad-limit", "compress", ["quickstart", "--out", "qs", "--limit", "-5"]),
+    # export
+    ("onnx-corrupt", "export", ["onnx", "corrupt", "--out", "o"]),
+    ("onnx-wrong-kind", "export", ["onnx", "baseline", "--out", "o"]),
+    ("onnx-missing", "export", ["onnx", "nope", "--out", "o"]),
+    ("onnx-bad-opset", "export", ["onnx", "baseline", "--out", "o", "--opset", "5"]),
+    *[(f"onnx-{name}", "export", ["onnx", "baseline", "--out", out]) for name, out in OUT_CASES.items()],
+    ("tensorrt-corrupt", "export", ["tensorrt", "corrupt", "--out", "e"]),
+    ("tensorrt-wrong-kind", "export", ["tensorrt", "baseline", "--out", "e"]),
+    ("triton-corrupt", "export", ["triton", "corrupt", "--out", "repo"]),
+    ("triton-wrong-kind", "export", ["triton", "baseline", "--out", "repo"]),
+    ("triton-batch-sizes", "export", ["triton", "baseline", "--out", "repo", "--preferred-batch-sizes", "a,b"]),
+    *[(f"triton-{name}", "export", ["triton", "baseline", "--out", out]) for name, out in OUT_CASES.items()],
+    # serve
+    ("serve-start-missing", "serve", ["start", "nope"]),
+    ("serve-start-corrupt", "serve", ["start", "corrupt", "--http-port", "18790", "--grpc-port", "18791",
+                                      "--metrics-port", "18792"]),
+    ("serve-start-port", "serve", ["start", "baseline", "--http-port", "99999"]),
+    ("serve-start-threads", "serve", ["start", "baseline", "--threads", "0"]),
+    ("serve-check-port", "serve", ["check", "http://127.0.0.1:99999", "--text", "hi"]),
+    ("serve-check-url", "serve", ["check", "ftp://example", "--text", "hi"]),
+    ("serve-check-unreachable", "serve", ["check", "http://127.0.0.1:9", "--text", "hi", "--timeout", "2"]),
+    # bench
+    ("latency-corrupt", "bench", ["latency", "corrupt"]),
+    ("latency-missing", "bench", ["latency", "nope"]),
+    ("latency-batch-sizes", "bench", ["latency", "baseline", "--batch-sizes", "a"]),
+    ("accuracy-missing-data", "bench", ["accuracy", "baseline", "--data", "nope.csv"]),
+    ("accuracy-corrupt", "bench", ["accuracy", "corrupt", "--data", "data.csv"]),
+    ("accuracy-bad-labels", "bench", ["accuracy", "baseline", "--data", "bad-labels.csv"]),
+    ("load-port", "bench", ["load", "--url", "http://127.0.0.1:99999", "--model", "m", "--users", "1",
+                            "--duration", "1s"]),
+    ("load-url", "bench", ["load", "--url", "gopher://x", "--model", "m"]),
+    ("report-missing", "bench", ["report", "nope-dir"]),
+    ("train-speed-missing", "bench", ["train-speed", "--data", "nope.csv"]),
+    ("quant-speed-wrong-kind", "bench", ["quant-speed", "baseline", "--data", "data.csv"]),
+    ("serve-speed-missing", "bench", ["serve-speed", "nope"]),
+]
+
+
+@pytest.mark.parametrize(("case", "tool", "argv"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(workspace, monkeypatch, capsys, case, tool, argv):
+    monkeypatch.chdir(workspace)
+    before = _snapshot(workspace)
+    code = TOOLS[tool](argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, f"{case}: exit {code}, stderr: {err}"
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), f"{case}: stderr is not one error line:\n{err}"
+    assert _snapshot(workspace) == before, f"{case}: the workspace changed"
+    assert not [p for p in workspace.iterdir() if p.name.startswith(".") and ".tmp-" in p.name]
+
+
+def test_the_matrix_covers_every_command():
+    """A new command must join the matrix: every registered subcommand has at least one case."""
+    from modcompress import cli
+
+    tools = {"compress": cli.COMPRESS, "export": cli.EXPORT, "serve": cli.SERVE, "bench": cli.BENCH}
+    covered = {(tool, argv[0].replace("-", "_")) for _, tool, argv in CASES}
+    missing = [f"{tool} {name}" for tool, names in tools.items() for name in names if (tool, name) not in covered]
+    assert missing == []
+    assert os.environ.get("MLFLOW_TRACKING_URI", "").startswith("sqlite:///")  # runs never land in the workspace
