@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import sys
 import types
@@ -66,16 +66,29 @@ def fake_pb_utils(monkeypatch):
 
 
 def _load_python_model(model_dir: Path, fake_pb_utils):
-    spec = importlib.util.spec_from_file_location(f"triton_model_{model_dir.name}", model_dir / "1" / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = _config(model_dir / "config.pbtxt")
+    """Import ``model_dir/1/model.py`` as Triton's Python-backend stub does, then initialize it.
+
+    The stub appends the version and model directories to ``sys.path`` and imports ``1.model``, so
+    the model's relative imports find the files copied beside it (and nothing of this toolkit's).
+    """
     from google.protobuf import json_format
 
-    model = module.TritonPythonModel()
-    model.initialize({"model_config": json.dumps(json_format.MessageToDict(config, preserving_proto_field_name=True)),
-                      "model_repository": str(model_dir), "model_version": "1", "model_name": model_dir.name,
-                      "model_instance_kind": "CPU"})
+    added = [str(model_dir / "1"), str(model_dir)]
+    sys.path.extend(added)
+    importlib.invalidate_caches()
+    try:
+        module = importlib.import_module("1.model")
+        config = _config(model_dir / "config.pbtxt")
+        model = module.TritonPythonModel()
+        model.initialize({"model_config": json.dumps(json_format.MessageToDict(config,
+                                                                               preserving_proto_field_name=True)),
+                          "model_repository": str(model_dir), "model_version": "1", "model_name": model_dir.name,
+                          "model_instance_kind": "CPU"})
+    finally:
+        for path in added:
+            sys.path.remove(path)
+        for name in [n for n in sys.modules if n == "1" or n.startswith("1.")]:
+            del sys.modules[name]  # the next repository's `1` is another package
     return module, model
 
 
@@ -166,22 +179,17 @@ def test_tokenizer_model_matches_the_artifact_tokenizer(tmp_path, onnx_artifacts
             assert (ids[row, len(expected):] == reference.pad_token_id).all()
 
 
-def test_wordpiece_fallback_matches_hf_on_the_minilm_vocabulary(tmp_path, fake_pb_utils):
+def test_wordpiece_fallback_matches_hf_on_the_minilm_vocabulary():
     """The fallback the stock Triton image uses, checked against BertTokenizerFast on a real 30k vocabulary."""
     from transformers import AutoTokenizer
 
     from compress.models.teacher import offline_minilm_path
-    from export.triton import TOKENIZER_MODEL_PY
+    from export.triton_model.tokenizer_model import load_tokenizer
 
     path = offline_minilm_path()
     if path is None:
         pytest.skip("the offline MiniLM package is not installed")
-    module_file = tmp_path / "tok_model.py"
-    module_file.write_text(TOKENIZER_MODEL_PY)
-    spec = importlib.util.spec_from_file_location("tok_model", module_file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    encode, pad_id, impl = module.load_tokenizer(str(path), "wordpiece")
+    encode, pad_id, impl = load_tokenizer(str(path), "wordpiece")
     reference = AutoTokenizer.from_pretrained(path)
     texts = TRICKY_TEXTS + ["@USER @USER Go home you’re drunk!!! @USER #MAGA #Trump2020 👊🇺🇸👊 URL",
                             "Ünïcödé ÀÉÎÕÜ ﬁ ligature ½ ① Ⅻ Straße İstanbul", "한국어 텍스트 🙂 ¿qué? «quoted» „quoted“"]
@@ -189,14 +197,64 @@ def test_wordpiece_fallback_matches_hf_on_the_minilm_vocabulary(tmp_path, fake_p
     assert encode(texts, 128) == reference(texts, truncation=True, max_length=128)["input_ids"]
 
 
-def test_postprocess_model_and_tensorrt_layout(tmp_path, onnx_artifacts, fake_pb_utils):
+@pytest.mark.parametrize("lower, strip_accents, chinese", [
+    (True, None, True), (False, None, True), (True, False, True), (False, True, False)])
+@pytest.mark.parametrize("max_length", [32, 6])
+def test_wordpiece_matches_hf_on_tricky_texts(tmp_path, lower, strip_accents, chinese, max_length):
+    """WordPiece alone (no Triton, no tokenizer library) against BertTokenizerFast, for each BERT option."""
+    from transformers import AutoTokenizer, BertTokenizerFast
+
+    from export.triton_model.wordpiece import WordPiece
+    from tests.fixtures import vocabulary
+
+    (tmp_path / "vocab.txt").write_text("\n".join(vocabulary()) + "\n")
+    BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"), do_lower_case=lower, strip_accents=strip_accents,
+                      tokenize_chinese_chars=chinese).save_pretrained(tmp_path)
+    reference = AutoTokenizer.from_pretrained(tmp_path)
+    texts = [*TRICKY_TEXTS, *(t.upper() for t in TRICKY_TEXTS), "Ünïcödé ÀÉÎÕÜ İstanbul ﬁ ½ ①", "a\x00b\ufffdc"]
+    wordpiece = WordPiece(str(tmp_path))
+    assert wordpiece.pad_id == reference.pad_token_id
+    assert wordpiece(texts, max_length) == reference(texts, truncation=True, max_length=max_length)["input_ids"]
+
+
+def test_repository_python_models_are_the_package_files_and_import_nothing_of_ours(tmp_path, onnx_artifacts):
+    """What Triton loads is export/triton_model as it is, and runs without this toolkit installed."""
+    import ast
+
+    import export.triton_model
+
     onnx_dir, _ = onnx_artifacts
-    plan = tmp_path / "teacher-trt"
-    with atomic_artifact_dir(plan) as tmp:  # a stand-in engine: the repository layout needs no GPU
+    repo, _ = write_repository([onnx_dir], TritonConfig(out=str(tmp_path / "repo")))
+    package = Path(export.triton_model.__file__).parent
+    version = repo / "teacher-onnx_tokenizer" / "1"
+    assert (version / "model.py").read_bytes() == (package / "tokenizer_model.py").read_bytes()
+    assert (version / "wordpiece.py").read_bytes() == (package / "wordpiece.py").read_bytes()
+
+    available = set(sys.stdlib_module_names) | {"numpy", "triton_python_backend_utils"}
+    optional = {"transformers", "tokenizers"}  # tried inside try/except, in that order, when installed
+    for path in sorted(package.glob("*_model.py")) + [package / "wordpiece.py"]:
+        roots = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                roots.add(node.module.split(".")[0])
+        assert roots <= available | optional, (path.name, roots - available - optional)
+
+
+def _stand_in_plan(directory: Path, onnx_dir: Path) -> Path:
+    """A tensorrt artifact whose engine is not real: the repository layout needs no GPU."""
+    with atomic_artifact_dir(directory) as tmp:
         (tmp / "model.plan").write_bytes(b"not a real engine")
         copy_artifact_files(onnx_dir, tmp, ["tokenizer"])
         write_info(tmp, ArtifactInfo(kind="tensorrt", architecture="hf", labels=LABELS, max_length=32,
                                      extra={"profile": {"max_batch": 32}, "ids_dtype": "int32"}))
+    return directory
+
+
+def test_postprocess_model_and_tensorrt_layout(tmp_path, onnx_artifacts, fake_pb_utils):
+    onnx_dir, _ = onnx_artifacts
+    plan = _stand_in_plan(tmp_path / "teacher-trt", onnx_dir)
     with pytest.raises(ConfigError, match="GPU instances only"):
         write_repository([plan], TritonConfig(out=str(tmp_path / "repo")))
     repo, summary = write_repository([plan], TritonConfig(out=str(tmp_path / "repo"), kind="gpu"))
@@ -205,6 +263,7 @@ def test_postprocess_model_and_tensorrt_layout(tmp_path, onnx_artifacts, fake_pb
     assert model.platform == "tensorrt_plan" and model.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
     assert model.input[0].data_type == mc.TYPE_INT32 and model.output[0].name == "logits"
     assert (repo / "teacher-trt_model" / "1" / "model.plan").read_bytes() == b"not a real engine"
+    assert sorted(p.name for p in (repo / "teacher-trt_postprocess" / "1").iterdir()) == ["model.py"]
     steps = _config(repo / "teacher-trt" / "config.pbtxt").ensemble_scheduling.step
     assert [s.model_name for s in steps] == ["teacher-trt_tokenizer", "teacher-trt_model", "teacher-trt_postprocess"]
     assert dict(steps[2].output_map) == {"probabilities": "PROBABILITIES"}
