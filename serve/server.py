@@ -523,6 +523,46 @@ class ServerHandle:
         self.stop()
 
 
+def _launch(repository: Path, workdir: Path, config: ServeConfig, models: Sequence[str],
+            triton: tuple[Path, Path, Path]) -> ServerHandle:
+    """Run tritonserver on a model repository; return once every model in it is ready.
+
+    Args:
+        repository: the model repository.
+        workdir: an existing directory that is the server's from here on: it gets the backend
+            directory, and goes when the server stops or fails to start.
+        config: ports, logging, exit timeout.
+        models: the model names the handle reports.
+        triton: what :func:`_triton_files` found.
+    """
+    binary, libs, stub = triton
+    shm_prefix = f"modcompress_{os.getpid()}_{secrets.token_hex(4)}_"
+    log_offset = 0
+    try:
+        backends = _prepare_backends(workdir, binary, stub)
+        if config.log_file and Path(config.log_file).is_file():
+            log_offset = Path(config.log_file).stat().st_size  # Triton appends; errors are read from here on
+        try:
+            process = subprocess.Popen(  # noqa: S603 - our own argument list, no shell
+                _triton_args(config, repository, backends, binary, shm_prefix), env=_triton_env(libs), cwd=workdir,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_die_with_parent())
+        except OSError as exc:
+            raise ServeError(f"cannot run {binary}: {exc.strerror or exc}; reinstall nvidia-pytriton") from None
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    assert process.stdout is not None
+    handle = ServerHandle(process, _LogTail(process.stdout, None if config.log_file else sys.stdout), config, models,
+                          workdir, shm_prefix, log_offset)
+    try:
+        handle.wait_ready()
+    except BaseException:
+        handle.stop()
+        raise
+    return handle
+
+
 def start_server(predictors: Sequence[Predictor], config: ServeConfig | None = None) -> ServerHandle:
     """Start tritonserver with each predictor as a model; return when all are ready.
 
@@ -551,36 +591,16 @@ def start_server(predictors: Sequence[Predictor], config: ServeConfig | None = N
     for predictor in predictors:
         _check_predictor(predictor, config.max_batch_size or predictor.max_batch_size, config.preferred_batch_sizes)
     check_ports_free(config.host, config.ports)
-    binary, libs, stub = _triton_files()
+    triton = _triton_files()
 
     workdir = Path(tempfile.mkdtemp(prefix="modcompress-serve-"))
-    shm_prefix = f"modcompress_{os.getpid()}_{secrets.token_hex(4)}_"
-    log_offset = 0
     try:
-        repository = workdir / "models"
         for predictor in predictors:
-            write_model(repository, predictor, config)
-        backends = _prepare_backends(workdir, binary, stub)
-        if config.log_file and Path(config.log_file).is_file():
-            log_offset = Path(config.log_file).stat().st_size  # Triton appends; errors are read from here on
-        try:
-            process = subprocess.Popen(  # noqa: S603 - our own argument list, no shell
-                _triton_args(config, repository, backends, binary, shm_prefix), env=_triton_env(libs), cwd=workdir,
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent())
-        except OSError as exc:
-            raise ServeError(f"cannot run {binary}: {exc.strerror or exc}; reinstall nvidia-pytriton") from None
+            write_model(workdir / "models", predictor, config)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    assert process.stdout is not None
-    handle = ServerHandle(process, _LogTail(process.stdout, None if config.log_file else sys.stdout), config, names,
-                          workdir, shm_prefix, log_offset)
-    try:
-        handle.wait_ready()
-    except BaseException:
-        handle.stop()
-        raise
+    handle = _launch(workdir / "models", workdir, config, names, triton)
     LOGGER.debug("serving %s at %s (gRPC %s, metrics %s)", ", ".join(names), handle.http_url, handle.grpc_url,
                  handle.metrics_url)
     return handle

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import importlib
 import json
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -275,6 +277,63 @@ def test_postprocess_model_and_tensorrt_layout(tmp_path, onnx_artifacts, fake_pb
     _, tok = _load_python_model(repo / "teacher-trt_tokenizer", fake_pb_utils)
     ids = tok.execute([FakeRequest(TEXT=np.array([[b"you idiot"]], dtype=object))])[0].output_tensors[0].as_numpy()
     assert ids.dtype == np.int32
+
+
+def _infer(port: int, model: str, inputs: list[dict]) -> dict[str, np.ndarray]:
+    """One KServe v2 JSON request; output name -> array of the shape Triton reports."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", f"/v2/models/{model}/infer", body=json.dumps({"inputs": inputs}))
+        response = conn.getresponse()
+        body = json.loads(response.read())
+    finally:
+        conn.close()
+    assert response.status == 200, body
+    return {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in body["outputs"]}
+
+
+def test_a_real_triton_python_backend_loads_and_runs_the_written_python_models(tmp_path, onnx_artifacts):
+    """The tokenizer (model.py importing wordpiece.py beside it) and the sigmoid in a real tritonserver.
+
+    Only the Python models: the tritonserver nvidia-pytriton ships (which `serve start` runs) has
+    no ONNX Runtime or TensorRT backend. The tokenizer is forced to the WordPiece the stock
+    container falls back to.
+    """
+    from transformers import AutoTokenizer
+
+    import serve.server as server_mod
+    from serve.config import ServeConfig
+    from serve.server import free_ports
+
+    onnx_dir, _ = onnx_artifacts
+    repo, _ = write_repository([_stand_in_plan(tmp_path / "teacher-trt", onnx_dir)],
+                               TritonConfig(out=str(tmp_path / "repo"), kind="gpu", pad_to_multiple_of=8))
+    python_models, models = tmp_path / "python_models", ["teacher-trt_tokenizer", "teacher-trt_postprocess"]
+    for name in models:
+        shutil.copytree(repo / name, python_models / name)
+    config = python_models / "teacher-trt_tokenizer" / "config.pbtxt"
+    config.write_text(config.read_text().replace('string_value: "auto"', 'string_value: "wordpiece"'))
+    ports = free_ports(3)
+    serve_config = ServeConfig(http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], exit_timeout_s=5,
+                               log_file=tmp_path / "triton.log")
+    (tmp_path / "work").mkdir()
+    with server_mod._launch(python_models, tmp_path / "work", serve_config, models,
+                            server_mod._triton_files()) as server:
+        texts = [t for t in TRICKY_TEXTS if t.strip()]
+        out = _infer(server.config.http_port, "teacher-trt_tokenizer",
+                     [{"name": "TEXT", "datatype": "BYTES", "shape": [len(texts), 1], "data": texts}])
+        ids, mask = out["input_ids"], out["attention_mask"]
+        reference = AutoTokenizer.from_pretrained(onnx_dir / "tokenizer")
+        want = reference(texts, truncation=True, max_length=32)["input_ids"]
+        assert ids.shape == (len(texts), 32) and mask.shape == ids.shape  # the longest text fills max_length
+        for row, expected in enumerate(want):
+            assert ids[row, : len(expected)].tolist() == expected and mask[row].sum() == len(expected)
+
+        logits = np.array([[-2.0, 0.0, 3.0, 0.5, -0.5, 9.0]], dtype=np.float32)
+        out = _infer(server.config.http_port, "teacher-trt_postprocess",
+                     [{"name": "logits", "datatype": "FP32", "shape": [1, 6], "data": logits.ravel().tolist()}])
+        np.testing.assert_allclose(out["probabilities"], 1 / (1 + np.exp(-logits)), atol=1e-6)
+    assert not server.is_alive() and not (tmp_path / "work").exists()
 
 
 def test_unservable_inputs_are_one_line_errors(tmp_path, tiny_teacher, onnx_artifacts, capsys):
