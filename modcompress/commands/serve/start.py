@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,7 +68,7 @@ def _check_artifact_dirs(paths: Sequence[str]) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     """Load each artifact, serve them from Triton until SIGTERM/SIGINT, then drain and exit 0."""
-    from serve.server import check_ports_free, start_server
+    from serve.server import check_ports_free, start_server, stop_on_signals
 
     config = ServeConfig(
         host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
@@ -86,12 +84,10 @@ def run(args: argparse.Namespace) -> int:
 
     from export.runtime import load
 
-    # One event for the whole run: SIGTERM/SIGINT while models load is remembered (nothing is in
-    # flight yet, so Triton finishes starting and then stops cleanly instead of the CLI dying
-    # half-started with Triton left behind), and serve() stops on the same event.
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_a: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    # One stop event for the whole run: SIGTERM/SIGINT while models load is remembered (nothing is
+    # in flight yet, so Triton finishes starting and then stops cleanly instead of the CLI dying
+    # half-started with Triton left behind), and serving ends on the same event.
+    with stop_on_signals() as stop:
         # Loaded here to fail early with one line; each Triton instance then loads its own copy.
         predictors = [load(d, backend=args.backend, threads=args.threads) for d in dirs]
         server = start_server(predictors, config)
@@ -103,11 +99,8 @@ def run(args: argparse.Namespace) -> int:
                 return 0
             print(f"serving {', '.join(server.models)} at {server.http_url} (gRPC {server.grpc_url}, "
                   f"metrics {server.metrics_url}); SIGTERM or Ctrl-C drains and stops", flush=True)
-            code = server.serve(stop_event=stop)
+            code = server.serve_until(stop)
         finally:
             server.stop()  # no-op after a clean stop; otherwise Triton must not outlive us
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     print("stopped", flush=True)
     return code
