@@ -55,6 +55,20 @@ WORDPIECE = "wordpiece.py"
 POSTPROCESS_MODEL = "postprocess_model.py"
 
 
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    """``"4,8,16"`` (a ``--preferred-batch-sizes`` value) -> (4, 8, 16), sorted and unique; "" -> ().
+
+    Raises:
+        ConfigError: an item is not an integer (the message names the field).
+    """
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"preferred_batch_sizes: expected comma-separated integers such as 4,8,16, "
+                          f"got {text!r}") from None
+    return tuple(sorted(set(sizes)))
+
+
 @dataclass(frozen=True)
 class TritonConfig:
     """`export triton` settings.

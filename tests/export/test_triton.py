@@ -20,7 +20,7 @@ from compress.errors import ArtifactError, ConfigError
 from export.onnx import OnnxExportConfig, export_onnx
 from export.ort import ort_session
 from export.quantize import QuantizeConfig, quantize
-from export.triton import TritonConfig, write_repository
+from export.triton import TritonConfig, parse_batch_sizes, write_repository
 from modcompress.cli import export_main as main
 from tests.export.helpers import LABELS, TRICKY_TEXTS
 
@@ -334,6 +334,13 @@ def test_a_real_triton_python_backend_loads_and_runs_the_written_python_models(t
                      [{"name": "logits", "datatype": "FP32", "shape": [1, 6], "data": logits.ravel().tolist()}])
         np.testing.assert_allclose(out["probabilities"], 1 / (1 + np.exp(-logits)), atol=1e-6)
     assert not server.is_alive() and not (tmp_path / "work").exists()
+
+
+def test_parse_batch_sizes_sorts_dedupes_and_names_the_field():
+    assert parse_batch_sizes("16, 4,8,4") == (4, 8, 16) and parse_batch_sizes("") == ()
+    with pytest.raises(ConfigError, match=r"^preferred_batch_sizes: expected comma-separated integers such as 4,8,16, "
+                                          r"got '4,x'$"):
+        parse_batch_sizes("4,x")
 
 
 def test_unservable_inputs_are_one_line_errors(tmp_path, tiny_teacher, onnx_artifacts, capsys):

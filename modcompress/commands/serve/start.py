@@ -43,17 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     start.set_defaults(func=run)
 
 
-
-def _batch_sizes(text: str) -> tuple[int, ...]:
-    """``"4,8,16"`` -> (4, 8, 16); ConfigError naming the flag otherwise."""
-    try:
-        sizes = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise ConfigError(f"preferred_batch_sizes: expected comma-separated integers such as 4,8,16, "
-                          f"got {text!r}") from None
-    return tuple(sorted(set(sizes)))
-
-
 def _check_artifact_dirs(paths: Sequence[str]) -> list[Path]:
     dirs = []
     for path in map(Path, paths):
@@ -68,11 +57,12 @@ def _check_artifact_dirs(paths: Sequence[str]) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     """Load each artifact, serve them from Triton until SIGTERM/SIGINT, then drain and exit 0."""
+    from export.triton import parse_batch_sizes
     from serve.server import check_ports_free, start_server, stop_on_signals
 
     config = ServeConfig(
         host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
-        max_batch_size=args.max_batch_size, preferred_batch_sizes=_batch_sizes(args.preferred_batch_sizes),
+        max_batch_size=args.max_batch_size, preferred_batch_sizes=parse_batch_sizes(args.preferred_batch_sizes),
         max_queue_delay_us=args.max_queue_delay_us, instances=args.instances, labels_only=args.labels_only,
         max_text_bytes=args.max_text_bytes, exit_timeout_s=args.exit_timeout,
         log_file=Path(args.log_file) if args.log_file else None,
