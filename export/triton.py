@@ -4,13 +4,15 @@ For each artifact ``NAME`` (onnx, ONNX-quantized or tensorrt) the repository hol
 
     NAME_tokenizer/   python backend: TEXT (BYTES, [1]) -> input_ids, attention_mask (INT64, [-1])
       config.pbtxt    dynamic batching, CPU instances, parameters max_length / pad_to_multiple_of
-      1/model.py      self-contained (numpy + triton_python_backend_utils)
+      1/model.py      export/triton_model/tokenizer_model.py (numpy + triton_python_backend_utils)
+      1/wordpiece.py  export/triton_model/wordpiece.py (standard library only)
       1/tokenizer/    the artifact's tokenizer files
     NAME_model/       onnxruntime_onnx (model.onnx) or tensorrt_plan (model.plan)
       config.pbtxt    max_batch_size, dims [-1] sequence, dynamic_batching (preferred sizes, queue
                       delay), instance_group (CPU or GPU), label_filename
       labels.txt
     NAME_postprocess/ tensorrt only: python backend sigmoid, logits -> probabilities
+      1/model.py      export/triton_model/postprocess_model.py
     NAME/             ensemble: TEXT (BYTES) -> PROBABILITIES (FP32, [L])
       config.pbtxt
       1/              (empty; ensembles still need a version directory)
@@ -20,8 +22,8 @@ appended, output ``probabilities``): no extra Python hop per request. A TensorRT
 edited, so plans get the ``NAME_postprocess`` Python model instead.
 
 Tokenizer: ``model.py`` loads ``1/tokenizer`` with ``transformers`` when the container has it,
-else ``tokenizers`` (``tokenizer.json``), else a built-in pure-Python WordPiece for BERT-family
-vocabularies (``vocab.txt``) -- the stock ``tritonserver:*-py3`` image has numpy but neither
+else ``tokenizers`` (``tokenizer.json``), else the pure-Python WordPiece of ``wordpiece.py`` for
+BERT-family vocabularies (``vocab.txt``) -- the stock ``tritonserver:*-py3`` image has numpy but neither
 library. Each request is padded to its longest text rounded up to ``pad_to_multiple_of``, so
 requests of similar lengths have equal shapes and the dynamic batcher can merge them.
 """
@@ -33,10 +35,12 @@ import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from compress.errors import ArtifactError, ConfigError
+from export import triton_model
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,25 @@ KINDS = ("cpu", "gpu")
 SERVABLE = ("onnx", "quantized", "tensorrt")
 TEXT_INPUT = "TEXT"
 PROBS_OUTPUT = "PROBABILITIES"
+
+# Files of export/triton_model, copied into the repository (see copy_python_model)
+TOKENIZER_MODEL = "tokenizer_model.py"
+WORDPIECE = "wordpiece.py"
+POSTPROCESS_MODEL = "postprocess_model.py"
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    """``"4,8,16"`` (a ``--preferred-batch-sizes`` value) -> (4, 8, 16), sorted and unique; "" -> ().
+
+    Raises:
+        ConfigError: an item is not an integer (the message names the field).
+    """
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"preferred_batch_sizes: expected comma-separated integers such as 4,8,16, "
+                          f"got {text!r}") from None
+    return tuple(sorted(set(sizes)))
 
 
 @dataclass(frozen=True)
@@ -86,247 +109,6 @@ class TritonConfig:
 
 
 # ----------------------------------------------------------------------------------------------
-# The Python-backend models (written verbatim into the repository).
-
-TOKENIZER_MODEL_PY = r'''"""Triton Python-backend tokenizer written by `modcompress-export triton`.
-
-TEXT (BYTES, [B, 1]) -> input_ids, attention_mask (INT64, [B, T]). The tokenizer is loaded from
-./tokenizer beside this file with, in order: transformers, tokenizers (tokenizer.json), or the
-pure-Python WordPiece below (BERT-family vocab.txt), so the stock Triton image (numpy only) runs
-it. Parameter `tokenizer_impl` (auto | transformers | tokenizers | wordpiece) forces one.
-T = the request's longest text, rounded up to `pad_to_multiple_of`, at most `max_length`.
-"""
-
-import json
-import os
-import unicodedata
-
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-def _is_whitespace(ch):
-    if ch in (" ", "\t", "\n", "\r"):
-        return True
-    return unicodedata.category(ch) == "Zs"
-
-
-def _is_control(ch):
-    if ch in ("\t", "\n", "\r"):
-        return False
-    return unicodedata.category(ch) in ("Cc", "Cf")
-
-
-def _is_punctuation(ch):
-    cp = ord(ch)
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-        return True
-    return unicodedata.category(ch).startswith("P")
-
-
-def _is_cjk(cp):
-    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
-            or 0x2A700 <= cp <= 0x2B73F or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF
-            or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
-
-
-class WordPiece:
-    """BERT tokenization (BasicTokenizer + greedy longest-match WordPiece) from vocab.txt."""
-
-    def __init__(self, directory):
-        with open(os.path.join(directory, "vocab.txt"), encoding="utf-8") as f:
-            self.vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
-        config = {}
-        path = os.path.join(directory, "tokenizer_config.json")
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                config = json.load(f)
-        self.lower = bool(config.get("do_lower_case", True))
-        strip = config.get("strip_accents")
-        self.strip_accents = self.lower if strip is None else bool(strip)
-        self.chinese = bool(config.get("tokenize_chinese_chars", True))
-        self.unk = config.get("unk_token", "[UNK]")
-        self.cls_id = self.vocab[config.get("cls_token", "[CLS]")]
-        self.sep_id = self.vocab[config.get("sep_token", "[SEP]")]
-        self.pad_id = self.vocab.get(config.get("pad_token", "[PAD]"), 0)
-        self.unk_id = self.vocab[self.unk]
-        self.max_chars = 100
-
-    def _normalize(self, text):
-        out = []
-        for ch in text:
-            cp = ord(ch)
-            if cp == 0 or cp == 0xFFFD or _is_control(ch):
-                continue
-            if _is_whitespace(ch):
-                out.append(" ")
-            elif self.chinese and _is_cjk(cp):
-                out.extend((" ", ch, " "))
-            else:
-                out.append(ch)
-        text = "".join(out)
-        if self.strip_accents:
-            text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
-        if self.lower:
-            text = text.lower()
-        return text
-
-    def _words(self, text):
-        words, current = [], []
-        for ch in text:
-            if ch == " " or _is_whitespace(ch):
-                if current:
-                    words.append("".join(current))
-                    current = []
-            elif _is_punctuation(ch):
-                if current:
-                    words.append("".join(current))
-                    current = []
-                words.append(ch)
-            else:
-                current.append(ch)
-        if current:
-            words.append("".join(current))
-        return words
-
-    def _wordpiece(self, word):
-        if len(word) > self.max_chars:
-            return [self.unk_id]
-        ids, start = [], 0
-        while start < len(word):
-            end, found = len(word), None
-            while start < end:
-                piece = word[start:end] if start == 0 else "##" + word[start:end]
-                if piece in self.vocab:
-                    found = self.vocab[piece]
-                    break
-                end -= 1
-            if found is None:
-                return [self.unk_id]
-            ids.append(found)
-            start = end
-        return ids
-
-    def __call__(self, texts, max_length):
-        rows = []
-        for text in texts:
-            ids = []
-            for word in self._words(self._normalize(text)):
-                ids.extend(self._wordpiece(word))
-            rows.append([self.cls_id, *ids[: max(0, max_length - 2)], self.sep_id])
-        return rows
-
-
-def load_tokenizer(directory, impl="auto"):
-    """(encode(texts, max_length) -> list of id lists, pad_id, name of the implementation)."""
-    errors = []
-    if impl in ("auto", "transformers"):
-        try:
-            from transformers import AutoTokenizer
-
-            tok = AutoTokenizer.from_pretrained(directory)
-            pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-
-            def encode(texts, max_length):
-                return tok(list(texts), truncation=True, max_length=max_length, padding=False)["input_ids"]
-
-            return encode, int(pad), "transformers"
-        except Exception as exc:  # noqa: BLE001 - missing package or unreadable files
-            errors.append(f"transformers: {exc}")
-    if impl in ("auto", "tokenizers") and os.path.exists(os.path.join(directory, "tokenizer.json")):
-        try:
-            from tokenizers import Tokenizer
-
-            tok = Tokenizer.from_file(os.path.join(directory, "tokenizer.json"))
-            tok.no_padding()
-            pad = 0
-            path = os.path.join(directory, "special_tokens_map.json")
-            if os.path.exists(path):
-                with open(path, encoding="utf-8") as f:
-                    pad_token = json.load(f).get("pad_token")
-                if isinstance(pad_token, dict):
-                    pad_token = pad_token.get("content")
-                if pad_token is not None and tok.token_to_id(pad_token) is not None:
-                    pad = tok.token_to_id(pad_token)
-
-            def encode(texts, max_length):
-                tok.enable_truncation(max_length)
-                return [e.ids for e in tok.encode_batch(list(texts))]
-
-            return encode, int(pad), "tokenizers"
-        except Exception as exc:  # noqa: BLE001
-            errors.append(f"tokenizers: {exc}")
-    if impl in ("auto", "wordpiece") and os.path.exists(os.path.join(directory, "vocab.txt")):
-        wp = WordPiece(directory)
-        return wp, wp.pad_id, "wordpiece"
-    raise RuntimeError("cannot load the tokenizer in " + directory + " (" + "; ".join(errors) + "); install "
-                       "`tokenizers` in the Triton Python environment (or a conda-pack EXECUTION_ENV_PATH)")
-
-
-class TritonPythonModel:
-    def initialize(self, args):
-        config = json.loads(args["model_config"])
-        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-        self.max_length = int(params.get("max_length", "128"))
-        self.multiple = max(1, int(params.get("pad_to_multiple_of", "1")))
-        self.dtype = np.int32 if params.get("ids_dtype", "int64") == "int32" else np.int64
-        # beside this file (1/tokenizer); args["model_repository"] meant other paths in old Triton releases
-        directory = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tokenizer")
-        if not os.path.isdir(directory):
-            directory = os.path.join(args["model_repository"], args["model_version"], "tokenizer")
-        self.encode, self.pad_id, self.impl = load_tokenizer(directory, params.get("tokenizer_impl", "auto"))
-
-    def _batch(self, texts):
-        rows = self.encode(texts, self.max_length)
-        longest = max([len(r) for r in rows] + [1])
-        width = min(self.max_length, -(-longest // self.multiple) * self.multiple)
-        ids = np.full((len(rows), width), self.pad_id, dtype=self.dtype)
-        mask = np.zeros((len(rows), width), dtype=self.dtype)
-        for i, row in enumerate(rows):
-            row = row[:width]
-            ids[i, : len(row)] = row
-            mask[i, : len(row)] = 1
-        return ids, mask
-
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
-                texts = [t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t) for t in raw]
-                ids, mask = self._batch(texts)
-                responses.append(pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor("input_ids", ids), pb_utils.Tensor("attention_mask", mask)]))
-            except Exception as exc:  # noqa: BLE001 - one bad request must not fail the others
-                responses.append(pb_utils.InferenceResponse(
-                    output_tensors=[], error=pb_utils.TritonError("tokenizer: " + str(exc))))
-        return responses
-
-    def finalize(self):
-        self.encode = None
-'''
-
-POSTPROCESS_MODEL_PY = r'''"""Triton Python-backend post-processing written by `modcompress-export triton`: logits -> probabilities (sigmoid)."""
-
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def initialize(self, args):
-        pass
-
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            logits = pb_utils.get_input_tensor_by_name(request, "logits").as_numpy().astype(np.float32)
-            probs = (0.5 * (1.0 + np.tanh(0.5 * logits))).astype(np.float32)
-            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("probabilities", probs)]))
-        return responses
-'''
-
-
-# ----------------------------------------------------------------------------------------------
 # Parts
 
 
@@ -347,6 +129,19 @@ def fold_sigmoid(src: Path, dst: Path) -> None:
     del graph.output[:]
     graph.output.append(probs)
     onnx.save(model, str(dst))
+
+
+def copy_python_model(version_dir: Path, model_file: str, *helpers: str) -> None:
+    """Copy a Python-backend model of :mod:`export.triton_model` into a model's version directory.
+
+    ``model_file`` becomes ``version_dir/model.py`` (the name Triton loads); each helper keeps its
+    name beside it, where the model's relative imports find it.
+    """
+    source = resources.files(triton_model)
+    version_dir.mkdir(parents=True, exist_ok=True)
+    (version_dir / "model.py").write_bytes(source.joinpath(model_file).read_bytes())
+    for name in helpers:
+        (version_dir / name).write_bytes(source.joinpath(name).read_bytes())
 
 
 def set_dynamic_batching(config: Any, preferred_batch_sizes: Sequence[int], max_queue_delay_us: int) -> None:
@@ -453,8 +248,7 @@ def add_model(repo: Path, artifact: Path, cfg: TritonConfig) -> dict[str, Any]:
 
     tok_dir = repo / f"{name}_tokenizer"
     write_config(tok_dir, tokenizer_config(tok_dir.name, info.max_length, cfg, ids_dtype))
-    (tok_dir / "1").mkdir(parents=True)
-    (tok_dir / "1" / "model.py").write_text(TOKENIZER_MODEL_PY)
+    copy_python_model(tok_dir / "1", TOKENIZER_MODEL, WORDPIECE)
     copy_artifact_files(artifact, tok_dir / "1", ["tokenizer"])
 
     model_dir = repo / f"{name}_model"
@@ -466,8 +260,7 @@ def add_model(repo: Path, artifact: Path, cfg: TritonConfig) -> dict[str, Any]:
         shutil.copy2(artifact / "model.plan", model_dir / "1" / "model.plan")
         post_dir = repo / f"{name}_postprocess"
         write_config(post_dir, postprocess_config(post_dir.name, num_labels, cfg))
-        (post_dir / "1").mkdir(parents=True)
-        (post_dir / "1" / "model.py").write_text(POSTPROCESS_MODEL_PY)
+        copy_python_model(post_dir / "1", POSTPROCESS_MODEL)
         (post_dir / "labels.txt").write_text(labels_txt)
         steps.append((model_dir.name, {"input_ids": "input_ids", "attention_mask": "attention_mask"},
                       {"logits": "logits"}))

@@ -5,7 +5,7 @@ Python-backend model per predictor (:mod:`serve.backend_model`: text in, label p
 out; the wire contract is in :mod:`serve.config`), starts ``tritonserver`` on it with Triton's
 dynamic batcher and the configured number of instances, and returns a :class:`ServerHandle`
 (``stop()``, a context manager, and ``serve()``, which blocks until SIGTERM/SIGINT and then
-drains).
+drains; signals are handled in :func:`stop_on_signals` only).
 
 Each model instance is a Python-backend stub process that loads its own copy of the predictor
 (an artifact is loaded again from its directory; any other predictor is pickled) and runs each
@@ -39,7 +39,7 @@ import sysconfig
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -358,6 +358,31 @@ def _first_error(lines: Sequence[str]) -> str | None:
     return errors[0] if errors else None
 
 
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """While inside, SIGTERM and SIGINT set the yielded event instead of ending the process.
+
+    The one place serving handles signals: a signal is remembered whenever it comes (while models
+    load, or while serving), and the caller drains and stops when it looks at the event. The
+    previous handlers come back on exit. Must run in the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("ServerHandle.serve() must run in the main thread (it handles signals); "
+                           "elsewhere use stop()")
+    received = threading.Event()
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        LOGGER.info("%s received: draining in-flight requests, then exiting", signal.Signals(signum).name)
+        received.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 class ServerHandle:
     """A running Triton server; ``stop()`` (or leaving the ``with`` block) drains and shuts it down.
 
@@ -482,45 +507,78 @@ class ServerHandle:
             with contextlib.suppress(OSError):
                 region.unlink()
 
-    def serve(self, poll_s: float = 1.0, stop_event: threading.Event | None = None) -> int:
-        """Block until SIGTERM or SIGINT (then drain and stop) and return 0.
+    def serve_until(self, stop: threading.Event, poll_s: float = 1.0) -> int:
+        """Block until ``stop`` is set, then drain and stop; return 0.
 
-        Must run in the main thread (signal handlers). Raises :class:`ServeError` if Triton dies
-        on its own.
+        Raises :class:`ServeError` if Triton dies on its own.
 
         Args:
+            stop: set by whoever decides the server should stop (:func:`stop_on_signals` for a
+                signal, or another thread).
             poll_s: how often to check that Triton still runs.
-            stop_event: an event the caller's own signal handler sets (so a signal that arrived
-                before this installed its handlers still stops the server); also set by ours.
         """
-        if threading.current_thread() is not threading.main_thread():
-            raise RuntimeError("ServerHandle.serve() must run in the main thread (it handles signals); "
-                               "elsewhere use stop()")
-        received = stop_event if stop_event is not None else threading.Event()
-
-        def _on_signal(signum: int, _frame: Any) -> None:
-            LOGGER.info("%s received: draining in-flight requests, then exiting", signal.Signals(signum).name)
-            received.set()
-
-        previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            while not received.wait(poll_s):
-                if not self.is_alive():
-                    code = self._process.returncode
-                    self.stop()
-                    raise ServeError(f"Triton exited unexpectedly (code {code}); see its log above "
-                                     f"(or the --log-file) for the cause")
-            self.stop()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        while not stop.wait(poll_s):
+            if not self.is_alive():
+                code = self._process.returncode
+                self.stop()
+                raise ServeError(f"Triton exited unexpectedly (code {code}); see its log above "
+                                 f"(or the --log-file) for the cause")
+        self.stop()
         return 0
+
+    def serve(self, poll_s: float = 1.0) -> int:
+        """Block until SIGTERM or SIGINT (then drain and stop) and return 0.
+
+        Must run in the main thread (signal handlers); see :meth:`serve_until`.
+        """
+        with stop_on_signals() as stop:
+            return self.serve_until(stop, poll_s)
 
     def __enter__(self) -> ServerHandle:
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+def _launch(repository: Path, workdir: Path, config: ServeConfig, models: Sequence[str],
+            triton: tuple[Path, Path, Path]) -> ServerHandle:
+    """Run tritonserver on a model repository; return once every model in it is ready.
+
+    Args:
+        repository: the model repository.
+        workdir: an existing directory that is the server's from here on: it gets the backend
+            directory, and goes when the server stops or fails to start.
+        config: ports, logging, exit timeout.
+        models: the model names the handle reports.
+        triton: what :func:`_triton_files` found.
+    """
+    binary, libs, stub = triton
+    shm_prefix = f"modcompress_{os.getpid()}_{secrets.token_hex(4)}_"
+    log_offset = 0
+    try:
+        backends = _prepare_backends(workdir, binary, stub)
+        if config.log_file and Path(config.log_file).is_file():
+            log_offset = Path(config.log_file).stat().st_size  # Triton appends; errors are read from here on
+        try:
+            process = subprocess.Popen(  # noqa: S603 - our own argument list, no shell
+                _triton_args(config, repository, backends, binary, shm_prefix), env=_triton_env(libs), cwd=workdir,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_die_with_parent())
+        except OSError as exc:
+            raise ServeError(f"cannot run {binary}: {exc.strerror or exc}; reinstall nvidia-pytriton") from None
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    assert process.stdout is not None
+    handle = ServerHandle(process, _LogTail(process.stdout, None if config.log_file else sys.stdout), config, models,
+                          workdir, shm_prefix, log_offset)
+    try:
+        handle.wait_ready()
+    except BaseException:
+        handle.stop()
+        raise
+    return handle
 
 
 def start_server(predictors: Sequence[Predictor], config: ServeConfig | None = None) -> ServerHandle:
@@ -551,36 +609,16 @@ def start_server(predictors: Sequence[Predictor], config: ServeConfig | None = N
     for predictor in predictors:
         _check_predictor(predictor, config.max_batch_size or predictor.max_batch_size, config.preferred_batch_sizes)
     check_ports_free(config.host, config.ports)
-    binary, libs, stub = _triton_files()
+    triton = _triton_files()
 
     workdir = Path(tempfile.mkdtemp(prefix="modcompress-serve-"))
-    shm_prefix = f"modcompress_{os.getpid()}_{secrets.token_hex(4)}_"
-    log_offset = 0
     try:
-        repository = workdir / "models"
         for predictor in predictors:
-            write_model(repository, predictor, config)
-        backends = _prepare_backends(workdir, binary, stub)
-        if config.log_file and Path(config.log_file).is_file():
-            log_offset = Path(config.log_file).stat().st_size  # Triton appends; errors are read from here on
-        try:
-            process = subprocess.Popen(  # noqa: S603 - our own argument list, no shell
-                _triton_args(config, repository, backends, binary, shm_prefix), env=_triton_env(libs), cwd=workdir,
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent())
-        except OSError as exc:
-            raise ServeError(f"cannot run {binary}: {exc.strerror or exc}; reinstall nvidia-pytriton") from None
+            write_model(workdir / "models", predictor, config)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    assert process.stdout is not None
-    handle = ServerHandle(process, _LogTail(process.stdout, None if config.log_file else sys.stdout), config, names,
-                          workdir, shm_prefix, log_offset)
-    try:
-        handle.wait_ready()
-    except BaseException:
-        handle.stop()
-        raise
+    handle = _launch(workdir / "models", workdir, config, names, triton)
     LOGGER.debug("serving %s at %s (gRPC %s, metrics %s)", ", ".join(names), handle.http_url, handle.grpc_url,
                  handle.metrics_url)
     return handle

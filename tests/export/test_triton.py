@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
+import http.client
+import importlib
 import json
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -18,7 +20,7 @@ from compress.errors import ArtifactError, ConfigError
 from export.onnx import OnnxExportConfig, export_onnx
 from export.ort import ort_session
 from export.quantize import QuantizeConfig, quantize
-from export.triton import TritonConfig, write_repository
+from export.triton import TritonConfig, parse_batch_sizes, write_repository
 from modcompress.cli import export_main as main
 from tests.export.helpers import LABELS, TRICKY_TEXTS
 
@@ -66,16 +68,29 @@ def fake_pb_utils(monkeypatch):
 
 
 def _load_python_model(model_dir: Path, fake_pb_utils):
-    spec = importlib.util.spec_from_file_location(f"triton_model_{model_dir.name}", model_dir / "1" / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = _config(model_dir / "config.pbtxt")
+    """Import ``model_dir/1/model.py`` as Triton's Python-backend stub does, then initialize it.
+
+    The stub appends the version and model directories to ``sys.path`` and imports ``1.model``, so
+    the model's relative imports find the files copied beside it (and nothing of this toolkit's).
+    """
     from google.protobuf import json_format
 
-    model = module.TritonPythonModel()
-    model.initialize({"model_config": json.dumps(json_format.MessageToDict(config, preserving_proto_field_name=True)),
-                      "model_repository": str(model_dir), "model_version": "1", "model_name": model_dir.name,
-                      "model_instance_kind": "CPU"})
+    added = [str(model_dir / "1"), str(model_dir)]
+    sys.path.extend(added)
+    importlib.invalidate_caches()
+    try:
+        module = importlib.import_module("1.model")
+        config = _config(model_dir / "config.pbtxt")
+        model = module.TritonPythonModel()
+        model.initialize({"model_config": json.dumps(json_format.MessageToDict(config,
+                                                                               preserving_proto_field_name=True)),
+                          "model_repository": str(model_dir), "model_version": "1", "model_name": model_dir.name,
+                          "model_instance_kind": "CPU"})
+    finally:
+        for path in added:
+            sys.path.remove(path)
+        for name in [n for n in sys.modules if n == "1" or n.startswith("1.")]:
+            del sys.modules[name]  # the next repository's `1` is another package
     return module, model
 
 
@@ -166,22 +181,17 @@ def test_tokenizer_model_matches_the_artifact_tokenizer(tmp_path, onnx_artifacts
             assert (ids[row, len(expected):] == reference.pad_token_id).all()
 
 
-def test_wordpiece_fallback_matches_hf_on_the_minilm_vocabulary(tmp_path, fake_pb_utils):
+def test_wordpiece_fallback_matches_hf_on_the_minilm_vocabulary():
     """The fallback the stock Triton image uses, checked against BertTokenizerFast on a real 30k vocabulary."""
     from transformers import AutoTokenizer
 
     from compress.models.teacher import offline_minilm_path
-    from export.triton import TOKENIZER_MODEL_PY
+    from export.triton_model.tokenizer_model import load_tokenizer
 
     path = offline_minilm_path()
     if path is None:
         pytest.skip("the offline MiniLM package is not installed")
-    module_file = tmp_path / "tok_model.py"
-    module_file.write_text(TOKENIZER_MODEL_PY)
-    spec = importlib.util.spec_from_file_location("tok_model", module_file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    encode, pad_id, impl = module.load_tokenizer(str(path), "wordpiece")
+    encode, pad_id, impl = load_tokenizer(str(path), "wordpiece")
     reference = AutoTokenizer.from_pretrained(path)
     texts = TRICKY_TEXTS + ["@USER @USER Go home you’re drunk!!! @USER #MAGA #Trump2020 👊🇺🇸👊 URL",
                             "Ünïcödé ÀÉÎÕÜ ﬁ ligature ½ ① Ⅻ Straße İstanbul", "한국어 텍스트 🙂 ¿qué? «quoted» „quoted“"]
@@ -189,14 +199,64 @@ def test_wordpiece_fallback_matches_hf_on_the_minilm_vocabulary(tmp_path, fake_p
     assert encode(texts, 128) == reference(texts, truncation=True, max_length=128)["input_ids"]
 
 
-def test_postprocess_model_and_tensorrt_layout(tmp_path, onnx_artifacts, fake_pb_utils):
+@pytest.mark.parametrize("lower, strip_accents, chinese", [
+    (True, None, True), (False, None, True), (True, False, True), (False, True, False)])
+@pytest.mark.parametrize("max_length", [32, 6])
+def test_wordpiece_matches_hf_on_tricky_texts(tmp_path, lower, strip_accents, chinese, max_length):
+    """WordPiece alone (no Triton, no tokenizer library) against BertTokenizerFast, for each BERT option."""
+    from transformers import AutoTokenizer, BertTokenizerFast
+
+    from export.triton_model.wordpiece import WordPiece
+    from tests.fixtures import vocabulary
+
+    (tmp_path / "vocab.txt").write_text("\n".join(vocabulary()) + "\n")
+    BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"), do_lower_case=lower, strip_accents=strip_accents,
+                      tokenize_chinese_chars=chinese).save_pretrained(tmp_path)
+    reference = AutoTokenizer.from_pretrained(tmp_path)
+    texts = [*TRICKY_TEXTS, *(t.upper() for t in TRICKY_TEXTS), "Ünïcödé ÀÉÎÕÜ İstanbul ﬁ ½ ①", "a\x00b\ufffdc"]
+    wordpiece = WordPiece(str(tmp_path))
+    assert wordpiece.pad_id == reference.pad_token_id
+    assert wordpiece(texts, max_length) == reference(texts, truncation=True, max_length=max_length)["input_ids"]
+
+
+def test_repository_python_models_are_the_package_files_and_import_nothing_of_ours(tmp_path, onnx_artifacts):
+    """What Triton loads is export/triton_model as it is, and runs without this toolkit installed."""
+    import ast
+
+    import export.triton_model
+
     onnx_dir, _ = onnx_artifacts
-    plan = tmp_path / "teacher-trt"
-    with atomic_artifact_dir(plan) as tmp:  # a stand-in engine: the repository layout needs no GPU
+    repo, _ = write_repository([onnx_dir], TritonConfig(out=str(tmp_path / "repo")))
+    package = Path(export.triton_model.__file__).parent
+    version = repo / "teacher-onnx_tokenizer" / "1"
+    assert (version / "model.py").read_bytes() == (package / "tokenizer_model.py").read_bytes()
+    assert (version / "wordpiece.py").read_bytes() == (package / "wordpiece.py").read_bytes()
+
+    available = set(sys.stdlib_module_names) | {"numpy", "triton_python_backend_utils"}
+    optional = {"transformers", "tokenizers"}  # tried inside try/except, in that order, when installed
+    for path in sorted(package.glob("*_model.py")) + [package / "wordpiece.py"]:
+        roots = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                roots.add(node.module.split(".")[0])
+        assert roots <= available | optional, (path.name, roots - available - optional)
+
+
+def _stand_in_plan(directory: Path, onnx_dir: Path) -> Path:
+    """A tensorrt artifact whose engine is not real: the repository layout needs no GPU."""
+    with atomic_artifact_dir(directory) as tmp:
         (tmp / "model.plan").write_bytes(b"not a real engine")
         copy_artifact_files(onnx_dir, tmp, ["tokenizer"])
         write_info(tmp, ArtifactInfo(kind="tensorrt", architecture="hf", labels=LABELS, max_length=32,
                                      extra={"profile": {"max_batch": 32}, "ids_dtype": "int32"}))
+    return directory
+
+
+def test_postprocess_model_and_tensorrt_layout(tmp_path, onnx_artifacts, fake_pb_utils):
+    onnx_dir, _ = onnx_artifacts
+    plan = _stand_in_plan(tmp_path / "teacher-trt", onnx_dir)
     with pytest.raises(ConfigError, match="GPU instances only"):
         write_repository([plan], TritonConfig(out=str(tmp_path / "repo")))
     repo, summary = write_repository([plan], TritonConfig(out=str(tmp_path / "repo"), kind="gpu"))
@@ -205,6 +265,7 @@ def test_postprocess_model_and_tensorrt_layout(tmp_path, onnx_artifacts, fake_pb
     assert model.platform == "tensorrt_plan" and model.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
     assert model.input[0].data_type == mc.TYPE_INT32 and model.output[0].name == "logits"
     assert (repo / "teacher-trt_model" / "1" / "model.plan").read_bytes() == b"not a real engine"
+    assert sorted(p.name for p in (repo / "teacher-trt_postprocess" / "1").iterdir()) == ["model.py"]
     steps = _config(repo / "teacher-trt" / "config.pbtxt").ensemble_scheduling.step
     assert [s.model_name for s in steps] == ["teacher-trt_tokenizer", "teacher-trt_model", "teacher-trt_postprocess"]
     assert dict(steps[2].output_map) == {"probabilities": "PROBABILITIES"}
@@ -216,6 +277,70 @@ def test_postprocess_model_and_tensorrt_layout(tmp_path, onnx_artifacts, fake_pb
     _, tok = _load_python_model(repo / "teacher-trt_tokenizer", fake_pb_utils)
     ids = tok.execute([FakeRequest(TEXT=np.array([[b"you idiot"]], dtype=object))])[0].output_tensors[0].as_numpy()
     assert ids.dtype == np.int32
+
+
+def _infer(port: int, model: str, inputs: list[dict]) -> dict[str, np.ndarray]:
+    """One KServe v2 JSON request; output name -> array of the shape Triton reports."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", f"/v2/models/{model}/infer", body=json.dumps({"inputs": inputs}))
+        response = conn.getresponse()
+        body = json.loads(response.read())
+    finally:
+        conn.close()
+    assert response.status == 200, body
+    return {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in body["outputs"]}
+
+
+def test_a_real_triton_python_backend_loads_and_runs_the_written_python_models(tmp_path, onnx_artifacts):
+    """The tokenizer (model.py importing wordpiece.py beside it) and the sigmoid in a real tritonserver.
+
+    Only the Python models: the tritonserver nvidia-pytriton ships (which `serve start` runs) has
+    no ONNX Runtime or TensorRT backend. The tokenizer is forced to the WordPiece the stock
+    container falls back to.
+    """
+    from transformers import AutoTokenizer
+
+    import serve.server as server_mod
+    from serve.config import ServeConfig
+    from serve.server import free_ports
+
+    onnx_dir, _ = onnx_artifacts
+    repo, _ = write_repository([_stand_in_plan(tmp_path / "teacher-trt", onnx_dir)],
+                               TritonConfig(out=str(tmp_path / "repo"), kind="gpu", pad_to_multiple_of=8))
+    python_models, models = tmp_path / "python_models", ["teacher-trt_tokenizer", "teacher-trt_postprocess"]
+    for name in models:
+        shutil.copytree(repo / name, python_models / name)
+    config = python_models / "teacher-trt_tokenizer" / "config.pbtxt"
+    config.write_text(config.read_text().replace('string_value: "auto"', 'string_value: "wordpiece"'))
+    ports = free_ports(3)
+    serve_config = ServeConfig(http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], exit_timeout_s=5,
+                               log_file=tmp_path / "triton.log")
+    (tmp_path / "work").mkdir()
+    with server_mod._launch(python_models, tmp_path / "work", serve_config, models,
+                            server_mod._triton_files()) as server:
+        texts = [t for t in TRICKY_TEXTS if t.strip()]
+        out = _infer(server.config.http_port, "teacher-trt_tokenizer",
+                     [{"name": "TEXT", "datatype": "BYTES", "shape": [len(texts), 1], "data": texts}])
+        ids, mask = out["input_ids"], out["attention_mask"]
+        reference = AutoTokenizer.from_pretrained(onnx_dir / "tokenizer")
+        want = reference(texts, truncation=True, max_length=32)["input_ids"]
+        assert ids.shape == (len(texts), 32) and mask.shape == ids.shape  # the longest text fills max_length
+        for row, expected in enumerate(want):
+            assert ids[row, : len(expected)].tolist() == expected and mask[row].sum() == len(expected)
+
+        logits = np.array([[-2.0, 0.0, 3.0, 0.5, -0.5, 9.0]], dtype=np.float32)
+        out = _infer(server.config.http_port, "teacher-trt_postprocess",
+                     [{"name": "logits", "datatype": "FP32", "shape": [1, 6], "data": logits.ravel().tolist()}])
+        np.testing.assert_allclose(out["probabilities"], 1 / (1 + np.exp(-logits)), atol=1e-6)
+    assert not server.is_alive() and not (tmp_path / "work").exists()
+
+
+def test_parse_batch_sizes_sorts_dedupes_and_names_the_field():
+    assert parse_batch_sizes("16, 4,8,4") == (4, 8, 16) and parse_batch_sizes("") == ()
+    with pytest.raises(ConfigError, match=r"^preferred_batch_sizes: expected comma-separated integers such as 4,8,16, "
+                                          r"got '4,x'$"):
+        parse_batch_sizes("4,x")
 
 
 def test_unservable_inputs_are_one_line_errors(tmp_path, tiny_teacher, onnx_artifacts, capsys):

@@ -439,6 +439,31 @@ def test_serve_start_cli_serves_an_artifact_and_exits_0_on_sigterm(tmp_path):
     assert wait_until(lambda: all(port_is_free(p) for p in ports), timeout_s=10)
 
 
+def test_stop_on_signals_remembers_sigterm_and_sigint_and_restores_the_handlers():
+    from serve.server import stop_on_signals
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with stop_on_signals() as stop:
+            assert not stop.is_set()
+            os.kill(os.getpid(), sig)  # neither ends the process nor raises KeyboardInterrupt here
+            assert stop.wait(5)
+        assert {s: signal.getsignal(s) for s in before} == before
+    errors: list[BaseException] = []
+
+    def elsewhere() -> None:
+        try:
+            with stop_on_signals():
+                pass
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    thread.join(10)
+    assert len(errors) == 1 and "main thread" in str(errors[0])
+
+
 class _FakeServer:
     """What `serve start` gets back from a patched start_server: records stop() and serve() calls."""
 
@@ -451,7 +476,7 @@ class _FakeServer:
         if "stop" not in self.events:
             self.events.append("stop")
 
-    def serve(self, **_kwargs: object) -> int:  # pragma: no cover - reached only if the early signal were lost
+    def serve_until(self, *_a: object) -> int:  # pragma: no cover - reached only if the early signal were lost
         self.events.append("serve")
         return 0
 

@@ -4,15 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from compress.errors import ConfigError
-
-
-def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ConfigError(f"preferred_batch_sizes: expected comma-separated integers like 4,8,16, got {text!r}") from None
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("triton", help="write a Triton model repository (tokenizer + model + ensemble)",
@@ -31,10 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from export.triton import TritonConfig, write_repository
+    from export.triton import TritonConfig, parse_batch_sizes, write_repository
 
     config = TritonConfig(
-        out=args.out, max_batch_size=args.max_batch_size, preferred_batch_sizes=_sizes(args.preferred_batch_sizes),
+        out=args.out, max_batch_size=args.max_batch_size,
+        preferred_batch_sizes=parse_batch_sizes(args.preferred_batch_sizes),
         max_queue_delay_us=args.max_queue_delay_us, instances=args.instances, kind=args.kind,
         pad_to_multiple_of=args.pad_to_multiple_of,
     )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,17 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     start.set_defaults(func=run)
 
 
-
-def _batch_sizes(text: str) -> tuple[int, ...]:
-    """``"4,8,16"`` -> (4, 8, 16); ConfigError naming the flag otherwise."""
-    try:
-        sizes = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise ConfigError(f"preferred_batch_sizes: expected comma-separated integers such as 4,8,16, "
-                          f"got {text!r}") from None
-    return tuple(sorted(set(sizes)))
-
-
 def _check_artifact_dirs(paths: Sequence[str]) -> list[Path]:
     dirs = []
     for path in map(Path, paths):
@@ -70,11 +57,12 @@ def _check_artifact_dirs(paths: Sequence[str]) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     """Load each artifact, serve them from Triton until SIGTERM/SIGINT, then drain and exit 0."""
-    from serve.server import check_ports_free, start_server
+    from export.triton import parse_batch_sizes
+    from serve.server import check_ports_free, start_server, stop_on_signals
 
     config = ServeConfig(
         host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
-        max_batch_size=args.max_batch_size, preferred_batch_sizes=_batch_sizes(args.preferred_batch_sizes),
+        max_batch_size=args.max_batch_size, preferred_batch_sizes=parse_batch_sizes(args.preferred_batch_sizes),
         max_queue_delay_us=args.max_queue_delay_us, instances=args.instances, labels_only=args.labels_only,
         max_text_bytes=args.max_text_bytes, exit_timeout_s=args.exit_timeout,
         log_file=Path(args.log_file) if args.log_file else None,
@@ -86,12 +74,10 @@ def run(args: argparse.Namespace) -> int:
 
     from export.runtime import load
 
-    # One event for the whole run: SIGTERM/SIGINT while models load is remembered (nothing is in
-    # flight yet, so Triton finishes starting and then stops cleanly instead of the CLI dying
-    # half-started with Triton left behind), and serve() stops on the same event.
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_a: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    # One stop event for the whole run: SIGTERM/SIGINT while models load is remembered (nothing is
+    # in flight yet, so Triton finishes starting and then stops cleanly instead of the CLI dying
+    # half-started with Triton left behind), and serving ends on the same event.
+    with stop_on_signals() as stop:
         # Loaded here to fail early with one line; each Triton instance then loads its own copy.
         predictors = [load(d, backend=args.backend, threads=args.threads) for d in dirs]
         server = start_server(predictors, config)
@@ -103,11 +89,8 @@ def run(args: argparse.Namespace) -> int:
                 return 0
             print(f"serving {', '.join(server.models)} at {server.http_url} (gRPC {server.grpc_url}, "
                   f"metrics {server.metrics_url}); SIGTERM or Ctrl-C drains and stops", flush=True)
-            code = server.serve(stop_event=stop)
+            code = server.serve_until(stop)
         finally:
             server.stop()  # no-op after a clean stop; otherwise Triton must not outlive us
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     print("stopped", flush=True)
     return code
