@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.measure import cpu_capabilities, percentiles_ms, time_calls, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -150,42 +151,29 @@ def measure(paths: list[InferencePath], latency_texts: list[str], request_texts:
     round so slow drifts in background load spread over all paths. A path past ``budget_s`` in a
     pass stops early.
     """
+    singles = [[text] for text in latency_texts]
     for path in paths:
-        for text in latency_texts[:warmup]:
-            path.predict([text])
-        path.predict(request_texts[:REQUEST])
-    lat_parts = np.array_split(np.arange(len(latency_texts)), rounds)
+        warm_up(path.predict, singles[:warmup], warmup)
+        warm_up(path.predict, [request_texts[:REQUEST]], 1)
+    lat_parts = np.array_split(np.arange(len(singles)), rounds)
     req_chunks = [request_texts[i:i + REQUEST] for i in range(0, len(request_texts), REQUEST)]
     req_parts = np.array_split(np.arange(len(req_chunks)), rounds)
+    budget = budget_s / rounds
     for r in range(rounds):
         for path in paths[r % len(paths):] + paths[:r % len(paths)]:
             time.sleep(0.2)
-            spent = 0.0
-            for i in lat_parts[r]:
-                if spent > budget_s / rounds:
-                    break
-                t0 = time.perf_counter()
-                path.predict([latency_texts[i]])
-                dt = time.perf_counter() - t0
-                path.latencies.append(dt)
-                spent += dt
+            batch1 = time_calls(path.predict, [singles[i] for i in lat_parts[r]], 0, len(lat_parts[r]), budget,
+                                min_iters=1)
+            path.latencies.extend(batch1.seconds.tolist())
             time.sleep(0.2)
-            spent, done = 0.0, []
-            for i in req_parts[r]:
-                if spent > budget_s / rounds:
-                    break
-                t0 = time.perf_counter()
-                path.predict(req_chunks[i])
-                dt = time.perf_counter() - t0
-                path.request_seconds += dt
-                path.request_texts += len(req_chunks[i])
-                spent += dt
-                done.extend(req_chunks[i])
+            chunks = [req_chunks[i] for i in req_parts[r]]
+            requests = time_calls(path.predict, chunks, 0, len(chunks), budget, min_iters=1)
+            path.request_seconds += requests.total_s
+            path.request_texts += requests.examples
+            done = [text for chunk in chunks[:requests.calls] for text in chunk]
             if done:  # the same texts in one call: ours sorts them by length into micro-batches of 32
                 time.sleep(0.2)
-                t0 = time.perf_counter()
-                path.predict(done)
-                path.bulk_seconds = (path.bulk_seconds or 0.0) + time.perf_counter() - t0
+                path.bulk_seconds = (path.bulk_seconds or 0.0) + time_calls(path.predict, [done], 0, 1).total_s
                 path.bulk_texts += len(done)
 
 
@@ -210,32 +198,17 @@ def evaluate(paths: list[InferencePath], texts: list[str], labels: np.ndarray, n
 
 
 def machine() -> dict[str, Any]:
-    from export.cpu import cpu_has_vnni, physical_cores
-
-    flags: list[str] = []
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and not flags:
-                    flags = line.split(":", 1)[1].split()
-    except OSError:
-        pass
-    return {"cpu": model, "physical_cores": physical_cores(), "vnni": cpu_has_vnni(),
-            "avx512": any(f.startswith("avx512") for f in flags), "amx": any(f.startswith("amx") for f in flags),
-            "avx2": "avx2" in flags, "load_average_at_start": list(os.getloadavg())}
-
+    """The CPU and what it can do (:func:`bench.measure.cpu_capabilities`), and the load average at the start."""
+    return {**cpu_capabilities(), "load_average_at_start": list(os.getloadavg())}
 
 
 def _row(path: InferencePath, ref: InferencePath | None) -> dict[str, Any]:
-    lat = np.asarray(path.latencies) * 1000
+    batch1 = percentiles_ms(path.latencies, (50, 90))
     row: dict[str, Any] = {
         "path": path.name, "note": path.note,
-        "batch1_p50_ms": float(np.percentile(lat, 50)) if lat.size else None,
-        "batch1_p90_ms": float(np.percentile(lat, 90)) if lat.size else None,
-        "batch1_n": int(lat.size),
+        "batch1_p50_ms": batch1["p50_ms"],
+        "batch1_p90_ms": batch1["p90_ms"],
+        "batch1_n": len(path.latencies),
         "requests32_texts_per_s": path.request_texts / path.request_seconds if path.request_seconds else None,
         "bulk32_texts_per_s": path.bulk_texts / path.bulk_seconds if path.bulk_seconds else None,
         "throughput_n": path.request_texts,
