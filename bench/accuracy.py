@@ -76,7 +76,7 @@ def evaluate_artifact(artifact: str | os.PathLike[str], data: LabeledData, runti
     Raises:
         DataError: the data's labels are not the artifact's labels.
     """
-    from bench.latency import Skipped, load_predictor
+    from bench.artifacts import Skipped, load_predictor
 
     directory = Path(artifact)
     info = read_info(directory)
@@ -104,7 +104,7 @@ def run(artifacts: Sequence[str | os.PathLike[str]], data_path: str | os.PathLik
         max_rows: int | None = None, log: Callable[[str], None] = lambda _m: None,
         threads: int | None = None) -> dict[str, Any]:
     """Score every artifact on the same rows; returns the JSON-ready report (``bench: accuracy``)."""
-    from bench.latency import check_artifacts
+    from bench.artifacts import check_artifacts
 
     paths = check_artifacts(artifacts)
     data = load_eval_data(data_path, format, split, val_fraction, seed, max_rows)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.measure import percentiles_ms, time_calls
 from compress.config import DataConfig, build_config
 from compress.errors import ConfigError, DataError
 
@@ -41,40 +40,20 @@ def _validation_texts(infos: Sequence[Any], data: DataConfig | None) -> list[str
     return list(val.texts)
 
 
-def _percentiles(seconds: Sequence[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1000.0
-    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
-            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
+def measure_latency(predict: Callable[[list[str]], np.ndarray], texts: Sequence[str], calls: int = 200,
+                    warmup: int = 20) -> dict[str, float | None]:
+    """Batch-1 latency of ``predict([text])`` over ``texts`` (cycled): ``warmup`` untimed calls, then ``calls`` timed
+    on the texts after them; p50/p90/p99/mean in ms."""
+    timing = time_calls(predict, [[t] for t in texts], warmup, calls, start=warmup)
+    return percentiles_ms(timing.seconds)
 
 
-def measure_latency(predict, texts: Sequence[str], calls: int = 200, warmup: int = 20) -> dict[str, float]:
-    """Batch-1 latency of ``predict([text])`` over ``texts`` (cycled): ``warmup`` untimed calls, then ``calls`` timed."""
-    n = len(texts)
-    for i in range(warmup):
-        predict([texts[i % n]])
-    times = []
-    for i in range(calls):
-        text = texts[(warmup + i) % n]
-        t0 = time.perf_counter()
-        predict([text])
-        times.append(time.perf_counter() - t0)
-    return _percentiles(times)
-
-
-def measure_throughput(predict, texts: Sequence[str], batch_size: int = 32, batches: int = 10,
-                       warmup: int = 2) -> float:
+def measure_throughput(predict: Callable[[list[str]], np.ndarray], texts: Sequence[str], batch_size: int = 32,
+                       batches: int = 10, warmup: int = 2) -> float:
     """Examples per second of ``predict(batch)`` at ``batch_size`` over consecutive validation texts."""
     n = len(texts)
-
-    def batch(i: int) -> list[str]:
-        return [texts[(i * batch_size + j) % n] for j in range(batch_size)]
-
-    for i in range(warmup):
-        predict(batch(i))
-    t0 = time.perf_counter()
-    for i in range(batches):
-        predict(batch(warmup + i))
-    return batches * batch_size / (time.perf_counter() - t0)
+    chunks = [[texts[(i * batch_size + j) % n] for j in range(batch_size)] for i in range(warmup + batches)]
+    return time_calls(predict, chunks, warmup, batches, start=warmup).examples_per_s
 
 
 def distill_report(artifacts: Sequence[str | os.PathLike[str]], data: DataConfig | None = None, calls: int = 200,
@@ -89,8 +68,9 @@ def distill_report(artifacts: Sequence[str | os.PathLike[str]], data: DataConfig
     """
     import torch
 
+    from bench.table import count_parameters
     from compress.artifact import read_info
-    from compress.models import load_model, num_parameters
+    from export.cpu import cpu_model
     from export.runtime import load
 
     if not artifacts:
@@ -98,7 +78,7 @@ def distill_report(artifacts: Sequence[str | os.PathLike[str]], data: DataConfig
     if calls < 1 or warmup < 0 or batch_size < 1 or throughput_batches < 1:
         raise ConfigError("calls, batch_size and throughput_batches must be >= 1 and warmup >= 0")
     if num_threads:
-        torch.set_num_threads(num_threads)
+        torch.set_num_threads(num_threads)  # also for a fastText baseline, which export.runtime gives no threads
     paths = [Path(a) for a in artifacts]
     infos = [read_info(p, kinds=["teacher", "student", "baseline"]) for p in paths]
     texts = _validation_texts(infos, data)
@@ -119,10 +99,9 @@ def distill_report(artifacts: Sequence[str | os.PathLike[str]], data: DataConfig
     rows = []
     for path, info in zip(paths, infos, strict=True):
         log.info("measuring %s", path)
+        # auto: PyTorch fp32 for a teacher / student, the baseline's own library for a baseline
         predictor = load(path, max_batch_size=batch_size, threads=num_threads)
-        params = info.extra.get("num_parameters")
-        if params is None and info.kind != "baseline":
-            params = num_parameters(load_model(path)[0])  # teachers do not record it
+        params, _ = count_parameters(path, info)  # teachers do not record it: counted from model.safetensors
         latency = measure_latency(predictor.predict, texts, calls, warmup)
         speed = measure_throughput(predictor.predict, texts, batch_size, throughput_batches)
         f1 = float(info.metrics.get("macro_f1", float("nan")))
@@ -137,7 +116,7 @@ def distill_report(artifacts: Sequence[str | os.PathLike[str]], data: DataConfig
     return {
         "rows": rows,
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                        "cpu": platform.processor() or platform.machine(), "device": "cpu", "precision": "fp32"},
+                        "cpu": cpu_model(), "device": "cpu", "precision": "fp32"},
         "settings": {"validation_texts": len(texts), "latency_calls": calls, "warmup": warmup,
                      "throughput_batch_size": batch_size, "throughput_batches": throughput_batches},
     }

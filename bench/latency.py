@@ -1,19 +1,18 @@
 """Inference latency and throughput over a grid: artifact x runtime x batch size x sequence length.
 
 Each cell warms up first (``warmup`` calls, untimed), then times ``iters`` calls of
-``predictor.predict(texts)`` with :func:`time.perf_counter` around each call and reports the
+``predictor.predict(texts)`` (:func:`bench.measure.time_calls`) and reports the
 p50 / p90 / p99 latency of one call (one batch) in milliseconds and the throughput in examples per
 second (``batch_size * calls / total call time``). A call is end to end, as a server sees it:
 tokenization, the model and the sigmoid. A cell stops early once it has run ``max_seconds`` (and
-at least :data:`MIN_ITERS` calls), so a slow runtime (bf16 on a CPU without bf16 hardware is
+at least :data:`bench.measure.MIN_ITERS` calls), so a slow runtime (bf16 on a CPU without bf16 hardware is
 ~100x slower than fp32) cannot stall the run; the calls it really made are reported.
 
 Inputs:
 
 * **fixed length** (``seq_lengths``): synthetic texts that tokenize to exactly ``T`` tokens,
-  special tokens included: one filler word that is a single token in the artifact's tokenizer
-  (the first of :data:`FILLER_WORDS` that is), repeated ``T - (special tokens)`` times, checked by
-  tokenizing it. Every text of a batch is the same length, so dynamic padding pads nothing.
+  special tokens included (:func:`bench.inputs.fixed_length_text`). Every text of a batch is the
+  same length, so dynamic padding pads nothing.
   Artifacts without a tokenizer (baselines) get ``T`` whitespace-separated words; the length unit
   is then ``words``. A length over the artifact's ``max_length`` is skipped (it would be truncated).
 * **real lengths** (``real_texts``): batches drawn (seeded) from real comments, so the cost of a
@@ -39,8 +38,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import platform
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,93 +45,14 @@ from typing import Any
 
 import numpy as np
 
-from compress.artifact import ARTIFACT_FILE, ArtifactInfo, read_info
-from compress.errors import ArtifactError, ConfigError, DataError, UserError, one_line
+from bench.artifacts import Skipped, check_artifacts, load_predictor
+from bench.inputs import fixed_length_text, load_tokenizer, mean_length, real_batches
+from bench.measure import CpuWatch, machine_notes, time_calls
+from compress.artifact import ArtifactInfo, read_info
+from compress.errors import ConfigError, UserError, one_line
 
-FILLER_WORDS = ("the", "a", "and", "is", "of", "to", "x")
-GPU_RUNTIMES = ("ort-cuda", "ort-trt", "tensorrt")
-BASELINE_BACKEND = "sklearn"
 TRITON = "triton"
-MIN_ITERS = 3
 REAL = "real"
-
-
-class Skipped(Exception):
-    """A runtime does not apply to an artifact; the message says why."""
-
-
-# ----------------------------------------------------------------------------------------------
-# Artifacts and predictors
-
-
-def find_artifacts(root: str | os.PathLike[str] = "runs") -> list[Path]:
-    """Artifact directories ``root/*/artifact.json``, sorted by name (hidden directories skipped).
-
-    Raises:
-        ArtifactError: none found (the message says where it looked and how to make one).
-    """
-    root = Path(root)
-    # ".name.tmp-*" / ".name.old-*" are artifacts being written or replaced (compress.artifact): not yet ones.
-    found = sorted(p.parent for p in root.glob(f"*/{ARTIFACT_FILE}") if not p.parent.name.startswith("."))
-    if not found:
-        raise ArtifactError(f"no artifacts found under {root}/ (looked for {root}/*/{ARTIFACT_FILE}); pass artifact "
-                            f"directories, or make one with `compress train` / `compress distill` / `compress baseline`")
-    return found
-
-
-def check_artifacts(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """The given artifact directories, each checked to hold an ``artifact.json`` (one-line errors)."""
-    out = []
-    for path in map(Path, paths):
-        read_info(path)  # raises ArtifactError naming the problem
-        out.append(path)
-    return out
-
-
-def _cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
-
-
-def load_predictor(artifact: str | os.PathLike[str], runtime: str = "auto", max_batch_size: int | None = None,
-                   threads: int | None = None) -> Any:
-    """A Predictor (``predict(texts) -> (N, L)``) for ``artifact`` on ``runtime``, via :func:`export.runtime.load`.
-
-    A baseline asked for ``torch`` runs in its own library (backend ``sklearn``), as ``auto`` does.
-
-    Args:
-        artifact: artifact directory.
-        runtime: an export.runtime backend or ``auto``.
-        max_batch_size: the predictor's micro-batch size (None: the runtime's default).
-        threads: intra-op threads of PyTorch / ONNX Runtime (None: the runtime's default, the physical cores).
-
-    Raises:
-        Skipped: the runtime does not apply to this artifact (reason in the message).
-        ArtifactError: ``artifact`` is not an artifact.
-        ConfigError: ``runtime`` is not a backend name.
-    """
-    directory = Path(artifact)
-    info = read_info(directory)
-    backend = BASELINE_BACKEND if info.kind == "baseline" and runtime == "torch" else runtime
-    if backend in GPU_RUNTIMES and not _cuda_available():
-        raise Skipped(f"{backend} needs a CUDA GPU and this machine has none")
-    from export.runtime import load
-
-    kwargs: dict[str, Any] = {"max_batch_size": int(max_batch_size)} if max_batch_size else {}
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))  # also for baselines (fastText is PyTorch), which take no threads
-        kwargs["threads"] = int(threads)
-    try:
-        return load(directory, backend=backend, **kwargs)
-    except ConfigError:
-        raise
-    except UserError as exc:
-        raise Skipped(str(exc)) from None
 
 
 def known_runtimes() -> tuple[str, ...]:
@@ -156,244 +74,6 @@ def check_runtimes(runtimes: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def load_tokenizer(artifact: str | os.PathLike[str]) -> Any:
-    """The artifact's Hugging Face tokenizer (``tokenizer/``), or None if it has none (baselines)."""
-    directory = Path(artifact, "tokenizer")
-    if not directory.is_dir():
-        return None
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(directory))
-    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds
-        raise ArtifactError(f"cannot load the tokenizer in {directory} ({type(exc).__name__}); "
-                            f"the artifact is damaged, re-create it") from None
-
-
-# ----------------------------------------------------------------------------------------------
-# Inputs
-
-
-def fixed_length_text(length: int, tokenizer: Any = None) -> str:
-    """A text that tokenizes to exactly ``length`` tokens (special tokens included).
-
-    With ``tokenizer=None`` the text is ``length`` whitespace-separated words.
-
-    Raises:
-        ConfigError: the length is below the tokenizer's special tokens + 1, or no filler word works.
-    """
-    if length < 1:
-        raise ConfigError(f"seq_lengths: must be >= 1, got {length}")
-    if tokenizer is None:
-        return " ".join(["the"] * length)
-    for word in FILLER_WORDS:
-        if len(tokenizer(f"{word} {word} {word}", add_special_tokens=False)["input_ids"]) != 3:
-            continue  # not one token per repetition in this vocabulary
-        special = len(tokenizer(word)["input_ids"]) - 1
-        if length <= special:
-            raise ConfigError(f"seq_lengths: {length} leaves no room for text after {special} special tokens; "
-                              f"use at least {special + 1}")
-        text = " ".join([word] * (length - special))
-        if len(tokenizer(text)["input_ids"]) == length:
-            return text
-    raise ConfigError(f"seq_lengths: cannot build a {length}-token text with this tokenizer (none of "
-                      f"{', '.join(FILLER_WORDS)} is one token); use --real-lengths DATAFILE")
-
-
-def read_texts(path: str | os.PathLike[str], format: str | None = None) -> list[str]:
-    """Comment texts from a file: ``.txt`` = one text per non-empty line, else any ``compress.data`` file."""
-    p = Path(path)
-    if p.suffix.lower() == ".txt":
-        if not p.is_file():
-            raise DataError(f"texts file not found: {p}; check the path")
-        texts = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-    else:
-        from compress.data import load_dataset
-
-        texts = load_dataset(p, format=format).texts
-    if not texts:
-        raise DataError(f"{p} holds no texts; pass a file with at least one comment")
-    return texts
-
-
-def real_batches(texts: Sequence[str], batch_size: int, count: int, seed: int = 0) -> list[list[str]]:
-    """``count`` batches of ``batch_size`` texts drawn with a seeded RNG (with replacement across batches)."""
-    rng = np.random.default_rng(seed)
-    return [[texts[i] for i in rng.choice(len(texts), size=batch_size, replace=len(texts) < batch_size)]
-            for _ in range(count)]
-
-
-def mean_length(texts: Sequence[str], tokenizer: Any = None) -> float:
-    """Mean length in tokens (special tokens included, no truncation) or whitespace words."""
-    if tokenizer is None:
-        return float(np.mean([len(t.split()) for t in texts]))
-    ids = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
-    return float(np.mean([len(x) for x in ids]))
-
-
-# ----------------------------------------------------------------------------------------------
-# Timing
-
-
-@dataclass
-class Timing:
-    """Per-call latencies (seconds) of one cell and its batch size."""
-
-    seconds: np.ndarray  # (calls,)
-    batch_size: int
-
-    def summary(self) -> dict[str, float | int]:
-        """p50/p90/p99/mean in ms (linear interpolation), throughput in examples/s, calls."""
-        ms = self.seconds * 1000.0
-        p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-        total = float(self.seconds.sum())
-        return {"iters": int(len(ms)), "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
-                "mean_ms": float(ms.mean()),
-                "throughput": self.batch_size * len(ms) / total if total > 0 else float("inf")}
-
-
-def time_calls(fn: Callable[[list[str]], Any], batches: Sequence[list[str]], warmup: int, iters: int,
-               max_seconds: float = 30.0) -> Timing:
-    """Warm up, then time ``fn`` on ``batches`` (cycled) call by call.
-
-    Args:
-        fn: one call = one batch (e.g. ``predictor.predict``).
-        batches: input batches, all of the same size.
-        warmup: untimed calls first (stopped early after ``max_seconds / 2``).
-        iters: timed calls, at most.
-        max_seconds: stop timing after this long once :data:`MIN_ITERS` calls are done.
-    """
-    if iters < 1:
-        raise ConfigError(f"iters: must be >= 1, got {iters}")
-    start = time.perf_counter()
-    for i in range(warmup):
-        fn(batches[i % len(batches)])
-        if time.perf_counter() - start > max_seconds / 2:
-            break
-    seconds: list[float] = []
-    start = time.perf_counter()
-    for i in range(iters):
-        batch = batches[i % len(batches)]
-        t0 = time.perf_counter()
-        fn(batch)
-        seconds.append(time.perf_counter() - t0)
-        if len(seconds) >= MIN_ITERS and time.perf_counter() - start > max_seconds:
-            break
-    return Timing(np.asarray(seconds), len(batches[0]))
-
-
-# ----------------------------------------------------------------------------------------------
-# Environment
-
-
-def environment() -> dict[str, Any]:
-    """Hardware and library facts that shape the numbers (CPU model and SIMD flags, threads, versions)."""
-    env: dict[str, Any] = {"machine": platform.machine(), "logical_cpus": os.cpu_count(),
-                           "python": platform.python_version()}
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        cpuinfo = ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
-                 platform.processor() or "unknown")
-    flags_line = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
-    flags = set(flags_line.split(":", 1)[1].split()) if ":" in flags_line else set()
-    env["cpu"] = model
-    env["cpu_flags"] = {f: f in flags for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")}
-    env["bf16_hardware"] = bool(flags & {"avx512_bf16", "amx_bf16"})
-    try:
-        env["load_average_1m"] = round(os.getloadavg()[0], 2)
-    except OSError:
-        pass
-    try:
-        import torch
-
-        env["torch"] = torch.__version__
-        env["torch_threads"] = torch.get_num_threads()
-        env["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except ImportError:
-        pass
-    try:
-        import onnxruntime
-
-        env["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
-    return env
-
-
-def _cpu_seconds() -> float | None:
-    """Busy CPU seconds of the whole machine so far (steal included), from /proc/stat; None where absent."""
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            fields = [float(v) for v in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0.0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu_seconds() -> float:
-    """CPU seconds used by this process and its reaped children (a served tritonserver, for one)."""
-    import resource
-
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-class CpuWatch:
-    """How much CPU *other* processes used while a benchmark ran.
-
-    The 1-minute load average counts the benchmark's own threads (and the command that ran just
-    before it), so it flags a quiet machine as busy; machine-wide busy time from /proc/stat minus
-    this process tree's own CPU time does not.
-    """
-
-    def __init__(self) -> None:
-        self._wall = time.perf_counter()
-        self._machine = _cpu_seconds()
-        self._own = _own_cpu_seconds()
-        try:
-            self._load_start: float | None = round(os.getloadavg()[0], 2)
-        except OSError:
-            self._load_start = None
-
-    def stop(self) -> dict[str, float]:
-        """``{"other_cpus": average logical CPUs busy with other work}`` ({} without /proc/stat)."""
-        machine = _cpu_seconds()
-        wall = time.perf_counter() - self._wall
-        if machine is None or self._machine is None or wall <= 0:
-            return {}
-        other = (machine - self._machine) - (_own_cpu_seconds() - self._own)
-        return {"other_cpus": round(max(other, 0.0) / wall, 2)}
-
-    def environment(self) -> dict[str, Any]:
-        """:func:`environment` at the end of the run, plus the load average at its start and ``other_cpus``."""
-        env = environment()
-        env["load_average_1m_start"] = self._load_start
-        env.update(self.stop())
-        return env
-
-
-def machine_notes(env: dict[str, Any]) -> list[str]:
-    """A warning when other work kept the CPUs busy during the run (numbers are then pessimistic)."""
-    cpus = env.get("logical_cpus") or 1
-    other = env.get("other_cpus")
-    if other is not None:
-        if other > 0.25 * cpus:
-            return [f"the machine was busy with other work (other processes used {other:.2f} of {cpus} logical CPUs "
-                    f"on average during the run), so these latencies are pessimistic and noisy; multi-threaded "
-                    f"PyTorch suffers most (threads wait for cores), which --threads 1 avoids."]
-        return []
-    loads = [v for v in (env.get("load_average_1m_start"), env.get("load_average_1m")) if v is not None]
-    if loads and max(loads) > 0.75 * cpus:
-        return [f"the machine was busy with other work (1-minute load average up to {max(loads):.1f} on {cpus} "
-                f"logical CPUs), so these latencies are pessimistic and noisy; multi-threaded PyTorch suffers most "
-                f"(threads wait for cores), which --threads 1 avoids."]
-    return []
-
-
 # ----------------------------------------------------------------------------------------------
 # The grid
 
@@ -407,7 +87,7 @@ class LatencyConfig:
         batch_sizes / seq_lengths: the grid (fixed-length mode).
         real_texts: comments for real-lengths mode (replaces ``seq_lengths``), or None.
         url: Triton endpoint for the ``triton`` runtime, or None.
-        warmup / iters / max_seconds: per cell (see :func:`time_calls`).
+        warmup / iters / max_seconds: per cell (see :func:`bench.measure.time_calls`).
         baseline: row name (``artifact/runtime``) the ratios compare with; None = first measured row.
         seed: sampling of real-length batches.
         threads: intra-op threads of PyTorch / ONNX Runtime (None: the runtime's default).

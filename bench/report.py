@@ -1,4 +1,4 @@
-"""One Markdown (or HTML) report from bench JSON reports, with PNG plots; plus the bench CLIs' output helpers.
+"""One Markdown (or HTML) report from bench JSON reports, with PNG plots.
 
 ``build_report(reports, out_dir)`` takes any mix of ``bench table / latency / accuracy / load /
 serve-speed`` JSON reports (each has a ``bench`` key) and writes into ``out_dir``:
@@ -10,20 +10,17 @@ serve-speed`` JSON reports (each has a ``bench`` key) and writes into ``out_dir`
 * ``serve_speed.png``: endpoint vs in-process throughput per concurrency;
 * ``report.md`` (or ``report.html``) embedding them beside each report's own tables.
 
-This module imports only the standard library at import time (the bench command modules use its
-output helpers while building their parsers); matplotlib loads when a plot is drawn.
+matplotlib loads when a plot is drawn.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import html
 import json
 import os
 import re
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,57 +28,6 @@ from compress.errors import ConfigError, DataError
 
 KINDS = ("table", "latency", "accuracy", "serve-speed", "load")
 FORMATS = ("md", "html")
-
-# ----------------------------------------------------------------------------------------------
-# Output helpers shared by the bench commands
-
-
-def split_list(value: str, cast: Callable[[str], Any], name: str) -> list[Any]:
-    """``"1,8,32"`` -> ``[1, 8, 32]``; a bad item is a one-line ConfigError naming the flag."""
-    items = [v.strip() for v in str(value).split(",") if v.strip()]
-    try:
-        out = [cast(v) for v in items]
-    except ValueError:
-        raise ConfigError(f"--{name}: expected a comma-separated list of {cast.__name__}, got {value!r}") from None
-    if not out:
-        raise ConfigError(f"--{name}: give at least one value")
-    return out
-
-
-def progress(message: str) -> None:
-    """A progress line on stderr (stdout carries the result)."""
-    print(message, file=sys.stderr, flush=True)
-
-
-def add_output_args(parser: argparse.ArgumentParser) -> None:
-    """``--json-out``, ``--md-out`` and the MLflow flags (``--tracking-uri``, ``--no-tracking``)."""
-    from compress.tracking import add_tracking_args
-
-    parser.add_argument("--json-out", metavar="FILE", help="write the JSON report here")
-    parser.add_argument("--md-out", metavar="FILE", help="write the Markdown table here")
-    add_tracking_args(parser)
-
-
-def write_outputs(args: argparse.Namespace, json_text: str, md_text: str, command: str | None = None) -> None:
-    """Write the JSON/Markdown files asked for, log the run to MLflow, then print the Markdown.
-
-    The MLflow run (unless ``--no-tracking``) holds the command's options as params, every number
-    of the report as a metric and both texts as ``report.json`` / ``report.md``; ``command`` names
-    it (default: ``bench <the report's kind>``).
-    """
-    from compress.tracking import log_command_run
-
-    for path, text in ((args.json_out, json_text), (args.md_out, md_text)):
-        if path:
-            p = Path(path)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(text if text.endswith("\n") else text + "\n")
-    report = json.loads(json_text)
-    kind = report.get("bench") if isinstance(report, dict) else None
-    log_command_run(args, command or f"bench {kind or 'run'}", report if isinstance(report, dict) else {},
-                    {"report.json": json_text, "report.md": md_text})
-    print(md_text, end="" if md_text.endswith("\n") else "\n")
-
 
 # ----------------------------------------------------------------------------------------------
 # Reading reports

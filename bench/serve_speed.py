@@ -43,8 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from bench.measure import CpuWatch, machine_notes, percentiles_ms, time_calls
 from compress.errors import ConfigError, UserError
 
 HEADLINE_CONCURRENCY = 8
@@ -94,32 +93,15 @@ class ServeSpeedConfig:
             raise ConfigError(f"max_queue_delay_us: must be >= 0, got {self.max_queue_delay_us}")
 
 
-
-
-def _percentiles(seconds: Sequence[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1000.0
-    p50, p99 = np.percentile(ms, [50, 99])
-    return {"p50_ms": float(p50), "p99_ms": float(p99), "mean_ms": float(ms.mean())}
-
-
 def in_process(predictor: Any, texts: Sequence[str], batch_size: int, examples: int, warmup: int,
                max_seconds: float) -> dict[str, Any]:
     """Back-to-back ``predict`` on batches of ``batch_size`` until ``examples`` texts: their count, total
     seconds and per-call latencies (:func:`merge_in_process` turns rounds of these into rates)."""
     batches = [[texts[(start + j) % len(texts)] for j in range(batch_size)]
                for start in range(0, max(examples, batch_size), batch_size)]
-    for batch in batches[:warmup]:
-        predictor.predict(batch)
-    seconds = []
-    start = time.perf_counter()
-    for batch in batches:
-        t0 = time.perf_counter()
-        predictor.predict(batch)
-        seconds.append(time.perf_counter() - t0)
-        if time.perf_counter() - start > max_seconds and len(seconds) >= 3:
-            break
-    return {"batch_size": batch_size, "examples": batch_size * len(seconds), "seconds": float(np.sum(seconds)),
-            "latencies_s": seconds}
+    timing = time_calls(predictor.predict, batches, warmup, len(batches), max_seconds)
+    return {"batch_size": batch_size, "examples": timing.examples, "seconds": timing.total_s,
+            "latencies_s": timing.seconds.tolist()}
 
 
 def endpoint(url: str, model: str, texts: Sequence[str], concurrency: int, requests: int, warmup: int,
@@ -196,7 +178,7 @@ def _merge(rounds: Sequence[dict[str, Any]], size: str, count: str, rate: str) -
     seconds = sum(r["seconds"] for r in rounds)
     return {size: rounds[0][size], count: total, "seconds": seconds, rate: total / seconds,
             f"per_round_{rate}": [r[count] / r["seconds"] for r in rounds],
-            **_percentiles([s for r in rounds for s in r["latencies_s"]])}
+            **percentiles_ms([s for r in rounds for s in r["latencies_s"]], (50, 99))}
 
 
 def merge_in_process(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -269,7 +251,7 @@ def benchmark_level(predictor: Any, c: int, max_batch: int, texts: Sequence[str]
 def benchmark_artifact(artifact: Path, config: ServeSpeedConfig,
                        log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """In-process and endpoint numbers of one artifact at every concurrency."""
-    from bench.latency import Skipped, load_predictor
+    from bench.artifacts import Skipped, load_predictor
     from serve.server import start_server
 
     try:
@@ -287,7 +269,7 @@ def benchmark_artifact(artifact: Path, config: ServeSpeedConfig,
 def run(artifacts: Sequence[str | os.PathLike[str]], config: ServeSpeedConfig,
         log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """Measure every artifact; returns the JSON-ready report (``bench: serve-speed``)."""
-    from bench.latency import CpuWatch, check_artifacts, machine_notes
+    from bench.artifacts import check_artifacts
 
     paths = check_artifacts(artifacts)
     watch = CpuWatch()

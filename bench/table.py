@@ -288,10 +288,11 @@ def measure_artifact(artifact: Path, config: TableConfig, eval_data: Any = None,
 def build_table(artifacts: Sequence[str | os.PathLike[str]], config: TableConfig,
                 log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """Claimed rows beside measured ones; returns the JSON-ready report (``bench: table``)."""
-    from bench import latency
+    from bench.artifacts import check_artifacts
+    from bench.measure import CpuWatch, machine_notes
 
-    paths = latency.check_artifacts(artifacts)
-    watch = latency.CpuWatch()
+    paths = check_artifacts(artifacts)
+    watch = CpuWatch()
     eval_data = None
     if config.data:
         from bench.accuracy import load_eval_data
@@ -325,7 +326,7 @@ def build_table(artifacts: Sequence[str | os.PathLike[str]], config: TableConfig
                      "texts": config.texts_source or f"fixed {config.seq_length} tokens",
                      "data": config.data, "split": config.split, "max_rows": config.max_rows,
                      "warmup": config.warmup, "iters": config.iters, "threads": config.threads},
-        "notes": latency.machine_notes(env),
+        "notes": machine_notes(env),
         "rows": rows,
     }
 

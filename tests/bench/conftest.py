@@ -52,7 +52,7 @@ def runs_dir(tmp_path, tfidf_artifact) -> Path:
 @pytest.fixture(scope="session")
 def server(tfidf_artifact, tmp_path_factory):
     """A real tritonserver on free loopback ports serving the TF-IDF artifact as model ``tfidf``."""
-    from bench.latency import load_predictor
+    from bench.artifacts import load_predictor
     from serve.config import ServeConfig
     from serve.server import free_ports, start_server
 

@@ -1,37 +1,18 @@
-"""bench latency: fixed-length inputs, the grid's structure, percentiles, ratios, skips and the CLI."""
+"""bench latency: the grid's structure, percentiles, ratios, skips and the CLI."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import shutil
 
 import pytest
 
 from bench import latency
-from compress.errors import ArtifactError, ConfigError
+from bench.artifacts import find_artifacts
+from bench.inputs import read_texts
+from compress.errors import ConfigError
 from modcompress.cli import bench_main as main
-from tests import fixtures
 
 FAST = {"warmup": 1, "iters": 5, "max_seconds": 5.0}
-
-
-@pytest.mark.parametrize("length", [3, 8, 16, 64])
-def test_fixed_length_text_tokenizes_to_exactly_that_length(tmp_path, length):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(fixtures.write_tokenizer(tmp_path / "tok")))
-    text = latency.fixed_length_text(length, tokenizer)
-    assert len(tokenizer(text)["input_ids"]) == length
-    assert len(latency.fixed_length_text(length).split()) == length  # no tokenizer: words
-
-
-def test_fixed_length_text_refuses_lengths_without_room_for_text(tmp_path):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(fixtures.write_tokenizer(tmp_path / "tok")))
-    with pytest.raises(ConfigError, match="special tokens"):
-        latency.fixed_length_text(2, tokenizer)  # [CLS] [SEP] only
 
 
 def test_grid_structure_percentiles_and_self_ratio(tfidf_artifact):
@@ -60,7 +41,7 @@ def test_runtimes_resolving_to_one_backend_are_measured_once(tfidf_artifact):
 
 def test_ratios_against_a_named_baseline(runs_dir):
     config = latency.LatencyConfig(batch_sizes=(2,), seq_lengths=(8,), baseline="tfidf-b/sklearn", **FAST)
-    report = latency.run(latency.find_artifacts(runs_dir), config)
+    report = latency.run(find_artifacts(runs_dir), config)
     rows = {r["name"]: r for r in report["rows"]}
     assert rows["tfidf-b/sklearn"]["speedup"] == pytest.approx(1.0)
     a, b = rows["tfidf-a/sklearn"], rows["tfidf-b/sklearn"]
@@ -71,7 +52,7 @@ def test_ratios_against_a_named_baseline(runs_dir):
 
 
 def test_real_lengths_mode_samples_real_texts(tfidf_artifact, jigsaw_csv):
-    texts = latency.read_texts(jigsaw_csv)
+    texts = read_texts(jigsaw_csv)
     config = latency.LatencyConfig(batch_sizes=(4,), real_texts=tuple(texts),
                                    real_source=str(jigsaw_csv), **FAST)
     report = latency.run([tfidf_artifact], config)
@@ -119,13 +100,6 @@ def test_triton_runtime_needs_a_url():
         latency.LatencyConfig(runtimes=("triton",))
 
 
-def test_find_artifacts(tmp_path, runs_dir):
-    shutil.copytree(runs_dir / "tfidf-a", runs_dir / ".tfidf-c.tmp-123")  # an artifact still being written
-    assert [p.name for p in latency.find_artifacts(runs_dir)] == ["tfidf-a", "tfidf-b"]
-    with pytest.raises(ArtifactError, match="no artifacts found under"):
-        latency.find_artifacts(tmp_path / "empty")
-
-
 def test_cli_writes_json_and_markdown(tmp_path, tfidf_artifact, capsys):
     out_json, out_md = tmp_path / "lat.json", tmp_path / "lat.md"
     code = main(["latency", str(tfidf_artifact), "--runtimes", "torch", "--batch-sizes", "1,2", "--seq-lengths", "8",
@@ -148,31 +122,3 @@ def test_cli_rejects_bad_lists_and_unknown_runtimes(tfidf_artifact, capsys):
     assert "--batch-sizes" in capsys.readouterr().err
     assert main(["latency", str(tfidf_artifact), "--runtimes", "onnx"]) == 2
     assert "unknown runtime 'onnx'" in capsys.readouterr().err
-
-
-def test_busy_machine_is_reported():
-    busy = {"logical_cpus": 2, "load_average_1m_start": 0.3, "load_average_1m": 5.9}
-    (note,) = latency.machine_notes(busy)
-    assert "load average up to 5.9 on 2" in note
-    assert latency.machine_notes({"logical_cpus": 2, "load_average_1m": 0.4}) == []
-
-
-def test_other_cpu_work_is_what_the_machine_did_minus_our_own(monkeypatch):
-    """Our own threads (the load average counts them) must not make a quiet machine look busy."""
-    machine = iter([100.0, 106.0])  # 6 busy CPU seconds machine-wide during the run
-    own = iter([10.0, 15.0])  # 5 of them were ours
-    clock = itertools.chain([0.0, 10.0], itertools.repeat(10.0))  # over 10 s
-    monkeypatch.setattr(latency, "_cpu_seconds", lambda: next(machine))
-    monkeypatch.setattr(latency, "_own_cpu_seconds", lambda: next(own))
-    monkeypatch.setattr(latency.time, "perf_counter", lambda: next(clock))
-    env = {"logical_cpus": 2, "load_average_1m": 1.9, **latency.CpuWatch().stop()}
-    assert env["other_cpus"] == 0.1
-    assert latency.machine_notes(env) == []  # a load average of 1.9 on 2 CPUs was our own work
-    (note,) = latency.machine_notes({**env, "other_cpus": 0.8})
-    assert "other processes used 0.80 of 2 logical CPUs" in note
-
-
-def test_cpu_watch_reads_this_machine():
-    """On Linux the watch reports a non-negative number; elsewhere it reports nothing."""
-    result = latency.CpuWatch().stop()
-    assert result == {} or result["other_cpus"] >= 0

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from bench import load
+from bench.inputs import texts_from
 from compress.errors import ConfigError, UserError
 from modcompress.cli import bench_main as main
 
@@ -49,7 +50,7 @@ def test_users_are_bounded():
 
 def test_short_bounded_run_against_the_test_server(tmp_path, server, jigsaw_csv):
     config = load.LoadConfig(url=server.http_url, model="tfidf", users=2, spawn_rate=2, duration_s=3,
-                             texts=load.texts_from(str(jigsaw_csv), limit=50), texts_source=str(jigsaw_csv))
+                             texts=texts_from(str(jigsaw_csv), limit=50), texts_source=str(jigsaw_csv))
     report = load.run(config, tmp_path / "load")
     assert report["requests"] > 0 and report["failures"] == 0
     assert report["requests_per_s"] > 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import report as common
+from bench import output
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="split / --max-rows sampling seed (default: 0)")
     p.add_argument("--max-rows", type=int, help="score a seeded sample of this many rows")
     p.add_argument("--threads", type=int, help="intra-op threads of PyTorch / ONNX Runtime (default: physical cores)")
-    common.add_output_args(p)
+    output.add_output_args(p)
     p.set_defaults(func=run)
 
 
@@ -31,6 +31,6 @@ def run(args: argparse.Namespace) -> int:
     from bench import accuracy
 
     report = accuracy.run(args.artifacts, args.data, args.format, args.runtime, args.split, args.val_fraction,
-                          args.seed, args.max_rows, log=common.progress, threads=args.threads)
-    common.write_outputs(args, accuracy.dumps(report), accuracy.markdown(report))
+                          args.seed, args.max_rows, log=output.progress, threads=args.threads)
+    output.write_outputs(args, accuracy.dumps(report), accuracy.markdown(report))
     return 0

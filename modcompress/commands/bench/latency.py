@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import report as common
+from bench import output
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,26 +36,28 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="row (ARTIFACT_NAME/RUNTIME) the ratios compare with (default: the first measured row)")
     p.add_argument("--seed", type=int, default=0, help="sampling of --real-lengths batches")
     p.add_argument("--threads", type=int, help="intra-op threads of PyTorch / ONNX Runtime (default: physical cores)")
-    common.add_output_args(p)
+    output.add_output_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from bench import latency
+    from bench.artifacts import find_artifacts
+    from bench.inputs import read_texts
 
-    artifacts = args.artifacts or latency.find_artifacts(args.runs_dir)
-    runtimes = common.split_list(args.runtimes, str, "runtimes")
+    artifacts = args.artifacts or find_artifacts(args.runs_dir)
+    runtimes = output.split_list(args.runtimes, str, "runtimes")
     if args.url and latency.TRITON not in runtimes:
         runtimes.append(latency.TRITON)
-    real = latency.read_texts(args.real_lengths, args.format) if args.real_lengths else None
+    real = read_texts(args.real_lengths, args.format) if args.real_lengths else None
     config = latency.LatencyConfig(
         runtimes=tuple(latency.check_runtimes(runtimes)),
-        batch_sizes=tuple(common.split_list(args.batch_sizes, int, "batch-sizes")),
-        seq_lengths=tuple(common.split_list(args.seq_lengths, int, "seq-lengths")),
+        batch_sizes=tuple(output.split_list(args.batch_sizes, int, "batch-sizes")),
+        seq_lengths=tuple(output.split_list(args.seq_lengths, int, "seq-lengths")),
         real_texts=tuple(real) if real is not None else None, real_source=args.real_lengths, url=args.url,
         warmup=args.warmup, iters=args.iters, max_seconds=args.max_seconds, baseline=args.baseline, seed=args.seed,
         threads=args.threads,
     )
-    report = latency.run(artifacts, config, log=common.progress)
-    common.write_outputs(args, latency.dumps(report), latency.markdown(report))
+    report = latency.run(artifacts, config, log=output.progress)
+    output.write_outputs(args, latency.dumps(report), latency.markdown(report))
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import report as common
+from bench import output
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,18 +25,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--texts", metavar="DATAFILE", help="comments to send (.txt or any data file; default: samples)")
     p.add_argument("--format", help="format of --texts (detected when omitted)")
     p.add_argument("--out", default="runs/bench/load", help="directory for CSVs + load.json (default: %(default)s)")
-    p.add_argument("--json-out", metavar="FILE", help="also write the JSON report here")
-    p.add_argument("--md-out", metavar="FILE", help="write the Markdown summary here")
+    output.add_output_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from bench import load
+    from bench.inputs import texts_from
 
     config = load.LoadConfig(url=args.url, model=args.model, users=args.users, spawn_rate=args.spawn_rate,
                              duration_s=load.parse_duration(args.duration),
-                             texts=load.texts_from(args.texts, args.format), texts_source=args.texts)
-    common.progress(f"locust: {config.users} users for {config.duration_s:g} s against {config.url}")
+                             texts=texts_from(args.texts, args.format), texts_source=args.texts)
+    output.progress(f"locust: {config.users} users for {config.duration_s:g} s against {config.url}")
     report = load.run(config, args.out)
-    common.write_outputs(args, load.dumps(report), load.markdown(report))
+    output.write_outputs(args, load.dumps(report), load.markdown(report))
     return 1 if report["failures"] else 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import report as common
+from bench import output
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-auc-drop", type=float, default=0.005)
     p.add_argument("--calibration-samples", type=int, default=128)
     p.add_argument("--slow-eval-rows", type=int, default=200, help="AUC rows for the bf16 path (slow on AVX2)")
-    common.add_output_args(p)
+    output.add_output_args(p, prints="both")
     p.set_defaults(func=run)
 
 
@@ -32,8 +32,5 @@ def run(args: argparse.Namespace) -> int:
     report = quant_speed.run(args.artifacts, args.data, args.format, args.latency_texts, args.throughput_texts,
                              args.warmup, args.budget_s, args.max_auc_drop, args.calibration_samples,
                              args.slow_eval_rows)
-    text, table = quant_speed.dumps(report), quant_speed.markdown(report)
-    print(text)
-    print()
-    common.write_outputs(args, text, table, command="bench quant-speed")
+    output.write_outputs(args, quant_speed.dumps(report), quant_speed.markdown(report), command="bench quant-speed")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import report as common
+from bench import report
 from compress.tracking import add_tracking_args
 
 
@@ -17,14 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="sources", nargs="+", metavar="JSON",
                    help="bench JSON reports (default: every bench report in runs/bench/)")
     p.add_argument("--out", required=True, help="directory for the report and its PNGs")
-    p.add_argument("--format", default="md", choices=list(common.FORMATS), help="md or html (default: md)")
+    p.add_argument("--format", default="md", choices=list(report.FORMATS), help="md or html (default: md)")
     add_tracking_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    sources = args.sources or common.find_reports("runs/bench")
-    path = common.build_report(common.load_reports(sources), args.out, args.format)
+    sources = args.sources or report.find_reports("runs/bench")
+    path = report.build_report(report.load_reports(sources), args.out, args.format)
     from compress.tracking import log_command_run
 
     log_command_run(args, "bench report", {"sources": len(sources)}, {}, artifact_dir=path.parent)

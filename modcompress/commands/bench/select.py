@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import report as common
+from bench import output
 from modcompress.commands.bench.table import add_table_args
 
 EXIT_NONE_QUALIFIES = 1
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-cost", type=float, help="dollars per 1M comments limit")
     p.add_argument("--from-table", metavar="JSON", help="a `bench table --json-out` file (default: build the table)")
     add_table_args(p)
-    common.add_output_args(p)
+    output.add_output_args(p)
     p.set_defaults(func=run)
 
 
@@ -40,5 +40,5 @@ def run(args: argparse.Namespace) -> int:
     min_metrics = table.parse_min_metrics(args.min_metric)
     report = table.load_table(args.from_table) if args.from_table else build(args)
     result = table.select(report, args.max_latency_ms, min_metrics, args.max_cost)
-    common.write_outputs(args, json.dumps(result, indent=2), table.select_markdown(result))
+    output.write_outputs(args, json.dumps(result, indent=2), table.select_markdown(result))
     return 0 if result["chosen"] else EXIT_NONE_QUALIFIES

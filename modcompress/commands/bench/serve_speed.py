@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import report as common
+from bench import output
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,18 +28,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="same plain batcher at every level (no preferred batch size = c)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="time limit per level (default: 120)")
     p.add_argument("--threads", type=int, help="intra-op threads of PyTorch / ONNX Runtime (default: physical cores)")
-    common.add_output_args(p)
+    output.add_output_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench import load, serve_speed
+    from bench import serve_speed
+    from bench.inputs import texts_from
 
     config = serve_speed.ServeSpeedConfig(
-        concurrency=tuple(common.split_list(args.concurrency, int, "concurrency")), requests=args.requests,
-        texts=load.texts_from(args.texts, args.format), texts_source=args.texts, backend=args.backend,
+        concurrency=tuple(output.split_list(args.concurrency, int, "concurrency")), requests=args.requests,
+        texts=texts_from(args.texts, args.format), texts_source=args.texts, backend=args.backend,
         max_queue_delay_us=args.max_queue_delay_us, tune_batcher=args.tune_batcher, max_seconds=args.max_seconds,
         threads=args.threads, rounds=args.rounds)
-    report = serve_speed.run(args.artifacts, config, log=common.progress)
-    common.write_outputs(args, serve_speed.dumps(report), serve_speed.markdown(report))
+    report = serve_speed.run(args.artifacts, config, log=output.progress)
+    output.write_outputs(args, serve_speed.dumps(report), serve_speed.markdown(report))
     return 0

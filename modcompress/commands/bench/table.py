@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from bench import report as common
-
-DEFAULT_DOLLARS_PER_HOUR = 0.10  # mirrors bench.table.DEFAULT_DOLLARS_PER_HOUR (kept light here)
+from bench import output
+from bench.table import DEFAULT_DOLLARS_PER_HOUR
 
 
 def add_table_args(p: argparse.ArgumentParser) -> None:
@@ -39,28 +38,30 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "parameters, batch-1 p50 latency, throughput, metrics and $ per 1M comments beside its claimed "
                     "row (matched by architecture). The claimed 'accuracy' is compared with macro ROC-AUC.")
     add_table_args(p)
-    common.add_output_args(p)
+    output.add_output_args(p)
     p.set_defaults(func=run)
 
 
 def build(args: argparse.Namespace) -> dict:
     """The table report from parsed arguments (shared with `bench select`)."""
-    from bench import latency, table
+    from bench import table
+    from bench.artifacts import find_artifacts
+    from bench.inputs import read_texts
 
-    artifacts = args.artifacts or latency.find_artifacts(args.runs_dir)
+    artifacts = args.artifacts or find_artifacts(args.runs_dir)
     texts_path = args.texts or args.data
-    texts = latency.read_texts(texts_path, args.format) if texts_path else None
+    texts = read_texts(texts_path, args.format) if texts_path else None
     config = table.TableConfig(
         runtime=args.runtime, batch_size=args.batch_size, seq_length=args.seq_length,
         texts=tuple(texts) if texts is not None else None, texts_source=texts_path, data=args.data,
         format=args.format, split=args.split, max_rows=args.max_rows, dollars_per_hour=args.dollars_per_hour,
         warmup=args.warmup, iters=args.iters, threads=args.threads)
-    return table.build_table(artifacts, config, log=common.progress)
+    return table.build_table(artifacts, config, log=output.progress)
 
 
 def run(args: argparse.Namespace) -> int:
     from bench import table
 
     report = build(args)
-    common.write_outputs(args, table.dumps(report), table.markdown(report))
+    output.write_outputs(args, table.dumps(report), table.markdown(report))
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import report as common
+from bench import output
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
-    common.add_output_args(p)
+    output.add_output_args(p, prints="both")
     p.set_defaults(func=run)
 
 
@@ -25,8 +25,5 @@ def run(args: argparse.Namespace) -> int:
 
     report = train_speed.run(args.model, args.data, args.format, args.examples, args.batch_size,
                              args.max_length, mixed_precision=args.mixed_precision)
-    text = train_speed.dumps(report)
-    print(text)
-    print()
-    common.write_outputs(args, text, train_speed.markdown(report))
+    output.write_outputs(args, train_speed.dumps(report), train_speed.markdown(report))
     return 0
