@@ -112,7 +112,10 @@ def check_loopback_url(url: str) -> str:
     if not loopback:
         raise ConfigError(f"url: {host} is not a loopback address; bench load only targets 127.0.0.1, ::1 or "
                           f"localhost (run it on the server's machine)")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # urllib: not a number, or outside 0-65535
+        raise ConfigError(f"url: bad port in {url!r}; use a port number in 1..65535") from None
     netloc = f"[{host}]" if ":" in host else host
     return f"{parts.scheme}://{netloc}:{port}"
 

@@ -69,6 +69,8 @@ def open_study(config: TuneConfig):
     """Create the study, or load it by name (another call or worker made it) and check it tunes the same thing."""
     import optuna
 
+    if config.n_trials == 0:
+        return _existing_study(config)
     storage = open_storage(config.storage)
     try:
         study = optuna.create_study(storage=storage, study_name=config.study_name, direction="maximize",
@@ -82,6 +84,28 @@ def open_study(config: TuneConfig):
         study.set_user_attr("modcompress.target", config.target)
         study.set_user_attr("modcompress.metric", METRIC)
     elif target != config.target:
+        raise UserError(f"study {config.study_name!r} in {masked_url(config.storage)} tunes a {target}, "
+                        f"not a {config.target}; pass another --study-name")
+    return study
+
+
+def _existing_study(config: TuneConfig):
+    """With ``n_trials=0`` nothing is tuned: load the study (never create one) and require a finished trial."""
+    import optuna
+
+    fix = "run trials first (--n-trials N), or pass the --storage and --study-name of an existing study"
+    if config.storage.startswith("sqlite:///") and not Path(config.storage[len("sqlite:///"):]).expanduser().is_file():
+        raise UserError(f"--n-trials 0 writes the best trial of an existing study, and {masked_url(config.storage)} "
+                        f"does not exist; {fix}")
+    try:
+        study = optuna.load_study(study_name=config.study_name, storage=open_storage(config.storage))
+    except KeyError:
+        raise UserError(f"--n-trials 0 writes the best trial of an existing study, and "
+                        f"{masked_url(config.storage)} has no study {config.study_name!r}; {fix}") from None
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        raise UserError(f"study {config.study_name!r} has no finished trial to write; {fix}")
+    target = study.user_attrs.get("modcompress.target")
+    if target is not None and target != config.target:
         raise UserError(f"study {config.study_name!r} in {masked_url(config.storage)} tunes a {target}, "
                         f"not a {config.target}; pass another --study-name")
     return study

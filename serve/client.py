@@ -70,6 +70,9 @@ def parse_url(url: str, protocol: str | None = None) -> tuple[str, str]:
     host_part = address.rsplit("]", 1)[-1]  # an IPv6 literal holds colons of its own
     if ":" not in host_part:
         address = f"{address}:{DEFAULT_HTTP_PORT if scheme == 'http' else DEFAULT_GRPC_PORT}"
+    port = address.rsplit(":", 1)[1]
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ClientError(f"bad port {port!r} in {url!r}; use a port number in 1..65535")
     return scheme, address
 
 
