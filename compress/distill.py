@@ -321,6 +321,16 @@ def build_transfer_set(texts: Sequence[str], labels: np.ndarray, unlabeled: Sequ
     return TransferSet([*base, *aug], all_labels, has, counts)
 
 
+def teacher_splits(data: DataConfig, labels: Sequence[str], hierarchy: Mapping[str, str]) -> tuple[Any, Any, Any]:
+    """(label schema, train, validation) of ``data``, checked against and ordered as the teacher's labels."""
+    from compress import data as data_mod
+    from compress.train import load_splits
+
+    schema = data_mod.LabelSchema.from_names(labels, hierarchy)
+    train, val = load_splits(data)
+    return schema, data_mod.align_to_schema(train, schema), data_mod.align_to_schema(val, schema)
+
+
 def unlabeled_transfer_texts(path: str | Path, column: str | None, val_texts: Sequence[str]) -> list[str]:
     """:func:`read_unlabeled`, minus texts that are validation texts (they would leak into the score)."""
     unlabeled = read_unlabeled(path, column)
@@ -408,16 +418,40 @@ def cached_soft_labels(cache_dir: Path, key: str, num_rows: int, num_labels: int
     return logits, False
 
 
-def teacher_soft_labels(teacher, encoded, num_labels: int, needed: bool, cache_dir: Path, key: str,
-                        batch_size: int, device) -> tuple[np.ndarray, bool]:
-    """(N, L) teacher logits over ``encoded`` through the cache, and whether the cache was hit.
+@dataclass
+class SoftLabels:
+    """The teacher's view of the transfer set.
+
+    Attributes:
+        logits: (N, L) float32 teacher logits (zeros when not needed).
+        key: soft-label cache key (teacher files + transfer texts + truncation).
+        cache_hit: whether they came from the cache.
+        encoded: the transfer texts in the teacher's tokenization.
+    """
+
+    logits: np.ndarray
+    key: str
+    cache_hit: bool
+    encoded: Any
+
+
+def teacher_soft_labels(teacher, teacher_dir: Path, tokenizer, transfer: TransferSet, max_length: int, needed: bool,
+                        cache_dir: Path, batch_size: int, device) -> SoftLabels:
+    """Teacher logits over the transfer set, through the cache; the teacher is moved to ``device``.
 
     When not ``needed`` (the KD term has weight 0) the teacher is not run: zeros, no cache hit.
     """
+    from compress.batching import encode
+
+    encoded = encode(tokenizer, transfer.texts, max_length)
+    teacher.to(device)
+    key = soft_label_key(teacher_fingerprint(teacher_dir), transfer.fingerprint(), max_length)
+    num_labels = transfer.labels.shape[1]
     if not needed:
-        return np.zeros((len(encoded), num_labels), dtype=np.float32), False
-    return cached_soft_labels(cache_dir, key, len(encoded), num_labels,
-                              lambda: teacher_logits(teacher, encoded, batch_size, device))
+        return SoftLabels(np.zeros((len(transfer.texts), num_labels), dtype=np.float32), key, False, encoded)
+    logits, hit = cached_soft_labels(cache_dir, key, len(transfer.texts), num_labels,
+                                     lambda: teacher_logits(teacher, encoded, batch_size, device))
+    return SoftLabels(logits, key, hit, encoded)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -637,7 +671,6 @@ def distill(config: DistillConfig) -> DistillResult:
     """Distil ``config.teacher`` into ``config.student`` and write a student artifact to ``config.out``."""
     import torch
 
-    from compress import data as data_mod
     from compress.artifact import ArtifactInfo, read_info
     from compress.batching import encode
     from compress.loop import Checkpointing, LoopData, resumable_checkpoint, resume_fingerprint, run_loop
@@ -647,7 +680,7 @@ def distill(config: DistillConfig) -> DistillResult:
     from compress.models.distilbert import hidden_state_pairs
     from compress.precision import resolve_mixed_precision
     from compress.tracking import tracked_run
-    from compress.train import build_task_loss, load_splits
+    from compress.train import build_task_loss
 
     t_start = time.perf_counter()
     if config.num_threads:
@@ -662,9 +695,7 @@ def distill(config: DistillConfig) -> DistillResult:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     # -- data, checked against the teacher's labels
-    schema = data_mod.LabelSchema.from_names(info.labels, info.hierarchy)
-    train_set, val_set = load_splits(config.data)
-    train_set, val_set = data_mod.align_to_schema(train_set, schema), data_mod.align_to_schema(val_set, schema)
+    schema, train_set, val_set = teacher_splits(config.data, info.labels, info.hierarchy)
     unlabeled = (unlabeled_transfer_texts(config.unlabeled, config.unlabeled_column, val_set.texts)
                  if config.unlabeled else [])
 
@@ -676,34 +707,31 @@ def distill(config: DistillConfig) -> DistillResult:
                             freeze_embeddings=config.freeze_embeddings, match_hidden=hidden)
 
     # -- transfer set and the teacher's soft labels (cached)
-    mask_token = teacher_tok.mask_token or teacher_tok.unk_token or "[UNK]"
     transfer = transfer_set_for(train_set.texts, train_set.labels, unlabeled, config.alpha, config.augment,
-                                config.p_mask, config.p_ng, mask_token, config.optim.seed)
-    teacher_enc = encode(teacher_tok, transfer.texts, max_length)
-    teacher.to(device)
-    key = soft_label_key(teacher_fingerprint(teacher_dir), transfer.fingerprint(), max_length)
+                                config.p_mask, config.p_ng, teacher_tok.mask_token or teacher_tok.unk_token or "[UNK]",
+                                config.optim.seed)
     cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
-    soft, cache_hit = teacher_soft_labels(teacher, teacher_enc, schema.num_labels, config.alpha > 0, cache_dir, key,
-                                          config.teacher_batch_size, device)
+    soft = teacher_soft_labels(teacher, teacher_dir, teacher_tok, transfer, max_length, config.alpha > 0, cache_dir,
+                               config.teacher_batch_size, device)
     pairs = hidden_state_pairs(teacher.config.num_hidden_layers, student.model.config.num_hidden_layers) \
         if hidden else []
     if not hidden:
         teacher = None  # not run per step: free it
-    data = LoopData(student_encoding(student.tokenizer, teacher_tok, teacher_enc, transfer, max_length),
+    data = LoopData(student_encoding(student.tokenizer, teacher_tok, soft.encoded, transfer, max_length),
                     encode(student.tokenizer, val_set.texts, max_length), val_set.labels, schema.names)
 
     # -- objective
     hard_loss = build_task_loss(config.loss.name, dict(config.loss.params), config.loss.pos_weight_rule, schema,
                                 train_set.labels)
     kd = DistillationLoss(hard_loss, config.temperature, config.alpha).to(device)
-    step_loss = kd_step_loss(kd, soft, transfer.has_labels, device, teacher, pairs, config.hidden_weight)
+    step_loss = kd_step_loss(kd, soft.logits, transfer.has_labels, device, teacher, pairs, config.hidden_weight)
 
     # -- train, then write the best epoch
     mixed_precision = resolve_mixed_precision(config.optim.mixed_precision, device)
     recipe = to_dict(config)
     recipe.update({"max_length": max_length, "student_params": student.params, "architecture": student.architecture,
                    "cache_dir": str(cache_dir)})
-    fingerprint = resume_fingerprint(key, recipe, ignore=("resume", "tracking", "cache_dir"))
+    fingerprint = resume_fingerprint(soft.key, recipe, ignore=("resume", "tracking", "cache_dir"))
     n_params = num_parameters(student.model)
     log.info("student %s: %s parameters; teacher %s", student.architecture, f"{n_params:,}", teacher_dir)
     with tracked_run(config.tracking.enabled, config.tracking.tracking_uri, config.tracking.experiment,
@@ -717,8 +745,8 @@ def distill(config: DistillConfig) -> DistillResult:
             hierarchy={c: p for c, p in schema.hierarchy}, thresholds=[float(t) for t in result.thresholds],
             max_length=max_length, parent=str(teacher_dir.resolve()), metrics=result.metrics,
             data_fingerprint=train_set.fingerprint(), recipe=recipe,
-            extra={"num_parameters": n_params, "soft_label_cache_key": key if config.alpha > 0 else None,
-                   "soft_label_cache_hit": cache_hit, "transfer": transfer.counts,
+            extra={"num_parameters": n_params, "soft_label_cache_key": soft.key if config.alpha > 0 else None,
+                   "soft_label_cache_hit": soft.cache_hit, "transfer": transfer.counts,
                    "best_epoch": result.state.best_epoch, "history": result.state.history,
                    "teacher_metrics": summary(info.metrics) if info.metrics else {},
                    "mixed_precision": mixed_precision, "train_rows": len(train_set), "val_rows": len(val_set)},
@@ -733,5 +761,5 @@ def distill(config: DistillConfig) -> DistillResult:
     log.info("student written to %s: val macro ROC-AUC %.4f, macro-F1 %.4f", out, result.metrics["macro_roc_auc"],
              result.metrics["macro_f1"])
     return DistillResult(out, result.metrics, result.state.best_epoch, result.state.epoch, wall,
-                         result.examples_per_s, n_params, transfer.counts, cache_hit, key, tracker.run_id,
+                         result.examples_per_s, n_params, transfer.counts, soft.cache_hit, soft.key, tracker.run_id,
                          student.model)

@@ -48,6 +48,7 @@ from compress.batching import pad_batch
 from compress.errors import ArtifactError, ConfigError, DataError, UserError
 from compress.quantize_torch import int8_module_names, save_torch_int8, torch_int8_dynamic
 from export.cpu import cpu_has_vnni
+from export.onnx import output_dir
 from export.ort import onnx_logits, ort_session
 
 log = logging.getLogger(__name__)
@@ -474,14 +475,6 @@ def check_source_kind(source: Path, kind: str, parent: str | None, mode: str) ->
     if mode in ONNX_MODES and kind not in ("teacher", "student", "onnx"):
         raise ArtifactError(f"{source} is a {kind} artifact; --mode {mode} needs an onnx artifact or a "
                             "teacher/student (exported first)")
-
-
-def output_dir(source: Path, out: str | None, mode: str) -> Path:
-    """``out``, or ``<source>-<mode>`` beside the source; ConfigError when it is the source itself."""
-    path = Path(out) if out else source.with_name(f"{source.name}-{mode}")
-    if path.resolve() == source.resolve():
-        raise ConfigError(f"out: {path} is the source artifact; pass another --out")
-    return path
 
 
 def load_source(source: Path, info: Any, config: QuantizeConfig, workdir: Path) -> _Source:
