@@ -26,9 +26,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compress.errors import ConfigError, UserError
+
+if TYPE_CHECKING:
+    from compress.config import DataConfig, TrackingConfig
+    from compress.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +224,154 @@ def choose_teacher(preference: str, base_dir: Path, texts_for_vocab: Callable[[]
 
 
 # ----------------------------------------------------------------------------------------------
+# Stages: each runs one library function, times itself and returns its Stage.
+
+
+def sample_stage(data_file: Path, limit: int | None) -> Stage:
+    """The packaged sample copied to ``data_file`` (``limit`` rows if set)."""
+    t0 = time.perf_counter()
+    rows = write_sample(data_file, limit)
+    return Stage("data", data_file, time.perf_counter() - t0,
+                 {"rows": rows, "source": "OLID v1.0 sample (compress/sample/README.md)"})
+
+
+def teacher_stage(preference: str, out: Path, data_file: Path, settings: dict[str, Any],
+                  tracking: TrackingConfig, num_threads: int | None, tracker: Tracker, progress: Callable[[str], None]
+                  ) -> tuple[Stage, tuple[str, str, str]]:
+    """Choose a teacher checkpoint and fine-tune it on the sample into ``out/teacher``.
+
+    Returns the stage and the choice (model argument, kind, description), see :func:`choose_teacher`.
+    """
+    from compress.config import DataConfig, OptimConfig, TrainConfig
+    from compress.train import train
+
+    t0 = time.perf_counter()
+
+    def sample_texts() -> list[str]:
+        from compress.data import load_dataset
+
+        return load_dataset(data_file, format=SAMPLE_FORMAT).texts
+
+    progress("teacher: choosing a checkpoint")
+    model, kind, source = choose_teacher(preference, out / "base-model", sample_texts, settings["max_length"])
+    progress(f"teacher: {source}")
+    tracker.set_tags({"teacher_source": kind})
+    small = kind == "small"
+    teacher_cfg = TrainConfig(
+        model=model, out=str(out / "teacher"),
+        data=DataConfig(data=str(data_file), format=SAMPLE_FORMAT),
+        optim=OptimConfig(epochs=settings["small_epochs" if small else "teacher_epochs"],
+                          lr=1e-3 if small else 1e-4, batch_size=32, patience=2, warmup_ratio=0.1),
+        tracking=tracking, max_length=settings["max_length"], num_threads=num_threads)
+    progress(f"train: fine-tuning the teacher ({teacher_cfg.optim.epochs} epoch(s))")
+    trained = train(teacher_cfg)
+    stage = Stage("teacher", trained.artifact, time.perf_counter() - t0,
+                  {"macro_roc_auc": trained.metrics["macro_roc_auc"], "macro_f1": trained.metrics["macro_f1"],
+                   "source": source, "epochs": trained.epochs_run})
+    return stage, (model, kind, source)
+
+
+def student_stage(out: Path, epochs: int, tracking: TrackingConfig, num_threads: int | None,
+                  progress: Callable[[str], None]) -> tuple[Stage, DataConfig]:
+    """Distil ``out/teacher`` into a TextCNN at ``out/student``; returns the stage and its data config."""
+    from compress.distill import distill, load_distill_config
+
+    t0 = time.perf_counter()
+    progress(f"distill: teaching a TextCNN student ({epochs} epochs)")
+    distill_cfg = load_distill_config(str(out / "teacher"), "textcnn", None, [
+        f"out={out / 'student'}", f"optim.epochs={epochs}",
+        f"cache_dir={out / 'soft-labels'}", f"tracking.enabled={str(tracking.enabled).lower()}",
+        f"tracking.experiment={tracking.experiment}", "tracking.run_name=quickstart/student",
+        *([f"tracking.tracking_uri={tracking.tracking_uri}"] if tracking.tracking_uri else []),
+        *([f"num_threads={num_threads}"] if num_threads else []),
+    ])
+    student = distill(distill_cfg)
+    stage = Stage("student", student.artifact, time.perf_counter() - t0,
+                  {"macro_roc_auc": student.metrics["macro_roc_auc"], "macro_f1": student.metrics["macro_f1"],
+                   "num_parameters": student.num_parameters})
+    return stage, distill_cfg.data
+
+
+def int8_stage(student: Path, out: Path, data_file: Path, tracker: Tracker, progress: Callable[[str], None]) -> Stage:
+    """Quantize the student (int8 dynamic on ONNX Runtime, guarded on the sample's validation split)."""
+    from compress.artifact import read_info
+    from export.quantize import QuantizeConfig, quantize
+
+    t0 = time.perf_counter()
+    progress("quantize: int8 dynamic (ONNX Runtime), accuracy-guarded")
+    int8_dir = quantize(student, QuantizeConfig(
+        mode="int8-dynamic", out=str(out), data=str(data_file), format=SAMPLE_FORMAT, max_auc_drop=0.01))
+    guard = read_info(int8_dir).extra.get("guard", {})
+    chosen = next((a for a in guard.get("attempts", []) if a.get("name") == guard.get("chosen")), {})
+    stage = Stage("int8", int8_dir, time.perf_counter() - t0,
+                  {"attempt": guard.get("chosen"), "macro_roc_auc": chosen.get("macro_roc_auc"),
+                   "auc_drop": chosen.get("drop")})
+    tracker.log_metrics({"int8_macro_roc_auc": chosen.get("macro_roc_auc") or float("nan"),
+                         "int8_auc_drop": chosen.get("drop") if chosen.get("drop") is not None else float("nan")})
+    return stage
+
+
+def onnx_stage(student: Path, out: Path, progress: Callable[[str], None]) -> Stage:
+    """Export the fp32 student to ONNX (validated against PyTorch)."""
+    from export.onnx import OnnxExportConfig, export_onnx
+
+    t0 = time.perf_counter()
+    progress("export: ONNX (fp32), validated against PyTorch")
+    exported = export_onnx(student, OnnxExportConfig(out=str(out)))
+    return Stage("onnx", exported.artifact, time.perf_counter() - t0,
+                 {"max_abs_diff": exported.max_abs_diff, "atol": exported.atol})
+
+
+def table_stage(out: Path, data: DataConfig, settings: dict[str, Any], num_threads: int | None, tracker: Tracker,
+                progress: Callable[[str], None]) -> tuple[Stage, str]:
+    """The selection table over every artifact, timed on validation texts of ``data`` (the distillation's
+    data config), as ``out/table.json`` and ``out/table.md``; returns the stage and the Markdown."""
+    from bench import table as table_mod
+
+    t0 = time.perf_counter()
+    progress("bench: latency, throughput and metrics of every artifact")
+    val_texts = _validation_texts(data)
+    report = table_mod.build_table(
+        [out / "teacher", out / "student", out / "student-onnx", out / "student-int8"],
+        table_mod.TableConfig(texts=tuple(val_texts), texts_source=f"{len(val_texts)} validation texts of the "
+                              "sample", warmup=settings["bench_warmup"], iters=settings["bench_iters"],
+                              max_seconds=settings["bench_seconds"], threads=num_threads),
+        log=lambda message: log.info("%s", message))
+    table_md = table_mod.markdown(report)
+    (out / "table.json").write_text(table_mod.dumps(report) + "\n")
+    (out / "table.md").write_text(table_md)
+    stage = Stage("table", out / "table.md", time.perf_counter() - t0,
+                  {"rows": sum(1 for r in report["rows"] if r.get("status") == "ok")})
+    tracker.log_metrics(_table_metrics(report))
+    return stage, table_md
+
+
+def write_summary(out: Path, steps: str, limit: int | None, seconds: float, teacher: dict[str, str],
+                  stages: list[Stage], run_id: str | None) -> Path:
+    """``out/quickstart.json``: the run's options, teacher, every stage's path, time and numbers."""
+    summary = {
+        "out": str(out), "steps": steps, "limit": limit, "seconds": round(seconds, 1), "teacher": teacher,
+        "stages": [{"name": s.name, "path": str(s.path), "seconds": round(s.seconds, 1), **s.summary}
+                   for s in stages],
+        "mlflow_run_id": run_id,
+    }
+    path = out / "quickstart.json"
+    path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return path
+
+
+def log_reports(tracker: Tracker, out: Path) -> None:
+    """Attach the table and the summary to the MLflow run (under ``report/``)."""
+    reports = out / ".quickstart-report"
+    shutil.rmtree(reports, ignore_errors=True)
+    reports.mkdir()
+    for name in ("table.md", "table.json", "quickstart.json"):
+        shutil.copy2(out / name, reports / name)
+    tracker.log_artifact_dir(reports, name="report")
+    shutil.rmtree(reports, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
 # The recipe.
 
 
@@ -232,7 +384,7 @@ def quickstart(config: QuickstartConfig, progress: Callable[[str], None] = lambd
     """
     import torch
 
-    from compress.config import DataConfig, OptimConfig, TrackingConfig, TrainConfig
+    from compress.config import TrackingConfig
     from compress.tracking import tracked_run
 
     t_start = time.perf_counter()
@@ -243,137 +395,44 @@ def quickstart(config: QuickstartConfig, progress: Callable[[str], None] = lambd
         settings.update(SMOKE)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    stages: list[Stage] = []
     tracking = TrackingConfig(enabled=config.tracking, tracking_uri=config.tracking_uri,
                               experiment=config.experiment, run_name="quickstart/teacher")
+    stages: list[Stage] = []
 
-    def finish(name: str, path: Path, started: float, **summary: Any) -> Stage:
-        stage = Stage(name, path, time.perf_counter() - started, summary)
+    def done(stage: Stage) -> Stage:
         stages.append(stage)
-        progress(f"{name}: {path} ({stage.seconds:.0f} s)")
+        progress(f"{stage.name}: {stage.path} ({stage.seconds:.0f} s)")
         return stage
 
-    # -- data
-    t0 = time.perf_counter()
-    data_file = out / "data" / SAMPLE_FILE
-    rows = write_sample(data_file, config.limit)
-    finish("data", data_file, t0, rows=rows, source="OLID v1.0 sample (compress/sample/README.md)")
-
+    data_file = done(sample_stage(out / "data" / SAMPLE_FILE, config.limit)).path
     params = {"steps": config.steps, "teacher": config.teacher, "limit": config.limit, "out": str(out), **settings}
     with tracked_run(config.tracking, config.tracking_uri, config.experiment, "quickstart", params=params,
                      tags={"stage": "quickstart"}) as tracker:
-        # -- teacher checkpoint, then train
-        t0 = time.perf_counter()
-
-        def sample_texts() -> list[str]:
-            from compress.data import load_dataset
-
-            return load_dataset(data_file, format=SAMPLE_FORMAT).texts
-
-        progress("teacher: choosing a checkpoint")
-        model, teacher_kind, teacher_source = choose_teacher(config.teacher, out / "base-model", sample_texts,
-                                                             settings["max_length"])
-        progress(f"teacher: {teacher_source}")
-        tracker.set_tags({"teacher_source": teacher_kind})
-        small = teacher_kind == "small"
-        from compress.train import train
-
-        teacher_cfg = TrainConfig(
-            model=model, out=str(out / "teacher"),
-            data=DataConfig(data=str(data_file), format=SAMPLE_FORMAT),
-            optim=OptimConfig(epochs=settings["small_epochs" if small else "teacher_epochs"],
-                              lr=1e-3 if small else 1e-4, batch_size=32, patience=2, warmup_ratio=0.1),
-            tracking=tracking, max_length=settings["max_length"], num_threads=config.num_threads)
-        progress(f"train: fine-tuning the teacher ({teacher_cfg.optim.epochs} epoch(s))")
-        trained = train(teacher_cfg)
-        finish("teacher", trained.artifact, t0, macro_roc_auc=trained.metrics["macro_roc_auc"],
-               macro_f1=trained.metrics["macro_f1"], source=teacher_source, epochs=trained.epochs_run)
-
-        # -- distill into a TextCNN
-        t0 = time.perf_counter()
-        from compress.distill import distill, load_distill_config
-
-        progress(f"distill: teaching a TextCNN student ({settings['student_epochs']} epochs)")
-        distill_cfg = load_distill_config(str(out / "teacher"), "textcnn", None, [
-            f"out={out / 'student'}", f"optim.epochs={settings['student_epochs']}",
-            f"cache_dir={out / 'soft-labels'}", f"tracking.enabled={str(config.tracking).lower()}",
-            f"tracking.experiment={config.experiment}", "tracking.run_name=quickstart/student",
-            *([f"tracking.tracking_uri={config.tracking_uri}"] if config.tracking_uri else []),
-            *([f"num_threads={config.num_threads}"] if config.num_threads else []),
-        ])
-        student = distill(distill_cfg)
-        finish("student", student.artifact, t0, macro_roc_auc=student.metrics["macro_roc_auc"],
-               macro_f1=student.metrics["macro_f1"], num_parameters=student.num_parameters)
-
-        # -- quantize the student (int8 dynamic on ONNX Runtime, guarded on the sample's validation split)
-        t0 = time.perf_counter()
-        from compress.artifact import read_info
-        from export.quantize import QuantizeConfig, quantize
-
-        progress("quantize: int8 dynamic (ONNX Runtime), accuracy-guarded")
-        int8_dir = quantize(student.artifact, QuantizeConfig(
-            mode="int8-dynamic", out=str(out / "student-int8"), data=str(data_file), format=SAMPLE_FORMAT,
-            max_auc_drop=0.01))
-        guard = read_info(int8_dir).extra.get("guard", {})
-        chosen = next((a for a in guard.get("attempts", []) if a.get("name") == guard.get("chosen")), {})
-        finish("int8", int8_dir, t0, attempt=guard.get("chosen"), macro_roc_auc=chosen.get("macro_roc_auc"),
-               auc_drop=chosen.get("drop"))
-        tracker.log_metrics({"int8_macro_roc_auc": chosen.get("macro_roc_auc") or float("nan"),
-                             "int8_auc_drop": chosen.get("drop") if chosen.get("drop") is not None else float("nan")})
-
-        # -- export the fp32 student to ONNX (validated against PyTorch)
-        t0 = time.perf_counter()
-        from export.onnx import OnnxExportConfig, export_onnx
-
-        progress("export: ONNX (fp32), validated against PyTorch")
-        exported = export_onnx(student.artifact, OnnxExportConfig(out=str(out / "student-onnx")))
-        finish("onnx", exported.artifact, t0, max_abs_diff=exported.max_abs_diff, atol=exported.atol)
-
-        # -- the selection table over every artifact
-        t0 = time.perf_counter()
-        from bench import table as table_mod
-
-        progress("bench: latency, throughput and metrics of every artifact")
-        val_texts = _validation_texts(distill_cfg)
-        report = table_mod.build_table(
-            [out / "teacher", out / "student", out / "student-onnx", out / "student-int8"],
-            table_mod.TableConfig(texts=tuple(val_texts), texts_source=f"{len(val_texts)} validation texts of the "
-                                  "sample", warmup=settings["bench_warmup"], iters=settings["bench_iters"],
-                                  max_seconds=settings["bench_seconds"], threads=config.num_threads),
-            log=lambda message: log.info("%s", message))
-        table_md = table_mod.markdown(report)
-        (out / "table.json").write_text(table_mod.dumps(report) + "\n")
-        (out / "table.md").write_text(table_md)
-        finish("table", out / "table.md", t0, rows=sum(1 for r in report["rows"] if r.get("status") == "ok"))
-        tracker.log_metrics(_table_metrics(report))
+        teacher, (model, teacher_kind, teacher_source) = teacher_stage(
+            config.teacher, out, data_file, settings, tracking, config.num_threads, tracker, progress)
+        done(teacher)
+        student, student_data = student_stage(out, settings["student_epochs"], tracking, config.num_threads, progress)
+        done(student)
+        done(int8_stage(student.path, out / "student-int8", data_file, tracker, progress))
+        done(onnx_stage(student.path, out / "student-onnx", progress))
+        table, table_md = table_stage(out, student_data, settings, config.num_threads, tracker, progress)
+        done(table)
 
         seconds = time.perf_counter() - t_start
-        summary = {
-            "out": str(out), "steps": config.steps, "limit": config.limit, "seconds": round(seconds, 1),
-            "teacher": {"kind": teacher_kind, "source": teacher_source, "model": model},
-            "stages": [{"name": s.name, "path": str(s.path), "seconds": round(s.seconds, 1), **s.summary}
-                       for s in stages],
-            "mlflow_run_id": tracker.run_id,
-        }
-        summary_path = out / "quickstart.json"
-        summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        summary_path = write_summary(out, config.steps, config.limit, seconds,
+                                     {"kind": teacher_kind, "source": teacher_source, "model": model}, stages,
+                                     tracker.run_id)
         tracker.log_metrics({"wall_time_s": seconds})
         if tracker.active:
-            reports = out / ".quickstart-report"
-            shutil.rmtree(reports, ignore_errors=True)
-            reports.mkdir()
-            for name in ("table.md", "table.json", "quickstart.json"):
-                shutil.copy2(out / name, reports / name)
-            tracker.log_artifact_dir(reports, name="report")
-            shutil.rmtree(reports, ignore_errors=True)
+            log_reports(tracker, out)
     return QuickstartResult(out, stages, teacher_source, table_md, summary_path, seconds, tracker.run_id)
 
 
-def _validation_texts(distill_cfg: Any, limit: int = 256) -> list[str]:
-    """Up to ``limit`` validation texts of the run's own split (real lengths for the benchmark)."""
+def _validation_texts(data: DataConfig, limit: int = 256) -> list[str]:
+    """Up to ``limit`` validation texts of the split ``data`` (a DataConfig) makes (real lengths for the benchmark)."""
     from compress.train import load_splits
 
-    _, val = load_splits(distill_cfg.data)
+    _, val = load_splits(data)
     return list(val.texts[:limit])
 
 

@@ -77,16 +77,38 @@ class BaselineResult:
     model: Any = field(default=None, repr=False)
 
 
-def baseline(config: BaselineConfig) -> BaselineResult:
-    """Fit baseline ``config.name`` on ``config.data`` and write a baseline artifact to ``config.out``."""
+def baseline_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` parsed for baseline ``name``; ConfigError naming the first one its constructor lacks."""
     import inspect
 
+    from compress.models import BASELINES, parse_params
+
+    parsed = parse_params(params)
+    accepted = set(inspect.signature(BASELINES[name]).parameters) - {"num_labels"}
+    unknown = sorted(set(parsed) - accepted)
+    if unknown:
+        raise ConfigError(f"params.{unknown[0]}: unknown parameter of {name}; accepted: "
+                          f"{', '.join(sorted(accepted))}")
+    return parsed
+
+
+def build_baseline(name: str, params: dict[str, Any], num_labels: int) -> Any:
+    """``BASELINES[name](num_labels, **params)``; ConfigError when the values do not build one."""
+    from compress.models import BASELINES
+
+    try:
+        return BASELINES[name](num_labels, **params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"params: {name} cannot be built from {params} ({exc})") from None
+
+
+def baseline(config: BaselineConfig) -> BaselineResult:
+    """Fit baseline ``config.name`` on ``config.data`` and write a baseline artifact to ``config.out``."""
     import torch
 
     from compress.artifact import ArtifactInfo, atomic_artifact_dir, write_info
     from compress.loop import checkpoint_dir
     from compress.metrics import multilabel_metrics, summary, tune_thresholds
-    from compress.models import BASELINES, parse_params
     from compress.tracking import tracked_run
     from compress.train import build_task_loss, load_splits
 
@@ -95,20 +117,11 @@ def baseline(config: BaselineConfig) -> BaselineResult:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.optim.seed)
     out = Path(config.out)
-    cls = BASELINES[config.name]
-    params = parse_params(config.params)
-    accepted = set(inspect.signature(cls).parameters) - {"num_labels"}
-    unknown = sorted(set(params) - accepted)
-    if unknown:
-        raise ConfigError(f"params.{unknown[0]}: unknown parameter of {config.name}; accepted: "
-                          f"{', '.join(sorted(accepted))}")
+    params = baseline_params(config.name, config.params)
 
     train_set, val_set = load_splits(config.data)
     schema = train_set.schema
-    try:
-        model = cls(schema.num_labels, **params)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"params: {config.name} cannot be built from {params} ({exc})") from None
+    model = build_baseline(config.name, params, schema.num_labels)
     loss_fn = build_task_loss(config.loss.name, dict(config.loss.params), config.loss.pos_weight_rule, schema,
                               train_set.labels)
     recipe = to_dict(config)
@@ -144,4 +157,3 @@ def baseline(config: BaselineConfig) -> BaselineResult:
     log.info("baseline written to %s: val macro ROC-AUC %.4f, macro-F1 %.4f", out, metrics["macro_roc_auc"],
              metrics["macro_f1"])
     return BaselineResult(out, metrics, wall, speed, n_params, tracker.run_id, model)
-

@@ -571,6 +571,41 @@ def _as_hierarchy(hierarchy: Mapping[str, str] | Sequence[tuple[str, str]] | str
     return tuple((c, p) for c, p in hierarchy)
 
 
+def _resolve_format(p: Path, format: str | None, has_text_column: bool, has_label_columns: bool) -> str:
+    """The format to read ``p`` as: ``format`` checked, or detected (a generic table of the extension when
+    both columns are given for a file of a fixed-column format); DataError for columns it cannot take."""
+    if format is not None and format not in FORMATS:
+        raise DataError(f"unknown format '{format}'; use one of: {', '.join(FORMATS)}")
+    if format is None:
+        format = detect_format(p)
+        if has_text_column and has_label_columns and format not in GENERIC_FORMATS and format != "jigsaw":
+            format = _extension_kind(p) or "csv"
+    if format not in GENERIC_FORMATS and format != "jigsaw" and (has_text_column or has_label_columns):
+        raise DataError(f"--text-column/--label-columns do not apply to format '{format}' (its columns are fixed); "
+                        f"drop them, or pass --format csv/tsv/parquet/jsonl to read {p.name} as a generic table")
+    return format
+
+
+def _read_frame(p: Path, format: str) -> Any:
+    """``p`` as a DataFrame with stripped column names; DataError for a repeated column or no data rows."""
+    if format == "olid":
+        frame = _read_delimited(p, "\t", quote_none=True)
+    elif format == "ethos":
+        frame = _read_delimited(p, ";")
+    elif format in GENERIC_FORMATS:
+        frame = _read_table(p, format)
+    else:  # jigsaw / davidson / cyberbullying: whatever table the extension says, CSV by default
+        frame = _read_table(p, _extension_kind(p) or "csv")
+    _refuse_duplicate_columns(p, format, _extension_kind(p))
+    frame.columns = [str(c).strip() for c in frame.columns]
+    dupes = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    if dupes:
+        raise DataError(f"{p}: column {dupes[0]!r} appears more than once in the header; rename or drop the copy")
+    if len(frame) == 0:
+        raise DataError(f"{p} has a header but no data rows; pass a file with data")
+    return frame
+
+
 def load_dataset(path: str | Path, format: str | None = None, text_column: str | None = None,
                  label_columns: Sequence[str] | str | None = None,
                  hierarchy: Mapping[str, str] | Sequence[tuple[str, str]] | str | None = None,
@@ -594,32 +629,8 @@ def load_dataset(path: str | Path, format: str | None = None, text_column: str |
     p = _check_path(path)
     label_columns = _as_label_columns(label_columns)
     pairs = _as_hierarchy(hierarchy)
-    if format is not None and format not in FORMATS:
-        raise DataError(f"unknown format '{format}'; use one of: {', '.join(FORMATS)}")
-    kind = _extension_kind(p)
-    if format is None:
-        format = detect_format(p)
-        if text_column and label_columns and format not in GENERIC_FORMATS and format != "jigsaw":
-            format = kind or "csv"
-    if format not in GENERIC_FORMATS and format != "jigsaw" and (text_column or label_columns):
-        raise DataError(f"--text-column/--label-columns do not apply to format '{format}' (its columns are fixed); "
-                        f"drop them, or pass --format csv/tsv/parquet/jsonl to read {p.name} as a generic table")
-
-    if format == "olid":
-        frame = _read_delimited(p, "\t", quote_none=True)
-    elif format == "ethos":
-        frame = _read_delimited(p, ";")
-    elif format in GENERIC_FORMATS:
-        frame = _read_table(p, format)
-    else:  # jigsaw / davidson / cyberbullying: whatever table the extension says, CSV by default
-        frame = _read_table(p, kind or "csv")
-    _refuse_duplicate_columns(p, format, kind)
-    frame.columns = [str(c).strip() for c in frame.columns]
-    dupes = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
-    if dupes:
-        raise DataError(f"{p}: column {dupes[0]!r} appears more than once in the header; rename or drop the copy")
-    if len(frame) == 0:
-        raise DataError(f"{p} has a header but no data rows; pass a file with data")
+    format = _resolve_format(p, format, bool(text_column), bool(label_columns))
+    frame = _read_frame(p, format)
 
     if format in GENERIC_FORMATS:
         texts, labels, schema = _generic(frame, p, text_column, label_columns, pairs, format)

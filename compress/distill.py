@@ -23,7 +23,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from compress.config import (
     read_yaml_file,
     to_dict,
 )
-from compress.errors import ConfigError, DataError, UserError
+from compress.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -321,6 +321,42 @@ def build_transfer_set(texts: Sequence[str], labels: np.ndarray, unlabeled: Sequ
     return TransferSet([*base, *aug], all_labels, has, counts)
 
 
+def teacher_splits(data: DataConfig, labels: Sequence[str], hierarchy: Mapping[str, str]) -> tuple[Any, Any, Any]:
+    """(label schema, train, validation) of ``data``, checked against and ordered as the teacher's labels."""
+    from compress import data as data_mod
+    from compress.train import load_splits
+
+    schema = data_mod.LabelSchema.from_names(labels, hierarchy)
+    train, val = load_splits(data)
+    return schema, data_mod.align_to_schema(train, schema), data_mod.align_to_schema(val, schema)
+
+
+def unlabeled_transfer_texts(path: str | Path, column: str | None, val_texts: Sequence[str]) -> list[str]:
+    """:func:`read_unlabeled`, minus texts that are validation texts (they would leak into the score)."""
+    unlabeled = read_unlabeled(path, column)
+    val = set(val_texts)
+    kept = [t for t in unlabeled if t not in val]
+    if len(kept) < len(unlabeled):
+        log.info("dropped %d unlabeled texts that are validation texts", len(unlabeled) - len(kept))
+    return kept
+
+
+def transfer_set_for(texts: Sequence[str], labels: np.ndarray, unlabeled: Sequence[str], alpha: float,
+                     augment: int, p_mask: float, p_ng: float, mask_token: str, seed: int) -> TransferSet:
+    """:func:`build_transfer_set`, leaving out unlabelled and augmented rows when ``alpha`` is 0.
+
+    With ``alpha == 0`` (hard labels only) rows without labels would carry no loss.
+    """
+    transfer = build_transfer_set(texts, labels, unlabeled if alpha > 0 else [], augment if alpha > 0 else 0,
+                                  p_mask, p_ng, mask_token, seed)
+    if alpha == 0 and (unlabeled or augment):
+        log.info("alpha=0 (hard labels only): unlabeled and augmented rows carry no loss and are left out")
+    log.info("transfer set: %d labelled + %d unlabeled + %d augmented = %d texts",
+             transfer.counts["labelled"], transfer.counts["unlabeled"], transfer.counts["augmented"],
+             transfer.counts["total"])
+    return transfer
+
+
 # ----------------------------------------------------------------------------------------------
 # Soft-label cache.
 
@@ -382,6 +418,42 @@ def cached_soft_labels(cache_dir: Path, key: str, num_rows: int, num_labels: int
     return logits, False
 
 
+@dataclass
+class SoftLabels:
+    """The teacher's view of the transfer set.
+
+    Attributes:
+        logits: (N, L) float32 teacher logits (zeros when not needed).
+        key: soft-label cache key (teacher files + transfer texts + truncation).
+        cache_hit: whether they came from the cache.
+        encoded: the transfer texts in the teacher's tokenization.
+    """
+
+    logits: np.ndarray
+    key: str
+    cache_hit: bool
+    encoded: Any
+
+
+def teacher_soft_labels(teacher, teacher_dir: Path, tokenizer, transfer: TransferSet, max_length: int, needed: bool,
+                        cache_dir: Path, batch_size: int, device) -> SoftLabels:
+    """Teacher logits over the transfer set, through the cache; the teacher is moved to ``device``.
+
+    When not ``needed`` (the KD term has weight 0) the teacher is not run: zeros, no cache hit.
+    """
+    from compress.batching import encode
+
+    encoded = encode(tokenizer, transfer.texts, max_length)
+    teacher.to(device)
+    key = soft_label_key(teacher_fingerprint(teacher_dir), transfer.fingerprint(), max_length)
+    num_labels = transfer.labels.shape[1]
+    if not needed:
+        return SoftLabels(np.zeros((len(transfer.texts), num_labels), dtype=np.float32), key, False, encoded)
+    logits, hit = cached_soft_labels(cache_dir, key, len(transfer.texts), num_labels,
+                                     lambda: teacher_logits(teacher, encoded, batch_size, device))
+    return SoftLabels(logits, key, hit, encoded)
+
+
 # ----------------------------------------------------------------------------------------------
 # Objective.
 
@@ -409,6 +481,43 @@ def masked_distillation_loss(student_logits, teacher_logits, targets, has_labels
         rest = ~has
         total = total + (b - n_l) * loss.alpha * kd_loss(student_logits[rest], teacher_logits[rest], loss.temperature)
     return total / b
+
+
+def kd_step_loss(kd, soft: np.ndarray, has_labels: np.ndarray, device, teacher=None,
+                 pairs: Sequence[tuple[int, int]] = (), hidden_weight: float = 0.0) -> Callable:
+    """The loop's ``step_loss(student, batch)``: the masked KD objective on each batch's rows.
+
+    Args:
+        kd: a :class:`~compress.losses.DistillationLoss`.
+        soft: (N, L) teacher logits of the transfer set; rows picked by ``batch["index"]``.
+        has_labels: (N,) bool, True for rows with hard labels.
+        teacher: run per step for hidden-state matching (with ``pairs`` of (student, teacher) layers
+            and ``hidden_weight``); None = logits only.
+    """
+    import torch
+
+    from compress.losses import hidden_cosine_loss
+    from compress.predict import logits_of
+
+    soft_t = torch.from_numpy(soft)
+    has_t = torch.from_numpy(has_labels)
+
+    def step_loss(student, batch):
+        index = batch["index"].cpu()
+        t_logits, has = soft_t[index].to(device), has_t[index].to(device)
+        if teacher is None:
+            return masked_distillation_loss(logits_of(student, batch).float(), t_logits, batch["labels"], has, kd)
+        out_s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        output_hidden_states=True)
+        with torch.no_grad():
+            out_t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            output_hidden_states=True)
+        loss = masked_distillation_loss(out_s.logits.float(), t_logits, batch["labels"], has, kd)
+        match = hidden_cosine_loss([out_s.hidden_states[s] for s, _ in pairs],
+                                   [out_t.hidden_states[t] for _, t in pairs], batch["attention_mask"])
+        return loss + hidden_weight * match
+
+    return step_loss
 
 
 # ----------------------------------------------------------------------------------------------
@@ -470,6 +579,72 @@ def make_student(student: str, teacher, teacher_tokenizer, labels: Sequence[str]
     return model.train(), student, params, teacher_tokenizer
 
 
+@dataclass
+class Student:
+    """A student ready to train.
+
+    Attributes:
+        model: in train mode.
+        architecture: registry name recorded in artifact.json.
+        params: builder parameters, for the record and for reloading own students.
+        tokenizer: the tokenizer it reads (the teacher's, except for HF checkpoints).
+    """
+
+    model: Any
+    architecture: str
+    params: dict[str, Any]
+    tokenizer: Any
+
+
+def build_student(student: str, teacher, teacher_tokenizer, labels: Sequence[str], *, student_layers: int | None,
+                  student_params: Mapping[str, Any], init_embeddings: bool, freeze_embeddings: bool,
+                  match_hidden: bool) -> Student:
+    """:func:`make_student`, with its token embeddings frozen if asked, checked for hidden-state matching."""
+    model, architecture, params, tokenizer = make_student(student, teacher, teacher_tokenizer, labels,
+                                                          student_layers, student_params, init_embeddings)
+    if freeze_embeddings:  # the table is most of a small student's parameters
+        table = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else model.embedding
+        table.weight.requires_grad_(False)
+    if match_hidden:
+        if not hasattr(model, "config") or tokenizer is not teacher_tokenizer:
+            raise ConfigError("hidden_weight: hidden-state matching needs the distilbert student (built from "
+                              "the teacher); set hidden_weight=0 for this student")
+        if model.config.hidden_size != teacher.config.hidden_size:
+            raise ConfigError("hidden_weight: student and teacher hidden sizes differ; set hidden_weight=0")
+    return Student(model, architecture, params, tokenizer)
+
+
+def student_encoding(tokenizer, teacher_tokenizer, teacher_encoded, transfer: TransferSet, max_length: int):
+    """The transfer set as the student reads it, with its (N, L) hard targets.
+
+    A student on the teacher's tokenizer reuses the teacher's encoding instead of tokenizing again.
+    """
+    from compress.batching import Encoded, encode
+
+    enc = teacher_encoded if tokenizer is teacher_tokenizer else encode(tokenizer, transfer.texts, max_length)
+    return Encoded(enc.input_ids, transfer.labels, enc.pad_id)
+
+
+def write_student_artifact(out: Path, info, student: Student, tokenizer_from: Path | None) -> None:
+    """Write the student atomically: ``model/`` (HF or own format), ``tokenizer/``, ``artifact.json``.
+
+    ``tokenizer_from``: an artifact whose ``tokenizer/`` is copied (the teacher's, when shared).
+    """
+    from compress.artifact import atomic_artifact_dir, copy_artifact_files, write_info
+    from compress.models import save_own_model
+
+    with atomic_artifact_dir(out) as tmp:
+        if student.architecture == "distilbert":
+            student.model.save_pretrained(tmp / "model")
+        else:
+            save_own_model(student.model, tmp / "model", student.architecture, student.params, len(info.labels))
+        if tokenizer_from is not None:
+            copy_artifact_files(tokenizer_from, tmp, ["tokenizer"])
+        else:
+            student.tokenizer.save_pretrained(tmp / "tokenizer")
+        write_info(tmp, info)
+
+
 # ----------------------------------------------------------------------------------------------
 # The recipe.
 
@@ -496,164 +671,95 @@ def distill(config: DistillConfig) -> DistillResult:
     """Distil ``config.teacher`` into ``config.student`` and write a student artifact to ``config.out``."""
     import torch
 
-    from compress import data as data_mod
-    from compress.artifact import (
-        ArtifactInfo,
-        atomic_artifact_dir,
-        copy_artifact_files,
-        read_info,
-        write_info,
-    )
+    from compress.artifact import ArtifactInfo, read_info
     from compress.batching import encode
-    from compress.loop import checkpoint_dir, run_loop
-    from compress.losses import DistillationLoss, hidden_cosine_loss
+    from compress.loop import Checkpointing, LoopData, resumable_checkpoint, resume_fingerprint, run_loop
+    from compress.losses import DistillationLoss
     from compress.metrics import summary
-    from compress.models import load_model, num_parameters, save_own_model
+    from compress.models import load_model, num_parameters
     from compress.models.distilbert import hidden_state_pairs
     from compress.precision import resolve_mixed_precision
-    from compress.predict import logits_of
     from compress.tracking import tracked_run
-    from compress.train import build_task_loss, load_splits
+    from compress.train import build_task_loss
 
     t_start = time.perf_counter()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.optim.seed)
-    out = Path(config.out)
-    teacher_dir = Path(config.teacher)
+    out, teacher_dir = Path(config.out), Path(config.teacher)
     info = read_info(teacher_dir, kinds=["teacher"])
-    ckpt = checkpoint_dir(out)
-    if config.resume and not ckpt.is_dir():
-        raise UserError(f"nothing to resume: {ckpt} does not exist; run again without --resume")
+    ckpt = resumable_checkpoint(out, config.resume)
     if config.data is None:
         raise ConfigError(f"data: {teacher_dir} does not record its training data; pass --data PATH")
     max_length = config.max_length or info.max_length
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     # -- data, checked against the teacher's labels
-    schema = data_mod.LabelSchema.from_names(info.labels, info.hierarchy)
-    train_set, val_set = load_splits(config.data)
-    train_set = data_mod.align_to_schema(train_set, schema)
-    val_set = data_mod.align_to_schema(val_set, schema)
-    unlabeled: list[str] = []
-    if config.unlabeled:
-        unlabeled = read_unlabeled(config.unlabeled, config.unlabeled_column)
-        val_texts = set(val_set.texts)
-        kept = [t for t in unlabeled if t not in val_texts]
-        if len(kept) < len(unlabeled):
-            log.info("dropped %d unlabeled texts that are validation texts", len(unlabeled) - len(kept))
-        unlabeled = kept
+    schema, train_set, val_set = teacher_splits(config.data, info.labels, info.hierarchy)
+    unlabeled = (unlabeled_transfer_texts(config.unlabeled, config.unlabeled_column, val_set.texts)
+                 if config.unlabeled else [])
 
     # -- models
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     teacher, teacher_tok = load_model(teacher_dir)
-    model, architecture, params, tokenizer = make_student(
-        config.student, teacher, teacher_tok, schema.names, config.student_layers, config.student_params,
-        config.init_embeddings)
-    if config.freeze_embeddings:
-        table = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else model.embedding
-        table.weight.requires_grad_(False)
     hidden = config.hidden_weight > 0
-    if hidden:
-        if not hasattr(model, "config") or tokenizer is not teacher_tok:
-            raise ConfigError("hidden_weight: hidden-state matching needs the distilbert student (built from "
-                              "the teacher); set hidden_weight=0 for this student")
-        if model.config.hidden_size != teacher.config.hidden_size:
-            raise ConfigError("hidden_weight: student and teacher hidden sizes differ; set hidden_weight=0")
+    student = build_student(config.student, teacher, teacher_tok, schema.names, student_layers=config.student_layers,
+                            student_params=config.student_params, init_embeddings=config.init_embeddings,
+                            freeze_embeddings=config.freeze_embeddings, match_hidden=hidden)
 
     # -- transfer set and the teacher's soft labels (cached)
-    alpha = config.alpha
-    transfer = build_transfer_set(
-        train_set.texts, train_set.labels, unlabeled if alpha > 0 else [], config.augment if alpha > 0 else 0,
-        config.p_mask, config.p_ng, teacher_tok.mask_token or teacher_tok.unk_token or "[UNK]", config.optim.seed)
-    if alpha == 0 and (unlabeled or config.augment):
-        log.info("alpha=0 (hard labels only): unlabeled and augmented rows carry no loss and are left out")
-    log.info("transfer set: %d labelled + %d unlabeled + %d augmented = %d texts",
-             transfer.counts["labelled"], transfer.counts["unlabeled"], transfer.counts["augmented"],
-             transfer.counts["total"])
-    teacher_enc = encode(teacher_tok, transfer.texts, max_length)
-    teacher.to(device)
-    key = soft_label_key(teacher_fingerprint(teacher_dir), transfer.fingerprint(), max_length)
+    transfer = transfer_set_for(train_set.texts, train_set.labels, unlabeled, config.alpha, config.augment,
+                                config.p_mask, config.p_ng, teacher_tok.mask_token or teacher_tok.unk_token or "[UNK]",
+                                config.optim.seed)
     cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
-    if alpha > 0:
-        soft, cache_hit = cached_soft_labels(
-            cache_dir, key, len(transfer.texts), schema.num_labels,
-            lambda: teacher_logits(teacher, teacher_enc, config.teacher_batch_size, device))
-    else:  # the KD term has weight 0: the teacher's soft labels are never needed
-        soft, cache_hit = np.zeros((len(transfer.texts), schema.num_labels), dtype=np.float32), False
-    pairs = hidden_state_pairs(teacher.config.num_hidden_layers, model.config.num_hidden_layers) if hidden else []
+    soft = teacher_soft_labels(teacher, teacher_dir, teacher_tok, transfer, max_length, config.alpha > 0, cache_dir,
+                               config.teacher_batch_size, device)
+    pairs = hidden_state_pairs(teacher.config.num_hidden_layers, student.model.config.num_hidden_layers) \
+        if hidden else []
     if not hidden:
         teacher = None  # not run per step: free it
-    train_enc = (teacher_enc if tokenizer is teacher_tok else encode(tokenizer, transfer.texts, max_length))
-    train_enc = type(train_enc)(train_enc.input_ids, transfer.labels, train_enc.pad_id)
-    val_enc = encode(tokenizer, val_set.texts, max_length)
+    data = LoopData(student_encoding(student.tokenizer, teacher_tok, soft.encoded, transfer, max_length),
+                    encode(student.tokenizer, val_set.texts, max_length), val_set.labels, schema.names)
 
     # -- objective
     hard_loss = build_task_loss(config.loss.name, dict(config.loss.params), config.loss.pos_weight_rule, schema,
                                 train_set.labels)
-    kd = DistillationLoss(hard_loss, config.temperature, alpha).to(device)
-    soft_t = torch.from_numpy(soft)
-    has_t = torch.from_numpy(transfer.has_labels)
+    kd = DistillationLoss(hard_loss, config.temperature, config.alpha).to(device)
+    step_loss = kd_step_loss(kd, soft.logits, transfer.has_labels, device, teacher, pairs, config.hidden_weight)
 
-    def step_loss(student, batch):
-        index = batch["index"].cpu()
-        t_logits, has = soft_t[index].to(device), has_t[index].to(device)
-        if not hidden:
-            return masked_distillation_loss(logits_of(student, batch).float(), t_logits, batch["labels"], has, kd)
-        out_s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        output_hidden_states=True)
-        with torch.no_grad():
-            out_t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            output_hidden_states=True)
-        loss = masked_distillation_loss(out_s.logits.float(), t_logits, batch["labels"], has, kd)
-        match = hidden_cosine_loss([out_s.hidden_states[s] for s, _ in pairs],
-                                   [out_t.hidden_states[t] for _, t in pairs], batch["attention_mask"])
-        return loss + config.hidden_weight * match
-
+    # -- train, then write the best epoch
     mixed_precision = resolve_mixed_precision(config.optim.mixed_precision, device)
     recipe = to_dict(config)
-    recipe.update({"max_length": max_length, "student_params": params, "architecture": architecture,
+    recipe.update({"max_length": max_length, "student_params": student.params, "architecture": student.architecture,
                    "cache_dir": str(cache_dir)})
-    resumable = {k: v for k, v in recipe.items() if k not in ("resume", "tracking", "cache_dir")}
-    fingerprint = hashlib.sha256((key + json.dumps(resumable, sort_keys=True, default=str)).encode()).hexdigest()
-    n_params = num_parameters(model)
-    log.info("student %s: %s parameters; teacher %s", architecture, f"{n_params:,}", teacher_dir)
-
+    fingerprint = resume_fingerprint(soft.key, recipe, ignore=("resume", "tracking", "cache_dir"))
+    n_params = num_parameters(student.model)
+    log.info("student %s: %s parameters; teacher %s", student.architecture, f"{n_params:,}", teacher_dir)
     with tracked_run(config.tracking.enabled, config.tracking.tracking_uri, config.tracking.experiment,
                      config.tracking.run_name, params=recipe,
-                     tags={"stage": "distill", "kind": "student", "student": architecture}) as tracker:
-        state, metrics, thresholds, train_s, seen = run_loop(
-            model, train_enc, val_enc, val_set.labels, schema.names, kd, config.optim, mixed_precision,
-            tracker, ckpt, config.resume, fingerprint, step_loss=step_loss,
-        )
-        model.eval()
+                     tags={"stage": "distill", "kind": "student", "student": student.architecture}) as tracker:
+        result = run_loop(student.model, data, kd, config.optim, mixed_precision, tracker,
+                          Checkpointing(ckpt, config.resume, fingerprint), step_loss=step_loss)
+        student.model.eval()
         info_out = ArtifactInfo(
-            kind="student", architecture=architecture, labels=list(schema.names),
-            hierarchy={c: p for c, p in schema.hierarchy}, thresholds=[float(t) for t in thresholds],
-            max_length=max_length, parent=str(teacher_dir.resolve()), metrics=metrics,
+            kind="student", architecture=student.architecture, labels=list(schema.names),
+            hierarchy={c: p for c, p in schema.hierarchy}, thresholds=[float(t) for t in result.thresholds],
+            max_length=max_length, parent=str(teacher_dir.resolve()), metrics=result.metrics,
             data_fingerprint=train_set.fingerprint(), recipe=recipe,
-            extra={"num_parameters": n_params, "soft_label_cache_key": key if alpha > 0 else None,
-                   "soft_label_cache_hit": cache_hit,
-                   "transfer": transfer.counts, "best_epoch": state.best_epoch, "history": state.history,
+            extra={"num_parameters": n_params, "soft_label_cache_key": soft.key if config.alpha > 0 else None,
+                   "soft_label_cache_hit": soft.cache_hit, "transfer": transfer.counts,
+                   "best_epoch": result.state.best_epoch, "history": result.state.history,
                    "teacher_metrics": summary(info.metrics) if info.metrics else {},
                    "mixed_precision": mixed_precision, "train_rows": len(train_set), "val_rows": len(val_set)},
         )
-        with atomic_artifact_dir(out) as tmp:
-            if architecture == "distilbert":
-                model.save_pretrained(tmp / "model")
-            else:
-                save_own_model(model, tmp / "model", architecture, params, schema.num_labels)
-            if tokenizer is teacher_tok:
-                copy_artifact_files(teacher_dir, tmp, ["tokenizer"])
-            else:
-                tokenizer.save_pretrained(tmp / "tokenizer")
-            write_info(tmp, info_out)
+        write_student_artifact(out, info_out, student,
+                               tokenizer_from=teacher_dir if student.tokenizer is teacher_tok else None)
         shutil.rmtree(ckpt, ignore_errors=True)
         wall = time.perf_counter() - t_start
-        speed = seen / train_s if train_s > 0 else 0.0
-        tracker.log_metrics({"wall_time_s": wall, "train_examples_per_s": speed, "num_parameters": n_params,
-                             **summary(metrics)})
+        tracker.log_metrics({"wall_time_s": wall, "train_examples_per_s": result.examples_per_s,
+                             "num_parameters": n_params, **summary(result.metrics)})
         tracker.log_artifact_dir(out)
-    log.info("student written to %s: val macro ROC-AUC %.4f, macro-F1 %.4f", out, metrics["macro_roc_auc"],
-             metrics["macro_f1"])
-    return DistillResult(out, metrics, state.best_epoch, state.epoch, wall, speed, n_params, transfer.counts,
-                         cache_hit, key, tracker.run_id, model)
+    log.info("student written to %s: val macro ROC-AUC %.4f, macro-F1 %.4f", out, result.metrics["macro_roc_auc"],
+             result.metrics["macro_f1"])
+    return DistillResult(out, result.metrics, result.state.best_epoch, result.state.epoch, wall,
+                         result.examples_per_s, n_params, transfer.counts, soft.cache_hit, soft.key, tracker.run_id,
+                         student.model)

@@ -53,7 +53,8 @@ def cli_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            # one line even when the message embeds a multi-line library error
+            print(f"error: {one_line(exc)}", file=sys.stderr)
             return EXIT_USAGE
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

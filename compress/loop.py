@@ -9,10 +9,12 @@ and loss, then call it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,141 +81,275 @@ class LoopState:
     history: list | None = None
 
 
+@dataclass
+class BestEpoch:
+    """The best epoch so far: its weights (CPU copies), validation metrics and tuned thresholds (L,)."""
+
+    weights: dict | None
+    metrics: dict
+    thresholds: np.ndarray
+
+
+@dataclass(frozen=True)
+class LoopData:
+    """What the loop trains and validates on.
+
+    Attributes:
+        train: encoded training rows, with their (N, L) targets.
+        val: encoded validation rows.
+        val_labels: (N_val, L) 0/1 validation labels.
+        label_names: the L label names, in column order.
+    """
+
+    train: Encoded
+    val: Encoded
+    val_labels: np.ndarray
+    label_names: Sequence[str]
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where the per-epoch checkpoint lives and what a resume must match.
+
+    Attributes:
+        directory: ``<out>.checkpoint`` (:func:`checkpoint_dir`), replaced after each epoch.
+        resume: continue from ``directory`` instead of starting fresh.
+        fingerprint: data + recipe (:func:`resume_fingerprint`); a checkpoint made with another is refused.
+    """
+
+    directory: Path
+    resume: bool
+    fingerprint: str
+
+
+@dataclass
+class LoopResult:
+    """What :func:`run_loop` returns.
+
+    Attributes:
+        state: epochs run, best epoch and per-epoch history.
+        metrics / thresholds: the best epoch's validation metrics and (L,) tuned thresholds.
+        train_seconds / examples_seen: time spent in training steps (not validation) and rows trained on.
+    """
+
+    state: LoopState
+    metrics: dict
+    thresholds: np.ndarray
+    train_seconds: float
+    examples_seen: int
+
+    @property
+    def examples_per_s(self) -> float:
+        """Training throughput (0 when no step ran)."""
+        return self.examples_seen / self.train_seconds if self.train_seconds > 0 else 0.0
+
+
 def checkpoint_dir(out: str | Path) -> Path:
     out = Path(out)
     return out.with_name(out.name + ".checkpoint")
 
 
+def resumable_checkpoint(out: str | Path, resume: bool) -> Path:
+    """:func:`checkpoint_dir` of ``out``; with ``resume`` it must exist (UserError otherwise)."""
+    ckpt = checkpoint_dir(out)
+    if resume and not ckpt.is_dir():
+        raise UserError(f"nothing to resume: {ckpt} does not exist; run again without --resume")
+    return ckpt
+
+
+def resume_fingerprint(data_key: str, recipe: dict, ignore: Sequence[str]) -> str:
+    """sha256 over ``data_key`` and ``recipe`` without the keys in ``ignore`` (what may differ on resume)."""
+    resumable = {k: v for k, v in recipe.items() if k not in ignore}
+    return hashlib.sha256((data_key + json.dumps(resumable, sort_keys=True, default=str)).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# Parts of the loop.
+
+
+def fresh_accelerator(mixed_precision: str, grad_accum: int):
+    """An ``accelerate.Accelerator`` for this loop alone.
+
+    Accelerate keeps process-wide state; a second loop in one process (tuning trials, tests)
+    may use another precision. Resetting keeps the distributed set-up (PartialState) intact.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum,
+                       cpu=not torch.cuda.is_available())
+
+
+def total_updates(batches_per_epoch: int, grad_accum: int, epochs: int, max_steps: int | None) -> int:
+    """Optimizer updates the schedule spans: whole epochs, capped by ``max_steps``."""
+    total = max(1, batches_per_epoch // grad_accum) * epochs
+    return min(total, max_steps) if max_steps else total
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, warmup_ratio: float, updates: int):
+    """Linear warmup over ``warmup_ratio`` of ``updates``, then linear decay to zero."""
+    from transformers import get_linear_schedule_with_warmup
+
+    return get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * updates), updates)
+
+
+def label_loss_step(loss_fn) -> Callable:
+    """The default ``step_loss``: ``loss_fn(logits (B, L) as fp32, batch labels (B, L))``."""
+    return lambda m, b: loss_fn(logits_of(m, b).float(), b["labels"])
+
+
+def step_limit_reached(step: int, max_steps: int | None) -> bool:
+    return bool(max_steps and step >= max_steps)
+
+
+def train_epoch(accelerator, model, optimizer, scheduler, step_loss: Callable, train: Encoded,
+                batches: list[np.ndarray], state: LoopState, max_grad_norm: float, max_steps: int | None,
+                desc: str) -> tuple[float, int]:
+    """One pass over ``batches`` (gradient accumulation, clipping); counts updates in ``state.step``.
+
+    Stops early once ``max_steps`` updates are done. Returns (mean training loss, rows trained on).
+    """
+    from tqdm.auto import tqdm
+
+    device = accelerator.device
+    model.train()
+    running, count, seen = 0.0, 0, 0
+    bar = tqdm(batches, desc=desc, disable=not accelerator.is_local_main_process)
+    for idx in bar:
+        batch = {k: v.to(device) for k, v in collate(train, idx).items()}
+        with accelerator.accumulate(model):
+            loss = step_loss(model, batch)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        if accelerator.sync_gradients:
+            state.step += 1
+        running += float(loss.detach())
+        count += 1
+        seen += len(idx)
+        if count % 20 == 0:
+            bar.set_postfix(loss=f"{running / count:.4f}")
+        if step_limit_reached(state.step, max_steps):
+            break
+    bar.close()
+    return running / max(count, 1), seen
+
+
+def selection_score(metrics: dict) -> float:
+    """Validation macro ROC-AUC, or macro-F1 where no label has an AUC."""
+    score = metrics["macro_roc_auc"]
+    return score if np.isfinite(score) else metrics["macro_f1"]
+
+
+def keep_if_best(state: LoopState, best: BestEpoch, model: torch.nn.Module, epoch: int, metrics: dict,
+                 thresholds: np.ndarray) -> bool:
+    """Record ``epoch`` in ``best`` (weights copied to the CPU) when it beats the best so far, else count
+    a bad epoch for patience. Returns whether it improved."""
+    score = selection_score(metrics)
+    if not score > state.best_metric:
+        state.bad_epochs += 1
+        return False
+    state.best_metric, state.best_epoch, state.bad_epochs = score, epoch, 0
+    best.weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    best.metrics, best.thresholds = metrics, thresholds
+    return True
+
+
+def log_epoch(state: LoopState, tracker, epoch: int, train_loss: float, metrics: dict, improved: bool) -> None:
+    """Append the epoch's record to ``state.history``, send it to the tracker and log one line."""
+    record = {"epoch": epoch, "train_loss": train_loss, **summary(metrics)}
+    state.history.append(record)
+    tracker.log_metrics(record, step=epoch)
+    log.info("epoch %d: loss %.4f  val macro ROC-AUC %.4f  macro-F1 %.4f%s", epoch, record["train_loss"],
+             metrics["macro_roc_auc"], metrics["macro_f1"], "  (best)" if improved else "")
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop.
+
+
 def run_loop(
     model: torch.nn.Module,
-    train: Encoded,
-    val: Encoded,
-    val_labels: np.ndarray,
-    label_names,
+    data: LoopData,
     loss_fn,
     optim: OptimConfig,
     mixed_precision: str,
     tracker,
-    ckpt: Path,
-    resume: bool,
-    fingerprint: str,
-    step_loss=None,
-) -> tuple[LoopState, dict, np.ndarray, float, int]:
+    checkpointing: Checkpointing,
+    step_loss: Callable | None = None,
+) -> LoopResult:
     """The Accelerate training loop shared by teachers and students.
 
     ``step_loss(model, batch) -> loss`` replaces the default ``loss_fn(logits, labels)`` (used
-    by distillation). Returns (state, best metrics, best thresholds, train seconds, examples seen).
+    by distillation). The best epoch's weights are loaded into ``model`` before returning.
     """
-    from accelerate import Accelerator
-
-    # Accelerate keeps process-wide state; a second loop in one process (tuning trials, tests)
-    # may use another precision. Resetting keeps the distributed set-up (PartialState) intact.
-    from accelerate.state import AcceleratorState, GradientState
-    from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
-
-    AcceleratorState._reset_state()
-    GradientState._reset_state()
-    accelerator = Accelerator(
-        mixed_precision=mixed_precision, gradient_accumulation_steps=optim.grad_accum,
-        cpu=not torch.cuda.is_available(),
-    )
+    accelerator = fresh_accelerator(mixed_precision, optim.grad_accum)
     device = accelerator.device
-    optimizer = make_optimizer(model, optim.lr, optim.weight_decay, accelerator.device)
-    batches_per_epoch = len(epoch_batches(train.lengths, optim.batch_size, 0, accelerator.process_index,
-                                          accelerator.num_processes))
-    updates_per_epoch = max(1, batches_per_epoch // optim.grad_accum)
-    total_updates = updates_per_epoch * optim.epochs
-    if optim.max_steps:
-        total_updates = min(total_updates, optim.max_steps)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(optim.warmup_ratio * total_updates), total_updates)
+    optimizer = make_optimizer(model, optim.lr, optim.weight_decay, device)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    batches_per_epoch = len(epoch_batches(data.train.lengths, optim.batch_size, 0, rank, world))
+    updates = total_updates(batches_per_epoch, optim.grad_accum, optim.epochs, optim.max_steps)
+    scheduler = make_scheduler(optimizer, optim.warmup_ratio, updates)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     loss_fn = loss_fn.to(device) if isinstance(loss_fn, torch.nn.Module) else loss_fn
-    step_loss = step_loss or (lambda m, b: loss_fn(logits_of(m, b).float(), b["labels"]))
+    step_loss = step_loss or label_loss_step(loss_fn)
 
     state = LoopState(history=[])
-    best_state: dict | None = None
-    best_metrics: dict = {}
-    best_thresholds = np.full(len(label_names), 0.5, dtype=np.float32)
-    if resume:
-        state, best_state, best_metrics, best_thresholds = _load_checkpoint(ckpt, accelerator, fingerprint)
+    best = BestEpoch(None, {}, np.full(len(data.label_names), 0.5, dtype=np.float32))
+    if checkpointing.resume:
+        state, best = _load_checkpoint(checkpointing.directory, accelerator, checkpointing.fingerprint)
         log.info("resumed after epoch %d (best macro ROC-AUC %.4f at epoch %d)",
                  state.epoch, state.best_metric, state.best_epoch)
 
     unwrapped = accelerator.unwrap_model(model)
     train_seconds, seen = 0.0, 0
-    while state.epoch < optim.epochs and not (optim.max_steps and state.step >= optim.max_steps):
+    while state.epoch < optim.epochs and not step_limit_reached(state.step, optim.max_steps):
         epoch = state.epoch + 1
-        model.train()
-        batches = epoch_batches(train.lengths, optim.batch_size, optim.seed + epoch,
-                                accelerator.process_index, accelerator.num_processes)
+        batches = epoch_batches(data.train.lengths, optim.batch_size, optim.seed + epoch, rank, world)
         t0 = time.perf_counter()
-        running, count = 0.0, 0
-        bar = tqdm(batches, desc=f"epoch {epoch}/{optim.epochs}", disable=not accelerator.is_local_main_process)
-        for idx in bar:
-            batch = {k: v.to(device) for k, v in collate(train, idx).items()}
-            with accelerator.accumulate(model):
-                loss = step_loss(model, batch)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), optim.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            if accelerator.sync_gradients:
-                state.step += 1
-            running += float(loss.detach())
-            count += 1
-            seen += len(idx)
-            if count % 20 == 0:
-                bar.set_postfix(loss=f"{running / count:.4f}")
-            if optim.max_steps and state.step >= optim.max_steps:
-                break
-        bar.close()
+        train_loss, rows = train_epoch(accelerator, model, optimizer, scheduler, step_loss, data.train, batches,
+                                       state, optim.max_grad_norm, optim.max_steps, f"epoch {epoch}/{optim.epochs}")
         train_seconds += time.perf_counter() - t0
-        metrics, thresholds, _ = evaluate(unwrapped, val, val_labels, label_names, optim.eval_batch_size,
-                                          mixed_precision, device)
+        seen += rows
+        metrics, thresholds, _ = evaluate(unwrapped, data.val, data.val_labels, data.label_names,
+                                          optim.eval_batch_size, mixed_precision, device)
         state.epoch = epoch
-        score = metrics["macro_roc_auc"]
-        score = score if np.isfinite(score) else metrics["macro_f1"]
-        improved = score > state.best_metric
-        if improved:
-            state.best_metric, state.best_epoch, state.bad_epochs = score, epoch, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
-            best_metrics, best_thresholds = metrics, thresholds
-        else:
-            state.bad_epochs += 1
-        record = {"epoch": epoch, "train_loss": running / max(count, 1), **summary(metrics)}
-        state.history.append(record)
-        tracker.log_metrics(record, step=epoch)
-        log.info("epoch %d: loss %.4f  val macro ROC-AUC %.4f  macro-F1 %.4f%s", epoch, record["train_loss"],
-                 metrics["macro_roc_auc"], metrics["macro_f1"], "  (best)" if improved else "")
+        improved = keep_if_best(state, best, unwrapped, epoch, metrics, thresholds)
+        log_epoch(state, tracker, epoch, train_loss, metrics, improved)
         if accelerator.is_main_process:
-            _save_checkpoint(ckpt, accelerator, state, best_state, best_metrics, best_thresholds, fingerprint)
+            _save_checkpoint(checkpointing.directory, accelerator, state, best, checkpointing.fingerprint)
         if state.bad_epochs >= optim.patience:
             log.info("early stopping: no improvement for %d epochs", state.bad_epochs)
             break
-    if best_state is not None:
-        unwrapped.load_state_dict(best_state)
-    return state, best_metrics, best_thresholds, train_seconds, seen
+    if best.weights is not None:
+        unwrapped.load_state_dict(best.weights)
+    return LoopResult(state, best.metrics, best.thresholds, train_seconds, seen)
 
 
-def _save_checkpoint(ckpt: Path, accelerator, state: LoopState, best_state, best_metrics, best_thresholds,
-                     fingerprint: str) -> None:
+# ----------------------------------------------------------------------------------------------
+# Checkpoints.
+
+
+def _save_checkpoint(ckpt: Path, accelerator, state: LoopState, best: BestEpoch, fingerprint: str) -> None:
     tmp = ckpt.with_name(ckpt.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     accelerator.save_state(str(tmp / "accelerate"))
-    if best_state is not None:
-        torch.save(best_state, tmp / "best.pt")
+    if best.weights is not None:
+        torch.save(best.weights, tmp / "best.pt")
     (tmp / "state.json").write_text(json.dumps({
-        "state": state.__dict__, "best_metrics": best_metrics, "best_thresholds": np.asarray(best_thresholds).tolist(),
-        "fingerprint": fingerprint,
+        "state": state.__dict__, "best_metrics": best.metrics,
+        "best_thresholds": np.asarray(best.thresholds).tolist(), "fingerprint": fingerprint,
     }, default=float))
     shutil.rmtree(ckpt, ignore_errors=True)
     tmp.rename(ckpt)
 
 
-def _load_checkpoint(ckpt: Path, accelerator, fingerprint: str):
+def _load_checkpoint(ckpt: Path, accelerator, fingerprint: str) -> tuple[LoopState, BestEpoch]:
     meta = ckpt / "state.json"
     if not meta.is_file():
         raise UserError(f"nothing to resume: {ckpt} has no checkpoint; run again without --resume")
@@ -224,6 +360,6 @@ def _load_checkpoint(ckpt: Path, accelerator, fingerprint: str):
             "run without --resume (or with the original settings)"
         )
     accelerator.load_state(str(ckpt / "accelerate"))
-    best_state = torch.load(ckpt / "best.pt", map_location="cpu") if (ckpt / "best.pt").is_file() else None
+    weights = torch.load(ckpt / "best.pt", map_location="cpu") if (ckpt / "best.pt").is_file() else None
     state = LoopState(**saved["state"])
-    return state, best_state, saved["best_metrics"], np.asarray(saved["best_thresholds"], dtype=np.float32)
+    return state, BestEpoch(weights, saved["best_metrics"], np.asarray(saved["best_thresholds"], dtype=np.float32))

@@ -10,7 +10,6 @@ checkpoint kept in ``<out>.checkpoint/`` after a crash.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -25,7 +24,7 @@ from compress.artifact import ArtifactInfo, atomic_artifact_dir, write_info
 from compress.batching import encode
 from compress.config import DataConfig, TrainConfig, to_dict
 from compress.errors import UserError
-from compress.loop import checkpoint_dir, run_loop
+from compress.loop import Checkpointing, LoopData, resumable_checkpoint, resume_fingerprint, run_loop
 from compress.losses import build_loss, pos_weight_from_labels
 from compress.metrics import summary
 from compress.models.teacher import load_teacher
@@ -90,47 +89,38 @@ def build_task_loss(name: str, params: dict, pos_weight_rule: str | None, schema
 
 def train(config: TrainConfig) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.data`` and write a teacher artifact to ``config.out``."""
-    import hashlib
-
     t_start = time.perf_counter()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.optim.seed)
     out = Path(config.out)
-    ckpt = checkpoint_dir(out)
-    if config.resume and not ckpt.is_dir():
-        raise UserError(f"nothing to resume: {ckpt} does not exist; run again without --resume")
+    ckpt = resumable_checkpoint(out, config.resume)
 
     train_set, val_set = load_splits(config.data)
     schema = train_set.schema
     model, tokenizer = load_teacher(config.model, schema.names, dropout=config.dropout)
-    train_enc = encode(tokenizer, train_set.texts, config.max_length, train_set.labels)
-    val_enc = encode(tokenizer, val_set.texts, config.max_length)
+    data = LoopData(encode(tokenizer, train_set.texts, config.max_length, train_set.labels),
+                    encode(tokenizer, val_set.texts, config.max_length), val_set.labels, schema.names)
     loss_fn = build_task_loss(config.loss.name, dict(config.loss.params), config.loss.pos_weight_rule,
                               schema, train_set.labels)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     mixed_precision = resolve_mixed_precision(config.optim.mixed_precision, device)
     recipe = to_dict(config)
     # what must match for a resume: data and recipe, not the resume flag or where we log
-    resumable = {k: v for k, v in recipe.items() if k not in ("resume", "tracking")}
-    fingerprint = hashlib.sha256(
-        (train_set.fingerprint() + json.dumps(resumable, sort_keys=True)).encode()
-    ).hexdigest()
+    fingerprint = resume_fingerprint(train_set.fingerprint(), recipe, ignore=("resume", "tracking"))
     log.info("train %d rows, validation %d rows, %d labels, mixed precision %s", len(train_set), len(val_set),
              schema.num_labels, mixed_precision)
 
     with tracked_run(config.tracking.enabled, config.tracking.tracking_uri, config.tracking.experiment,
                      config.tracking.run_name, params=recipe, tags={"stage": "train", "kind": "teacher"}) as tracker:
-        state, metrics, thresholds, train_s, seen = run_loop(
-            model, train_enc, val_enc, val_set.labels, schema.names, loss_fn, config.optim, mixed_precision,
-            tracker, ckpt, config.resume, fingerprint,
-        )
+        result = run_loop(model, data, loss_fn, config.optim, mixed_precision, tracker,
+                          Checkpointing(ckpt, config.resume, fingerprint))
         info = ArtifactInfo(
             kind="teacher", architecture="hf", labels=list(schema.names),
-            hierarchy={c: p for c, p in schema.hierarchy}, thresholds=[float(t) for t in thresholds],
-            max_length=config.max_length, metrics=metrics, data_fingerprint=train_set.fingerprint(),
+            hierarchy={c: p for c, p in schema.hierarchy}, thresholds=[float(t) for t in result.thresholds],
+            max_length=config.max_length, metrics=result.metrics, data_fingerprint=train_set.fingerprint(),
             recipe=recipe,
-            extra={"base_model": config.model, "best_epoch": state.best_epoch, "history": state.history,
+            extra={"base_model": config.model, "best_epoch": result.state.best_epoch, "history": result.state.history,
                    "mixed_precision": mixed_precision, "train_rows": len(train_set), "val_rows": len(val_set),
                    "duplicates_removed": train_set.duplicates_removed,
                    "conflicting_removed": train_set.conflicting_removed},
@@ -141,7 +131,8 @@ def train(config: TrainConfig) -> TrainResult:
             write_info(tmp, info)
         shutil.rmtree(ckpt, ignore_errors=True)
         wall = time.perf_counter() - t_start
-        speed = seen / train_s if train_s > 0 else 0.0
-        tracker.log_metrics({"wall_time_s": wall, "train_examples_per_s": speed, **summary(metrics)})
+        tracker.log_metrics({"wall_time_s": wall, "train_examples_per_s": result.examples_per_s,
+                             **summary(result.metrics)})
         tracker.log_artifact_dir(out)
-    return TrainResult(out, metrics, state.best_epoch, state.epoch, wall, speed, tracker.run_id, mixed_precision)
+    return TrainResult(out, result.metrics, result.state.best_epoch, result.state.epoch, wall, result.examples_per_s,
+                       tracker.run_id, mixed_precision)

@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -345,9 +346,61 @@ def _vocab_size(model: Any, tokenizer: Any) -> int:
     return max(2, min(sizes)) if sizes else 2
 
 
-def default_out(source: Path, suffix: str) -> Path:
-    """``runs/teacher`` -> ``runs/teacher-<suffix>``."""
-    return source.with_name(f"{source.name}-{suffix}")
+def output_dir(source: Path, out: str | None, suffix: str) -> Path:
+    """``out``, or ``runs/teacher`` -> ``runs/teacher-<suffix>``; ConfigError when it is the source itself."""
+    path = Path(out) if out else source.with_name(f"{source.name}-{suffix}")
+    if path.resolve() == source.resolve():
+        raise ConfigError(f"out: {path} is the source artifact; pass another --out")
+    return path
+
+
+def check_export_source(source: Path, kind: str) -> None:
+    """ArtifactError unless ``kind`` is a teacher or student (with a hint for onnx and quantized)."""
+    if kind not in SOURCE_KINDS:
+        hint = (" (it is already ONNX)" if kind == "onnx" else
+                "; export its parent instead" if kind == "quantized" else "")
+        raise ArtifactError(f"{source} is a {kind} artifact{hint}; export onnx needs a teacher or student")
+
+
+def validation_lengths(model: Any, lengths: Sequence[int], max_length: int, hf: bool) -> tuple[int, ...]:
+    """Sequence lengths validation runs at: ``lengths`` plus ``max_length``, within an HF model's positions."""
+    lengths = (*lengths, max_length)
+    if hf:
+        limit = int(getattr(model.config, "max_position_embeddings", max_length) or max_length)
+        lengths = tuple(min(n, limit) for n in lengths)
+    return lengths
+
+
+def onnx_info(info: Any, source: Path, exporter: str, opset: int, optimize: str, fused: Any,
+              validation: dict[str, Any], vocab_size: int, pad_id: int) -> Any:
+    """artifact.json of the exported artifact: the source's labels and metrics, how it was exported and
+    validated, the graph's inputs, outputs and dynamic axes."""
+    from compress.artifact import ArtifactInfo
+
+    return ArtifactInfo(
+        kind="onnx", architecture=info.architecture, labels=list(info.labels), hierarchy=dict(info.hierarchy),
+        thresholds=list(info.thresholds), max_length=info.max_length, parent=str(source.resolve()),
+        metrics=dict(info.metrics), data_fingerprint=info.data_fingerprint, recipe=dict(info.recipe),
+        extra={
+            "source_kind": info.kind, "exporter": exporter,
+            "opset": opset, "optimize": optimize, "fused_operators": fused,
+            "inputs": list(INPUT_NAMES), "outputs": list(OUTPUT_NAMES),
+            "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in DYNAMIC_AXES.items()},
+            "validation": validation, "vocab_size": vocab_size, "pad_id": pad_id,
+        },
+    )
+
+
+def write_onnx_artifact(out: Path, onnx_path: Path, source: Path, hf_config: Any, new_info: Any) -> None:
+    """Write atomically: ``model.onnx``, ``config.json`` (HF models), the source's tokenizer, ``artifact.json``."""
+    from compress.artifact import atomic_artifact_dir, copy_artifact_files, write_info
+
+    with atomic_artifact_dir(out) as tmp:
+        shutil.move(str(onnx_path), tmp / "model.onnx")
+        if hf_config is not None:
+            hf_config.save_pretrained(tmp)  # config.json beside model.onnx: ORTModel / ORTQuantizer read it
+        copy_artifact_files(source, tmp, ["tokenizer"])
+        write_info(tmp, new_info)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -370,42 +423,28 @@ def export_onnx(artifact: str | os.PathLike[str], config: OnnxExportConfig | Non
     """
     import torch
 
-    from compress.artifact import (
-        ArtifactInfo,
-        atomic_artifact_dir,
-        copy_artifact_files,
-        read_info,
-        write_info,
-    )
+    from compress.artifact import read_info
     from compress.models import load_model
 
     config = config or OnnxExportConfig()
     source = Path(artifact)
     info = read_info(source)
-    if info.kind not in SOURCE_KINDS:
-        hint = (" (it is already ONNX)" if info.kind == "onnx" else
-                "; export its parent instead" if info.kind == "quantized" else "")
-        raise ArtifactError(f"{source} is a {info.kind} artifact{hint}; export onnx needs a teacher or student")
-    out = Path(config.out) if config.out else default_out(source, "onnx")
-    if out.resolve() == source.resolve():
-        raise ConfigError(f"out: {out} is the source artifact; pass another --out")
+    check_export_source(source, info.kind)
+    out = output_dir(source, config.out, "onnx")
     atol = config.atol if config.atol is not None else DEFAULT_ATOL
     model, tokenizer = load_model(source)
     model = model.float().eval()
     vocab_size = _vocab_size(model, tokenizer)
     pad_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
     hf = is_hf_model(model)
-    lengths = (*config.lengths, info.max_length)
-    if hf:
-        limit = int(getattr(model.config, "max_position_embeddings", info.max_length) or info.max_length)
-        lengths = tuple(min(n, limit) for n in lengths)
+    exporter = "optimum-onnx" if hf else "torch.onnx"
+    lengths = validation_lengths(model, config.lengths, info.max_length, hf)
 
     with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=out.parent if out.parent.exists() else None) as t:
         work = Path(t)
         staged = work / "export"
         staged.mkdir()
-        log.info("exporting %s (%s) with %s, opset %d", source, info.architecture,
-                 "optimum-onnx" if hf else "torch.onnx", config.opset)
+        log.info("exporting %s (%s) with %s, opset %d", source, info.architecture, exporter, config.opset)
         with torch.no_grad():
             if hf:
                 onnx_path = export_hf(model, staged, config.opset)
@@ -416,23 +455,8 @@ def export_onnx(artifact: str | os.PathLike[str], config: OnnxExportConfig | Non
                                    lengths, config.seed)
         log.info("validated: max |ONNX - PyTorch| = %.3g (atol %g) over %d cases", validation["max_abs_diff"],
                  atol, len(validation["cases"]))
-        new_info = ArtifactInfo(
-            kind="onnx", architecture=info.architecture, labels=list(info.labels), hierarchy=dict(info.hierarchy),
-            thresholds=list(info.thresholds), max_length=info.max_length, parent=str(source.resolve()),
-            metrics=dict(info.metrics), data_fingerprint=info.data_fingerprint, recipe=dict(info.recipe),
-            extra={
-                "source_kind": info.kind, "exporter": "optimum-onnx" if hf else "torch.onnx",
-                "opset": config.opset, "optimize": config.optimize, "fused_operators": fused,
-                "inputs": list(INPUT_NAMES), "outputs": list(OUTPUT_NAMES),
-                "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in DYNAMIC_AXES.items()},
-                "validation": validation, "vocab_size": vocab_size, "pad_id": pad_id,
-            },
-        )
-        with atomic_artifact_dir(out) as tmp:
-            shutil.move(str(onnx_path), tmp / "model.onnx")
-            if hf:
-                model.config.save_pretrained(tmp)  # config.json beside model.onnx: ORTModel / ORTQuantizer read it
-            copy_artifact_files(source, tmp, ["tokenizer"])
-            write_info(tmp, new_info)
+        new_info = onnx_info(info, source, exporter, config.opset, config.optimize, fused, validation, vocab_size,
+                             pad_id)
+        write_onnx_artifact(out, onnx_path, source, model.config if hf else None, new_info)
     return ExportResult(out, validation["max_abs_diff"], atol, new_info.extra["exporter"], config.optimize,
                         validation["cases"])

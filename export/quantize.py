@@ -48,6 +48,7 @@ from compress.batching import pad_batch
 from compress.errors import ArtifactError, ConfigError, DataError, UserError
 from compress.quantize_torch import int8_module_names, save_torch_int8, torch_int8_dynamic
 from export.cpu import cpu_has_vnni
+from export.onnx import output_dir
 from export.ort import onnx_logits, ort_session
 
 log = logging.getLogger(__name__)
@@ -465,6 +466,169 @@ def _build(mode: str, attempt: Attempt, src: _Source, target: Path, config: Quan
     return src.model, details
 
 
+def check_source_kind(source: Path, kind: str, parent: str | None, mode: str) -> None:
+    """ArtifactError unless an artifact of ``kind`` can be quantized as ``mode``."""
+    if mode in TORCH_MODES and kind not in ("teacher", "student"):
+        hint = f"; use its parent {parent}" if parent else ""
+        raise ArtifactError(f"{source} is a {kind} artifact; --mode {mode} needs a PyTorch teacher or "
+                            f"student{hint}")
+    if mode in ONNX_MODES and kind not in ("teacher", "student", "onnx"):
+        raise ArtifactError(f"{source} is a {kind} artifact; --mode {mode} needs an onnx artifact or a "
+                            "teacher/student (exported first)")
+
+
+def load_source(source: Path, info: Any, config: QuantizeConfig, workdir: Path) -> _Source:
+    """What the attempts start from, with its tokenizer: the fp32 ONNX file (ONNX modes; a
+    teacher/student is exported into ``workdir`` first) or the PyTorch model (torch modes)."""
+    if config.mode not in ONNX_MODES:
+        from compress.models import load_model
+
+        model, tokenizer = load_model(source)
+        return _Source(source, model=model, tokenizer=tokenizer)
+    src = _Source(source, onnx=source / "model.onnx") if info.kind == "onnx" else \
+        _export_first(source, info, config, workdir)
+    if src.onnx is None or not src.onnx.is_file():
+        raise ArtifactError(f"{source} has no model.onnx; re-create it with `export onnx`")
+    from transformers import AutoTokenizer
+
+    src.tokenizer = AutoTokenizer.from_pretrained(str(src.artifact / "tokenizer"))
+    return src
+
+
+def candidate_probs(encoded: Any, model: Any, onnx_file: Path | None, precision: str = "no") -> np.ndarray:
+    """(N, L) probabilities of a candidate: its ONNX file when it has one, else its PyTorch model."""
+    import torch
+
+    if onnx_file is not None:
+        return onnx_probs(onnx_file, encoded)
+    with torch.inference_mode():
+        return torch_probs(model, encoded, precision)
+
+
+@dataclass(frozen=True)
+class _Guard:
+    """The guard of one run: its rows, encoded for the source's tokenizer, and the fp32 score to keep."""
+
+    data: GuardData
+    encoded: Any
+    baseline: float  # fp32 validation macro ROC-AUC
+    max_auc_drop: float
+    labels: list[str]
+
+
+def judge(guard: _Guard | None, mode: str, name: str, qmodel: Any, onnx_file: Path | None
+          ) -> tuple[dict[str, Any], np.ndarray | None]:
+    """(the guard's verdict on one candidate, its (N, L) probabilities or None when not evaluated)."""
+    if guard is None:
+        return {"passed": True, "note": "not evaluated (no --data)"}, None
+    try:
+        probs = candidate_probs(guard.encoded, qmodel, onnx_file, "bf16" if mode == "bf16" else "no")
+    except Exception as exc:  # noqa: BLE001 - e.g. fp16 kernels missing on the CPU EP
+        if mode != "fp16":
+            raise
+        return {"macro_roc_auc": None, "drop": None, "passed": True,
+                "note": f"not evaluated: this ONNX Runtime cannot run fp16 here ({type(exc).__name__})"}, None
+    after = macro_auc(guard.data.labels, probs, guard.labels)
+    drop = guard.baseline - after
+    verdict = {"macro_roc_auc": after, "drop": drop, "passed": bool(drop <= guard.max_auc_drop)}
+    log.info("attempt %s: macro ROC-AUC %.4f (drop %+.4f, limit %.4f) %s", name, after, drop, guard.max_auc_drop,
+             "ok" if verdict["passed"] else "too large")
+    return verdict, probs
+
+
+def fp32_guard(data: GuardData, src: _Source, max_length: int, labels: Sequence[str], mode: str,
+               max_auc_drop: float) -> _Guard:
+    """Encode the guard's rows for the source's tokenizer and score the fp32 source on them."""
+    from compress.batching import encode
+    from compress.precision import fast_bf16
+
+    if mode == "bf16" and not fast_bf16():
+        log.warning("this CPU has no AMX / AVX512-BF16: bf16 matmuls are emulated and far slower than fp32; "
+                    "the guard evaluation will be slow (cap it with --max-eval-samples)")
+    encoded = encode(src.tokenizer, data.texts, max_length)
+    baseline = macro_auc(data.labels, candidate_probs(encoded, src.model, src.onnx), labels)
+    log.info("fp32 validation macro ROC-AUC %.4f on %d rows (%s split of %s)", baseline, len(data.texts),
+             data.split, data.source)
+    return _Guard(data, encoded, baseline, max_auc_drop, list(labels))
+
+
+@dataclass
+class _Candidate:
+    """The attempt that passed: where it was built, its torch model (torch modes), its record and probs."""
+
+    target: Path
+    qmodel: Any
+    record: dict[str, Any]
+    probs: np.ndarray | None
+
+
+def first_passing(src: _Source, config: QuantizeConfig, guard: _Guard | None, calibration: list[list[int]] | None,
+                  workdir: Path) -> tuple[_Candidate | None, list[dict[str, Any]]]:
+    """Build and judge the attempts in their documented order; (the first that passes or None, every record)."""
+    mode = config.mode
+    int8 = mode in ("int8-dynamic", "int8-static")
+    reduce_range, reduce_why = resolve_reduce_range(config.reduce_range)
+    if int8:
+        log.info("reduce_range=%s (%s)", reduce_range, reduce_why)
+    attempts: list[dict[str, Any]] = []
+    for i, attempt in enumerate(attempts_for(mode, config.per_channel, reduce_range, config.fallbacks)):
+        target = workdir / f"attempt{i}"
+        qmodel, details = _build(mode, attempt, src, target, config, calibration)
+        record: dict[str, Any] = {"name": attempt.name, **details}
+        if int8:
+            record["reduce_range_reason"] = reduce_why if attempt.reduce_range == reduce_range else "fallback"
+        verdict, probs = judge(guard, mode, attempt.name, qmodel, target / "model.onnx" if mode in ONNX_MODES else None)
+        record.update(verdict)
+        attempts.append(record)
+        if record["passed"]:
+            return _Candidate(target, qmodel, record, probs), attempts
+    return None, attempts
+
+
+def quantized_info(info: Any, source: Path, config: QuantizeConfig, chosen: _Candidate,
+                   attempts: list[dict[str, Any]], guard: _Guard | None, export_extra: dict[str, Any]) -> Any:
+    """artifact.json of the quantized artifact: the source's labels and thresholds, the chosen attempt's
+    recipe, every attempt's guard numbers, the runtime that runs it."""
+    from compress.artifact import ArtifactInfo
+    from compress.metrics import multilabel_metrics
+
+    thresholds = np.asarray(info.thresholds if info.thresholds else [0.5] * len(info.labels))
+    metrics = dict(info.metrics)
+    if guard is not None and chosen.probs is not None:
+        metrics = multilabel_metrics(guard.data.labels, chosen.probs, info.labels, thresholds)
+    runtime = {"bf16": "torch-bf16", "torch-int8-dynamic": "torch-int8"}.get(config.mode, "ort")
+    guard_extra = {"data": guard.data.source, "split": guard.data.split, "rows": len(guard.data.texts),
+                   "baseline_macro_roc_auc": guard.baseline, "max_auc_drop": config.max_auc_drop,
+                   "attempts": attempts, "chosen": chosen.record["name"]} if guard else \
+        {"skipped": "no --data given", "attempts": attempts, "chosen": chosen.record["name"]}
+    return ArtifactInfo(
+        kind="quantized", architecture=info.architecture, labels=list(info.labels),
+        hierarchy=dict(info.hierarchy), thresholds=[float(x) for x in thresholds], max_length=info.max_length,
+        parent=str(source.resolve()), metrics=metrics, data_fingerprint=info.data_fingerprint,
+        recipe={"quantize": asdict(config), "source_recipe": info.recipe},
+        extra={"quantization": {k: v for k, v in chosen.record.items()
+                                if k not in ("name", "macro_roc_auc", "drop", "passed")},
+               "guard": guard_extra, "runtime": runtime, "source_kind": info.kind,
+               **({"onnx_export": export_extra} if export_extra else {})},
+    )
+
+
+def write_quantized(out: Path, mode: str, chosen: _Candidate, src: _Source, new_info: Any) -> None:
+    """Write the artifact atomically: the quantized ``model.onnx`` (ONNX modes) or the source's ``model/``
+    (+ ``model_int8.pt``), the tokenizer, ``artifact.json``."""
+    from compress.artifact import atomic_artifact_dir, copy_artifact_files, write_info
+
+    with atomic_artifact_dir(out) as tmp:
+        if mode in ONNX_MODES:
+            shutil.move(str(chosen.target / "model.onnx"), tmp / "model.onnx")
+            copy_artifact_files(src.artifact, tmp, ["tokenizer", "config.json"])
+        else:
+            copy_artifact_files(src.artifact, tmp, ["model", "tokenizer"])
+            if mode == "torch-int8-dynamic":
+                save_torch_int8(chosen.qmodel, tmp)
+        write_info(tmp, new_info)
+
+
 def quantize(artifact: str | os.PathLike[str], config: QuantizeConfig) -> Path:
     """Quantize ``artifact`` as ``config.mode`` says, guarded by validation macro ROC-AUC.
 
@@ -480,145 +644,36 @@ def quantize(artifact: str | os.PathLike[str], config: QuantizeConfig) -> Path:
         ArtifactError: wrong kind for the mode. DataError: unusable ``data``. UserError: no
         attempt kept the AUC drop within ``max_auc_drop`` (each attempt's drop listed).
     """
-    import torch
-
-    from compress.artifact import (
-        ArtifactInfo,
-        atomic_artifact_dir,
-        copy_artifact_files,
-        read_info,
-        write_info,
-    )
-    from compress.batching import encode
-    from compress.metrics import multilabel_metrics
-    from compress.models import load_model
-    from compress.precision import fast_bf16
+    from compress.artifact import read_info
 
     source = Path(artifact)
     info = read_info(source)
     mode = config.mode
-    if mode in TORCH_MODES and info.kind not in ("teacher", "student"):
-        hint = f"; use its parent {info.parent}" if info.parent else ""
-        raise ArtifactError(f"{source} is a {info.kind} artifact; --mode {mode} needs a PyTorch teacher or "
-                            f"student{hint}")
-    if mode in ONNX_MODES and info.kind not in ("teacher", "student", "onnx"):
-        raise ArtifactError(f"{source} is a {info.kind} artifact; --mode {mode} needs an onnx artifact or a "
-                            "teacher/student (exported first)")
-    out = Path(config.out) if config.out else source.with_name(f"{source.name}-{mode}")
-    if out.resolve() == source.resolve():
-        raise ConfigError(f"out: {out} is the source artifact; pass another --out")
-
-    guard = None
+    check_source_kind(source, info.kind, info.parent, mode)
+    out = output_dir(source, config.out, mode)
+    guard_data = None
     if config.data:
-        guard = load_guard_data(config.data, config.format, info.labels, info.hierarchy, config.val_fraction,
-                                config.seed, config.max_eval_samples)
+        guard_data = load_guard_data(config.data, config.format, info.labels, info.hierarchy, config.val_fraction,
+                                     config.seed, config.max_eval_samples)
     elif mode != "int8-static":
         log.warning("no --data: the accuracy guard is skipped (pass --data FILE to measure the AUC drop)")
 
     with tempfile.TemporaryDirectory(prefix=".quantize-", dir=out.parent if out.parent.exists() else None) as t:
         work = Path(t)
-        if mode in ONNX_MODES:
-            src = _Source(source, onnx=source / "model.onnx") if info.kind == "onnx" else \
-                _export_first(source, info, config, work)
-            if src.onnx is None or not src.onnx.is_file():
-                raise ArtifactError(f"{source} has no model.onnx; re-create it with `export onnx`")
-            from transformers import AutoTokenizer
-
-            src.tokenizer = AutoTokenizer.from_pretrained(str(src.artifact / "tokenizer"))
-        else:
-            model, tokenizer = load_model(source)
-            src = _Source(source, model=model, tokenizer=tokenizer)
-
+        src = load_source(source, info, config, work)
         calibration = None
         if mode == "int8-static":
-            assert guard is not None
-            calibration = calibration_ids(src.tokenizer, guard.calibration_texts, config.calibration_samples,
-                                          info.max_length, config.seed, guard.source)
-
-        encoded = encode(src.tokenizer, guard.texts, info.max_length) if guard else None
-
-        def evaluate(model: Any, onnx_file: Path | None, precision: str = "no") -> np.ndarray:
-            if onnx_file is not None:
-                return onnx_probs(onnx_file, encoded)
-            with torch.inference_mode():
-                return torch_probs(model, encoded, precision)
-
-        if mode == "bf16" and guard is not None and not fast_bf16():
-            log.warning("this CPU has no AMX / AVX512-BF16: bf16 matmuls are emulated and far slower than fp32; "
-                        "the guard evaluation will be slow (cap it with --max-eval-samples)")
-        baseline = None
-        if guard is not None:
-            base_probs = evaluate(src.model, src.onnx)
-            baseline = macro_auc(guard.labels, base_probs, info.labels)
-            log.info("fp32 validation macro ROC-AUC %.4f on %d rows (%s split of %s)", baseline, len(guard.texts),
-                     guard.split, guard.source)
-
-        attempts: list[dict[str, Any]] = []
-        chosen = None
-        reduce_range, reduce_why = resolve_reduce_range(config.reduce_range)
-        if mode in ("int8-dynamic", "int8-static"):
-            log.info("reduce_range=%s (%s)", reduce_range, reduce_why)
-        for i, attempt in enumerate(attempts_for(mode, config.per_channel, reduce_range, config.fallbacks)):
-            target = work / f"attempt{i}"
-            qmodel, details = _build(mode, attempt, src, target, config, calibration)
-            record: dict[str, Any] = {"name": attempt.name, **details}
-            if mode in ("int8-dynamic", "int8-static"):
-                record["reduce_range_reason"] = reduce_why if attempt.reduce_range == reduce_range else "fallback"
-            probs = None
-            if guard is not None:
-                onnx_file = target / "model.onnx" if mode in ONNX_MODES else None
-                try:
-                    probs = evaluate(qmodel, onnx_file, "bf16" if mode == "bf16" else "no")
-                except Exception as exc:  # noqa: BLE001 - e.g. fp16 kernels missing on the CPU EP
-                    if mode != "fp16":
-                        raise
-                    record.update(macro_roc_auc=None, drop=None, passed=True,
-                                  note=f"not evaluated: this ONNX Runtime cannot run fp16 here ({type(exc).__name__})")
-                else:
-                    after = macro_auc(guard.labels, probs, info.labels)
-                    record.update(macro_roc_auc=after, drop=baseline - after,
-                                  passed=bool(baseline - after <= config.max_auc_drop))
-                    log.info("attempt %s: macro ROC-AUC %.4f (drop %+.4f, limit %.4f) %s", attempt.name, after,
-                             baseline - after, config.max_auc_drop, "ok" if record["passed"] else "too large")
-            else:
-                record.update(passed=True, note="not evaluated (no --data)")
-            attempts.append(record)
-            if record["passed"]:
-                chosen = (target, qmodel, record, probs)
-                break
+            assert guard_data is not None
+            calibration = calibration_ids(src.tokenizer, guard_data.calibration_texts, config.calibration_samples,
+                                          info.max_length, config.seed, guard_data.source)
+        guard = None if guard_data is None else \
+            fp32_guard(guard_data, src, info.max_length, info.labels, mode, config.max_auc_drop)
+        chosen, attempts = first_passing(src, config, guard, calibration, work)
         if chosen is None:
             listing = "; ".join(f"{a['name']} drop {a['drop']:.4f}" for a in attempts)
-            raise UserError(f"{mode} loses too much accuracy: validation macro ROC-AUC {baseline:.4f} fp32, limit "
-                            f"drop {config.max_auc_drop:g}; attempts: {listing}; raise --max-auc-drop or pick "
+            raise UserError(f"{mode} loses too much accuracy: validation macro ROC-AUC {guard.baseline:.4f} fp32, "
+                            f"limit drop {config.max_auc_drop:g}; attempts: {listing}; raise --max-auc-drop or pick "
                             "another --mode")
-        target, qmodel, record, probs = chosen
-
-        thresholds = np.asarray(info.thresholds if info.thresholds else [0.5] * len(info.labels))
-        metrics = dict(info.metrics)
-        if guard is not None and probs is not None:
-            metrics = multilabel_metrics(guard.labels, probs, info.labels, thresholds)
-        runtime = {"bf16": "torch-bf16", "torch-int8-dynamic": "torch-int8"}.get(mode, "ort")
-        guard_extra = {"data": guard.source, "split": guard.split, "rows": len(guard.texts),
-                       "baseline_macro_roc_auc": baseline, "max_auc_drop": config.max_auc_drop,
-                       "attempts": attempts, "chosen": record["name"]} if guard else \
-            {"skipped": "no --data given", "attempts": attempts, "chosen": record["name"]}
-        new_info = ArtifactInfo(
-            kind="quantized", architecture=info.architecture, labels=list(info.labels),
-            hierarchy=dict(info.hierarchy), thresholds=[float(x) for x in thresholds], max_length=info.max_length,
-            parent=str(source.resolve()), metrics=metrics, data_fingerprint=info.data_fingerprint,
-            recipe={"quantize": asdict(config), "source_recipe": info.recipe},
-            extra={"quantization": {k: v for k, v in record.items()
-                                    if k not in ("name", "macro_roc_auc", "drop", "passed")},
-                   "guard": guard_extra, "runtime": runtime, "source_kind": info.kind,
-                   **({"onnx_export": src.export_extra} if src.export_extra else {})},
-        )
-        with atomic_artifact_dir(out) as tmp:
-            if mode in ONNX_MODES:
-                shutil.move(str(target / "model.onnx"), tmp / "model.onnx")
-                copy_artifact_files(src.artifact, tmp, ["tokenizer", "config.json"])
-            else:
-                copy_artifact_files(source, tmp, ["model", "tokenizer"])
-                if mode == "torch-int8-dynamic":
-                    save_torch_int8(qmodel, tmp)
-            write_info(tmp, new_info)
+        write_quantized(out, mode, chosen, src,
+                        quantized_info(info, source, config, chosen, attempts, guard, src.export_extra))
     return out

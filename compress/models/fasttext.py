@@ -109,18 +109,17 @@ class FastTextBaseline:
         Returns:
             ``{"best_epoch", "history", "train_seconds", "train_examples_per_s"}``.
         """
-        from compress.loop import run_loop
+        from compress.loop import Checkpointing, LoopData, run_loop
         from compress.losses import BCELoss
 
-        train = self.encode(train_texts, train_labels)
-        val = self.encode(val_texts)
-        state, _, _, seconds, seen = run_loop(
-            self.net, train, val, np.asarray(val_labels), list(label_names), loss_fn or BCELoss(), optim, "no",
-            tracker, Path(workdir), False, "fasttext",
-        )
+        data = LoopData(self.encode(train_texts, train_labels), self.encode(val_texts), np.asarray(val_labels),
+                        list(label_names))
+        result = run_loop(self.net, data, loss_fn or BCELoss(), optim, "no", tracker,
+                          Checkpointing(Path(workdir), resume=False, fingerprint="fasttext"))
         self.net.eval()
-        return {"best_epoch": state.best_epoch, "epochs_run": state.epoch, "history": state.history,
-                "train_seconds": seconds, "train_examples_per_s": seen / seconds if seconds > 0 else 0.0}
+        return {"best_epoch": result.state.best_epoch, "epochs_run": result.state.epoch,
+                "history": result.state.history, "train_seconds": result.train_seconds,
+                "train_examples_per_s": result.examples_per_s}
 
     @torch.inference_mode()
     def predict_proba(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:

@@ -72,6 +72,7 @@ def test_bad_options_are_one_line_exit_2(tmp_path, capsys, monkeypatch, argv, me
     assert code == 2 and err[-1].startswith("error:") and message in err[-1], err
 
 
+@pytest.mark.slow
 def test_quickstart_runs_every_stage_on_a_slice(tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 

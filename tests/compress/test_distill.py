@@ -130,6 +130,7 @@ def test_transfer_set_counts_and_augmentation():
 # ---------------------------------------------------------------------------------------------- recipe
 
 
+@pytest.mark.slow
 def test_textcnn_learns_from_teacher_and_cache_is_reused(tmp_path, teacher, monkeypatch, caplog):
     from transformers import BertForSequenceClassification
 
@@ -335,6 +336,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, teacher, capsys,
 # ---------------------------------------------------------------------------------------------- report
 
 
+@pytest.mark.slow
 def test_distill_report_table(tmp_path, teacher, capsys):
     distill(_config(teacher, "textcnn", tmp_path / "cnn", tmp_path / "cache", "optim.max_steps=1", *SMALL_CNN))
     code = main(["distill-report", str(teacher), str(tmp_path / "cnn"), "--calls", "5", "--warmup", "1",

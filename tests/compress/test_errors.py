@@ -17,7 +17,7 @@ def test_user_error_is_one_line_and_exit_2(capsys):
         raise ConfigError("threads: must be >= 1,\n  got 0")
 
     assert main() == 2
-    assert capsys.readouterr().err == "error: threads: must be >= 1,\n  got 0\n"
+    assert capsys.readouterr().err == "error: threads: must be >= 1, got 0\n"
 
 
 def test_one_line_collapses_whitespace():

@@ -52,6 +52,7 @@ def test_early_stopping_with_patience(tmp_path, tiny_bert_dir, jigsaw_csv):
     assert result.epochs_run == 3 and result.best_epoch == 1
 
 
+@pytest.mark.slow
 def test_resume_after_crash(tmp_path, tiny_bert_dir, jigsaw_csv, monkeypatch):
     out = tmp_path / "t"
     real_evaluate = loop_mod.evaluate
