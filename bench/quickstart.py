@@ -81,6 +81,7 @@ class QuickstartConfig:
     """
 
     out: str = "runs/quickstart"
+    overwrite: bool = False  # replace an earlier output of ours at out (never anything else)
     steps: str = "fast"
     teacher: str = "auto"
     limit: int | None = None
@@ -258,7 +259,7 @@ def teacher_stage(preference: str, out: Path, data_file: Path, settings: dict[st
     tracker.set_tags({"teacher_source": kind})
     small = kind == "small"
     teacher_cfg = TrainConfig(
-        model=model, out=str(out / "teacher"),
+        model=model, out=str(out / "teacher"), overwrite=True,
         data=DataConfig(data=str(data_file), format=SAMPLE_FORMAT),
         optim=OptimConfig(epochs=settings["small_epochs" if small else "teacher_epochs"],
                           lr=1e-3 if small else 1e-4, batch_size=32, patience=2, warmup_ratio=0.1),
@@ -279,7 +280,7 @@ def student_stage(out: Path, epochs: int, tracking: TrackingConfig, num_threads:
     t0 = time.perf_counter()
     progress(f"distill: teaching a TextCNN student ({epochs} epochs)")
     distill_cfg = load_distill_config(str(out / "teacher"), "textcnn", None, [
-        f"out={out / 'student'}", f"optim.epochs={epochs}",
+        f"out={out / 'student'}", "overwrite=true", f"optim.epochs={epochs}",
         f"cache_dir={out / 'soft-labels'}", f"tracking.enabled={str(tracking.enabled).lower()}",
         f"tracking.experiment={tracking.experiment}", "tracking.run_name=quickstart/student",
         *([f"tracking.tracking_uri={tracking.tracking_uri}"] if tracking.tracking_uri else []),
@@ -300,7 +301,8 @@ def int8_stage(student: Path, out: Path, data_file: Path, tracker: Tracker, prog
     t0 = time.perf_counter()
     progress("quantize: int8 dynamic (ONNX Runtime), accuracy-guarded")
     int8_dir = quantize(student, QuantizeConfig(
-        mode="int8-dynamic", out=str(out), data=str(data_file), format=SAMPLE_FORMAT, max_auc_drop=0.01))
+        mode="int8-dynamic", out=str(out), overwrite=True, data=str(data_file), format=SAMPLE_FORMAT,
+        max_auc_drop=0.01))
     guard = read_info(int8_dir).extra.get("guard", {})
     chosen = next((a for a in guard.get("attempts", []) if a.get("name") == guard.get("chosen")), {})
     stage = Stage("int8", int8_dir, time.perf_counter() - t0,
@@ -317,7 +319,7 @@ def onnx_stage(student: Path, out: Path, progress: Callable[[str], None]) -> Sta
 
     t0 = time.perf_counter()
     progress("export: ONNX (fp32), validated against PyTorch")
-    exported = export_onnx(student, OnnxExportConfig(out=str(out)))
+    exported = export_onnx(student, OnnxExportConfig(out=str(out), overwrite=True))
     return Stage("onnx", exported.artifact, time.perf_counter() - t0,
                  {"max_abs_diff": exported.max_abs_diff, "atol": exported.atol})
 
@@ -384,6 +386,7 @@ def quickstart(config: QuickstartConfig, progress: Callable[[str], None] = lambd
     """
     import torch
 
+    from compress.artifact import check_out, claim_dir
     from compress.config import TrackingConfig
     from compress.tracking import tracked_run
 
@@ -393,8 +396,7 @@ def quickstart(config: QuickstartConfig, progress: Callable[[str], None] = lambd
     settings = dict(SETTINGS[config.steps])
     if config.limit is not None:
         settings.update(SMOKE)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_dir(check_out(config.out, config.overwrite))  # its stages then replace only their own outputs
     tracking = TrackingConfig(enabled=config.tracking, tracking_uri=config.tracking_uri,
                               experiment=config.experiment, run_name="quickstart/teacher")
     stages: list[Stage] = []

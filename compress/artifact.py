@@ -230,6 +230,17 @@ def is_ours(path: str | os.PathLike[str]) -> bool:
     return True
 
 
+def claim_dir(path: str | os.PathLike[str]) -> Path:
+    """Create directory ``path`` (checked first with :func:`check_out`) and mark it as ours, for outputs made of
+    several artifacts and files (the quickstart folder); its parts may then be replaced by our later runs."""
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    marker = directory / MARKER_FILE
+    if not marker.exists():
+        marker.write_text(json.dumps({"made_by": "modcompress"}) + "\n")
+    return directory
+
+
 def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 

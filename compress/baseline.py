@@ -49,6 +49,7 @@ class BaselineConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    overwrite: bool = False  # replace an earlier output of ours at out (never anything else)
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -106,7 +107,7 @@ def baseline(config: BaselineConfig) -> BaselineResult:
     """Fit baseline ``config.name`` on ``config.data`` and write a baseline artifact to ``config.out``."""
     import torch
 
-    from compress.artifact import ArtifactInfo, atomic_artifact_dir, write_info
+    from compress.artifact import ArtifactInfo, atomic_artifact_dir, check_out, write_info
     from compress.loop import checkpoint_dir
     from compress.metrics import multilabel_metrics, summary, tune_thresholds
     from compress.tracking import tracked_run
@@ -116,8 +117,8 @@ def baseline(config: BaselineConfig) -> BaselineResult:
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.optim.seed)
-    out = Path(config.out)
     params = baseline_params(config.name, config.params)
+    out = check_out(config.out, config.overwrite, inputs=(config.data.data, config.data.val_data))
 
     train_set, val_set = load_splits(config.data)
     schema = train_set.schema
@@ -145,7 +146,7 @@ def baseline(config: BaselineConfig) -> BaselineResult:
             extra={"num_parameters": n_params, "train_rows": len(train_set), "val_rows": len(val_set),
                    **{k: v for k, v in fit_info.items() if k != "train_examples_per_s"}},
         )
-        with atomic_artifact_dir(out) as tmp:
+        with atomic_artifact_dir(out, config.overwrite) as tmp:
             model.save(tmp / "model")
             write_info(tmp, info)
         shutil.rmtree(ckpt, ignore_errors=True)

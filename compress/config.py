@@ -144,6 +144,7 @@ class TrainConfig:
     max_length: int = 128
     dropout: float | None = None
     resume: bool = False
+    overwrite: bool = False  # replace an earlier output of ours at out (never anything else)
     num_threads: int | None = None
 
     def __post_init__(self) -> None:

@@ -119,6 +119,7 @@ class DistillConfig:
     cache_dir: str | None = None
     teacher_batch_size: int = 128
     resume: bool = False
+    overwrite: bool = False  # replace an earlier output of ours at out (never anything else)
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -625,7 +626,8 @@ def student_encoding(tokenizer, teacher_tokenizer, teacher_encoded, transfer: Tr
     return Encoded(enc.input_ids, transfer.labels, enc.pad_id)
 
 
-def write_student_artifact(out: Path, info, student: Student, tokenizer_from: Path | None) -> None:
+def write_student_artifact(out: Path, info, student: Student, tokenizer_from: Path | None,
+                           overwrite: bool = False) -> None:
     """Write the student atomically: ``model/`` (HF or own format), ``tokenizer/``, ``artifact.json``.
 
     ``tokenizer_from``: an artifact whose ``tokenizer/`` is copied (the teacher's, when shared).
@@ -633,7 +635,7 @@ def write_student_artifact(out: Path, info, student: Student, tokenizer_from: Pa
     from compress.artifact import atomic_artifact_dir, copy_artifact_files, write_info
     from compress.models import save_own_model
 
-    with atomic_artifact_dir(out) as tmp:
+    with atomic_artifact_dir(out, overwrite) as tmp:
         if student.architecture == "distilbert":
             student.model.save_pretrained(tmp / "model")
         else:
@@ -671,7 +673,7 @@ def distill(config: DistillConfig) -> DistillResult:
     """Distil ``config.teacher`` into ``config.student`` and write a student artifact to ``config.out``."""
     import torch
 
-    from compress.artifact import ArtifactInfo, read_info
+    from compress.artifact import ArtifactInfo, check_out, read_info
     from compress.batching import encode
     from compress.loop import Checkpointing, LoopData, resumable_checkpoint, resume_fingerprint, run_loop
     from compress.losses import DistillationLoss
@@ -686,7 +688,9 @@ def distill(config: DistillConfig) -> DistillResult:
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.optim.seed)
-    out, teacher_dir = Path(config.out), Path(config.teacher)
+    teacher_dir = Path(config.teacher)
+    out = check_out(config.out, config.overwrite, inputs=(teacher_dir, config.unlabeled,
+                                                          *((config.data.data, config.data.val_data) if config.data else ())))
     info = read_info(teacher_dir, kinds=["teacher"])
     ckpt = resumable_checkpoint(out, config.resume)
     if config.data is None:
@@ -752,7 +756,8 @@ def distill(config: DistillConfig) -> DistillResult:
                    "mixed_precision": mixed_precision, "train_rows": len(train_set), "val_rows": len(val_set)},
         )
         write_student_artifact(out, info_out, student,
-                               tokenizer_from=teacher_dir if student.tokenizer is teacher_tok else None)
+                               tokenizer_from=teacher_dir if student.tokenizer is teacher_tok else None,
+                               overwrite=config.overwrite)
         shutil.rmtree(ckpt, ignore_errors=True)
         wall = time.perf_counter() - t_start
         tracker.log_metrics({"wall_time_s": wall, "train_examples_per_s": result.examples_per_s,

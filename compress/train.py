@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from compress import data as data_mod
-from compress.artifact import ArtifactInfo, atomic_artifact_dir, write_info
+from compress.artifact import ArtifactInfo, atomic_artifact_dir, check_out, write_info
 from compress.batching import encode
 from compress.config import DataConfig, TrainConfig, to_dict
 from compress.errors import UserError
@@ -93,7 +93,7 @@ def train(config: TrainConfig) -> TrainResult:
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.optim.seed)
-    out = Path(config.out)
+    out = check_out(config.out, config.overwrite, inputs=(config.data.data, config.data.val_data, config.model))
     ckpt = resumable_checkpoint(out, config.resume)
 
     train_set, val_set = load_splits(config.data)
@@ -107,7 +107,7 @@ def train(config: TrainConfig) -> TrainResult:
     mixed_precision = resolve_mixed_precision(config.optim.mixed_precision, device)
     recipe = to_dict(config)
     # what must match for a resume: data and recipe, not the resume flag or where we log
-    fingerprint = resume_fingerprint(train_set.fingerprint(), recipe, ignore=("resume", "tracking"))
+    fingerprint = resume_fingerprint(train_set.fingerprint(), recipe, ignore=("resume", "tracking", "overwrite"))
     log.info("train %d rows, validation %d rows, %d labels, mixed precision %s", len(train_set), len(val_set),
              schema.num_labels, mixed_precision)
 
@@ -125,7 +125,7 @@ def train(config: TrainConfig) -> TrainResult:
                    "duplicates_removed": train_set.duplicates_removed,
                    "conflicting_removed": train_set.conflicting_removed},
         )
-        with atomic_artifact_dir(out) as tmp:
+        with atomic_artifact_dir(out, config.overwrite) as tmp:
             model.save_pretrained(tmp / "model")
             tokenizer.save_pretrained(tmp / "tokenizer")
             write_info(tmp, info)

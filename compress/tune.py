@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compress.artifact import check_out
 from compress.config import TrainConfig, build_config, to_dict
 from compress.errors import UserError, one_line
 from compress.search_space import sample, trial_values
@@ -38,6 +39,9 @@ def tune(config: TuneConfig) -> TuneResult:
     """Run ``config.n_trials`` trials of the study and write the study's best artifact to ``config.out``."""
     from compress.tracking import tracked_run
 
+    # the destination first: each call of the same study replaces its own best artifact, nothing else
+    check_out(config.out, config.overwrite or _tuned_trial(Path(config.out), config.study_name) is not None,
+              inputs=_data_inputs(config.base))
     base_values = to_dict(config.base)
     study = open_study(config)
     objective = Objective(config, base_values)
@@ -130,13 +134,20 @@ def _write_best(config: TuneConfig, best: Any, base_values: Mapping[str, Any], s
                  "value": best.value, "metric": METRIC, "params": dict(best.params),
                  "overrides": dict(best.user_attrs.get("overrides", best.params)), "retrained": retrained,
                  "n_trials": len(study.trials)}
-    with atomic_artifact_dir(out) as tmp:
+    # each call of the same study replaces its own best artifact; anything else needs --overwrite
+    with atomic_artifact_dir(out, config.overwrite or _tuned_trial(out, config.study_name) is not None) as tmp:
         shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("tune.json"))
         info = read_info(tmp)
         info.extra = {**info.extra, "tune": tune_info}
         write_info(tmp, info)
     log.info("best trial %d (%s %.4f) written to %s", best.number, METRIC, best.value, out)
     return retrained
+
+
+def _data_inputs(base: Any) -> tuple[str | None, ...]:
+    """The files a trial reads (``--out`` must not hold them): data, validation data, the teacher."""
+    data = getattr(base, "data", None)
+    return (getattr(data, "data", None), getattr(data, "val_data", None), getattr(base, "teacher", None))
 
 
 def _tuned_trial(path: Path, study_name: str) -> int | None:

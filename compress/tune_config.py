@@ -45,6 +45,7 @@ class TuneConfig:
     space: tuple[ParamSpec, ...]
     space_source: str = "default space"
     out: str = DEFAULT_OUT
+    overwrite: bool = False  # replace an earlier output of ours at out (never anything else)
     trials_dir: str | None = None
     storage: str = DEFAULT_STORAGE
     study_name: str = DEFAULT_STUDY

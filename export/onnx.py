@@ -86,6 +86,7 @@ class OnnxExportConfig:
     """
 
     out: str | None = None
+    overwrite: bool = False  # replace an earlier output of ours at out (never anything else)
     opset: int = MIN_OPSET
     atol: float | None = None
     optimize: str = "none"
@@ -346,12 +347,20 @@ def _vocab_size(model: Any, tokenizer: Any) -> int:
     return max(2, min(sizes)) if sizes else 2
 
 
-def output_dir(source: Path, out: str | None, suffix: str) -> Path:
-    """``out``, or ``runs/teacher`` -> ``runs/teacher-<suffix>``; ConfigError when it is the source itself."""
+def output_dir(source: Path, out: str | None, suffix: str, overwrite: bool = False,
+               inputs: Sequence[str | os.PathLike[str] | None] = ()) -> Path:
+    """``out``, or ``runs/teacher`` -> ``runs/teacher-<suffix>``, checked before any work.
+
+    Raises:
+        ConfigError: it is the source itself. ArtifactError: a destination :func:`compress.artifact.check_out`
+            refuses (not ours, an earlier output without ``overwrite``, the directory of an input, ...).
+    """
+    from compress.artifact import check_out
+
     path = Path(out) if out else source.with_name(f"{source.name}-{suffix}")
     if path.resolve() == source.resolve():
         raise ConfigError(f"out: {path} is the source artifact; pass another --out")
-    return path
+    return check_out(path, overwrite, inputs=(source, *inputs))
 
 
 def check_export_source(source: Path, kind: str) -> None:
@@ -391,11 +400,12 @@ def onnx_info(info: Any, source: Path, exporter: str, opset: int, optimize: str,
     )
 
 
-def write_onnx_artifact(out: Path, onnx_path: Path, source: Path, hf_config: Any, new_info: Any) -> None:
+def write_onnx_artifact(out: Path, onnx_path: Path, source: Path, hf_config: Any, new_info: Any,
+                        overwrite: bool = False) -> None:
     """Write atomically: ``model.onnx``, ``config.json`` (HF models), the source's tokenizer, ``artifact.json``."""
     from compress.artifact import atomic_artifact_dir, copy_artifact_files, write_info
 
-    with atomic_artifact_dir(out) as tmp:
+    with atomic_artifact_dir(out, overwrite) as tmp:
         shutil.move(str(onnx_path), tmp / "model.onnx")
         if hf_config is not None:
             hf_config.save_pretrained(tmp)  # config.json beside model.onnx: ORTModel / ORTQuantizer read it
@@ -430,7 +440,7 @@ def export_onnx(artifact: str | os.PathLike[str], config: OnnxExportConfig | Non
     source = Path(artifact)
     info = read_info(source)
     check_export_source(source, info.kind)
-    out = output_dir(source, config.out, "onnx")
+    out = output_dir(source, config.out, "onnx", config.overwrite)
     atol = config.atol if config.atol is not None else DEFAULT_ATOL
     model, tokenizer = load_model(source)
     model = model.float().eval()
@@ -457,6 +467,6 @@ def export_onnx(artifact: str | os.PathLike[str], config: OnnxExportConfig | Non
                  atol, len(validation["cases"]))
         new_info = onnx_info(info, source, exporter, config.opset, config.optimize, fused, validation, vocab_size,
                              pad_id)
-        write_onnx_artifact(out, onnx_path, source, model.config if hf else None, new_info)
+        write_onnx_artifact(out, onnx_path, source, model.config if hf else None, new_info, config.overwrite)
     return ExportResult(out, validation["max_abs_diff"], atol, new_info.extra["exporter"], config.optimize,
                         validation["cases"])

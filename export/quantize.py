@@ -97,6 +97,7 @@ class QuantizeConfig:
 
     mode: str = ""
     out: str | None = None
+    overwrite: bool = False  # replace an earlier output of ours at out (never anything else)
     data: str | None = None
     format: str | None = None
     val_fraction: float = 0.1
@@ -613,12 +614,13 @@ def quantized_info(info: Any, source: Path, config: QuantizeConfig, chosen: _Can
     )
 
 
-def write_quantized(out: Path, mode: str, chosen: _Candidate, src: _Source, new_info: Any) -> None:
+def write_quantized(out: Path, mode: str, chosen: _Candidate, src: _Source, new_info: Any,
+                    overwrite: bool = False) -> None:
     """Write the artifact atomically: the quantized ``model.onnx`` (ONNX modes) or the source's ``model/``
     (+ ``model_int8.pt``), the tokenizer, ``artifact.json``."""
     from compress.artifact import atomic_artifact_dir, copy_artifact_files, write_info
 
-    with atomic_artifact_dir(out) as tmp:
+    with atomic_artifact_dir(out, overwrite) as tmp:
         if mode in ONNX_MODES:
             shutil.move(str(chosen.target / "model.onnx"), tmp / "model.onnx")
             copy_artifact_files(src.artifact, tmp, ["tokenizer", "config.json"])
@@ -650,7 +652,7 @@ def quantize(artifact: str | os.PathLike[str], config: QuantizeConfig) -> Path:
     info = read_info(source)
     mode = config.mode
     check_source_kind(source, info.kind, info.parent, mode)
-    out = output_dir(source, config.out, mode)
+    out = output_dir(source, config.out, mode, config.overwrite, inputs=(config.data,))
     guard_data = None
     if config.data:
         guard_data = load_guard_data(config.data, config.format, info.labels, info.hierarchy, config.val_fraction,
@@ -675,5 +677,6 @@ def quantize(artifact: str | os.PathLike[str], config: QuantizeConfig) -> Path:
                             f"limit drop {config.max_auc_drop:g}; attempts: {listing}; raise --max-auc-drop or pick "
                             "another --mode")
         write_quantized(out, mode, chosen, src,
-                        quantized_info(info, source, config, chosen, attempts, guard, src.export_extra))
+                        quantized_info(info, source, config, chosen, attempts, guard, src.export_extra),
+                        config.overwrite)
     return out

@@ -53,6 +53,7 @@ class TensorRTConfig:
     """
 
     out: str | None = None
+    overwrite: bool = False  # replace an earlier output of ours at out (never anything else)
     fp16: bool = False
     int8: bool = False
     data: str | None = None
@@ -293,15 +294,17 @@ def export_tensorrt(artifact: str | os.PathLike[str], config: TensorRTConfig | N
 
     config = config or TensorRTConfig()
     require_tensorrt()
+    from export.onnx import output_dir
+
     source = Path(artifact)
     info = read_info(source, kinds=["onnx", "quantized"])
+    out = output_dir(source, config.out, "tensorrt", config.overwrite, inputs=(config.data,))
     onnx_path = source / "model.onnx"
     if not onnx_path.is_file():
         raise ArtifactError(f"{source} has no model.onnx; build engines from `modcompress-export onnx` artifacts")
     max_seq = config.max_seq or info.max_length
     tokenizer = AutoTokenizer.from_pretrained(str(source / "tokenizer"))
     calibration = _calibration_batches(tokenizer, config, info.labels, info.hierarchy, max_seq) if config.int8 else None
-    out = Path(config.out) if config.out else source.with_name(f"{source.name}-tensorrt")
     plan_bytes = build_engine(onnx_path, config, max_seq, calibration)
     precision = "int8" if config.int8 else "fp16" if config.fp16 else "fp32"
     with tempfile.TemporaryDirectory(prefix=".trt-", dir=out.parent if out.parent.exists() else None) as t:
@@ -324,7 +327,7 @@ def export_tensorrt(artifact: str | os.PathLike[str], config: TensorRTConfig | N
                    "validation": validation, "tensorrt": trt.__version__, "gpu": torch.cuda.get_device_name(0),
                    "runtime": "tensorrt", "ids_dtype": validation.pop("ids_dtype")},
         )
-        with atomic_artifact_dir(out) as tmp:
+        with atomic_artifact_dir(out, config.overwrite) as tmp:
             shutil.move(str(plan), tmp / PLAN_FILE)
             copy_artifact_files(source, tmp, ["model.onnx", "tokenizer", "config.json"])
             write_info(tmp, new_info)

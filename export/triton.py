@@ -84,6 +84,7 @@ class TritonConfig:
     """
 
     out: str = "triton_repo"
+    overwrite: bool = False  # replace an earlier output of ours at out (never anything else)
     max_batch_size: int = 32
     preferred_batch_sizes: tuple[int, ...] = (4, 8, 16)
     max_queue_delay_us: int = 500
@@ -280,7 +281,7 @@ def add_model(repo: Path, artifact: Path, cfg: TritonConfig) -> dict[str, Any]:
 
 def write_repository(artifacts: Sequence[str | os.PathLike[str]], config: TritonConfig) -> tuple[Path, list[dict]]:
     """Write the repository for ``artifacts`` to ``config.out`` (atomically); returns (path, per-model summary)."""
-    from compress.artifact import atomic_artifact_dir
+    from compress.artifact import atomic_artifact_dir, check_out
     from export.runtime import model_name
 
     if not artifacts:
@@ -293,8 +294,9 @@ def write_repository(artifacts: Sequence[str | os.PathLike[str]], config: Triton
     out = Path(config.out)
     if any(out.resolve() == p.resolve() for p in paths):
         raise ConfigError(f"out: {out} is one of the artifacts; pass another --out")
+    check_out(out, config.overwrite, inputs=paths)
     summary = []
-    with atomic_artifact_dir(out) as tmp:
+    with atomic_artifact_dir(out, config.overwrite) as tmp:
         for path in paths:
             summary.append(add_model(tmp, path, config))
     log.info("Triton repository with %d model(s) written to %s", len(summary), out)

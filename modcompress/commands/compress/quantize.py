@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="labelled file: guard evaluation (held-out split) and int8-static calibration")
     p.add_argument("--format", help="data format (detected when omitted)")
     p.add_argument("--out", help="artifact directory to write (default: ARTIFACT-MODE)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier modcompress output at --out (anything else there is never replaced)")
     p.add_argument("--calibration-samples", type=int, default=128)
     p.add_argument("--calibration-method", default="minmax", choices=CALIBRATION_METHODS)
     p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from export.quantize import QuantizeConfig, quantize
 
     config = QuantizeConfig(
-        mode=args.mode, out=args.out, data=args.data, format=args.format, val_fraction=args.val_fraction,
+        mode=args.mode, out=args.out, overwrite=args.overwrite, data=args.data, format=args.format, val_fraction=args.val_fraction,
         calibration_samples=args.calibration_samples, calibration_method=args.calibration_method,
         per_channel=args.per_channel, reduce_range=args.reduce_range, max_auc_drop=args.max_auc_drop,
         fallbacks=not args.no_fallbacks, max_eval_samples=args.max_eval_samples, optimize=args.optimize,

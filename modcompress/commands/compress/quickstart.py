@@ -14,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "model-selection table. Offline; a few minutes on 2 CPU cores with --steps fast.")
     p.add_argument("--out", default="runs/quickstart", help="folder for every artifact and report "
                                                              "(default runs/quickstart)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier quickstart folder at --out (anything else there is never replaced)")
     p.add_argument("--steps", default="fast", choices=("fast", "full"),
                    help="fast: minutes on a laptop CPU; full: more epochs, longer texts, steadier timings")
     p.add_argument("--teacher", default="auto", choices=("auto", "minilm", "hub", "small"),
@@ -30,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bench.quickstart import QuickstartConfig, quickstart
 
-    config = QuickstartConfig(out=args.out, steps=args.steps, teacher=args.teacher, limit=args.limit,
+    config = QuickstartConfig(out=args.out, overwrite=args.overwrite, steps=args.steps, teacher=args.teacher, limit=args.limit,
                               tracking=not args.no_tracking, tracking_uri=args.tracking_uri,
                               num_threads=args.threads)
     result = quickstart(config, progress=lambda line: print(f"[quickstart] {line}", file=sys.stderr, flush=True))

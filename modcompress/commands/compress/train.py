@@ -17,6 +17,8 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-columns", help="comma-separated label columns of a generic file")
     p.add_argument("--val-data", help="separate validation file (default: a stratified split)")
     p.add_argument("--out", help="artifact directory to write")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier modcompress output at --out (anything else there is never replaced)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: local store)")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -35,6 +37,8 @@ def common_overrides(args: argparse.Namespace) -> list[str]:
             pairs.append(f"{key}={value}")
     if getattr(args, "no_tracking", False):
         pairs.append("tracking.enabled=false")
+    if getattr(args, "overwrite", False):
+        pairs.append("overwrite=true")
     return pairs
 
 

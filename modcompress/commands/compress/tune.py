@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.show_space:
         print(default_space_yaml(args.student), end="")
         return 0
-    pairs = [p for p in common_overrides(args) if not p.startswith("out=")]
+    pairs = [p for p in common_overrides(args) if not p.startswith(("out=", "overwrite="))]
     if args.student:
         from compress.distill import load_distill_config
 
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     n_trials = args.n_trials if args.n_trials is not None or args.timeout is not None else DEFAULT_N_TRIALS
     config = TuneConfig(
         base=base, space=space, space_source=args.space or "default space", space_yaml=text,
-        out=args.out or DEFAULT_OUT, trials_dir=args.trials_dir, storage=args.storage, study_name=args.study_name,
+        out=args.out or DEFAULT_OUT, overwrite=args.overwrite, trials_dir=args.trials_dir, storage=args.storage, study_name=args.study_name,
         n_trials=n_trials, timeout=args.timeout, sampler=args.sampler, pruner=args.pruner,
         pruner_startup_trials=args.pruner_startup_trials, pruner_warmup_epochs=args.pruner_warmup_epochs,
         seed=args.seed, keep_trials=args.keep_trials)

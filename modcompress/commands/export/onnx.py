@@ -12,6 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "axes) and validate it against PyTorch on several batch sizes and lengths.")
     p.add_argument("artifact", help="teacher or student artifact directory")
     p.add_argument("--out", help="artifact directory to write (default: ARTIFACT-onnx)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier modcompress output at --out (anything else there is never replaced)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default 17)")
     p.add_argument("--atol", type=float, help="largest accepted |ONNX - PyTorch| on the logits (default 1e-4)")
     p.add_argument("--optimize", default="none", choices=["none", "O1", "O2"],
@@ -24,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from export.onnx import OnnxExportConfig, export_onnx
 
-    config = OnnxExportConfig(out=args.out, opset=args.opset, atol=args.atol, optimize=args.optimize)
+    config = OnnxExportConfig(out=args.out, overwrite=args.overwrite, opset=args.opset, atol=args.atol, optimize=args.optimize)
     result = export_onnx(args.artifact, config)
     payload = {"artifact": str(result.artifact), "exporter": result.exporter, "optimize": result.optimize,
                "max_abs_diff": result.max_abs_diff, "atol": result.atol, "cases": len(result.cases)}

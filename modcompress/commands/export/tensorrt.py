@@ -11,6 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "optionally fp16 / int8 (calibrated on --data). Needs tensorrt and a CUDA GPU.")
     p.add_argument("artifact", help="onnx (or ONNX-quantized) artifact directory")
     p.add_argument("--out", help="artifact directory to write (default: ARTIFACT-tensorrt)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier modcompress output at --out (anything else there is never replaced)")
     p.add_argument("--fp16", action="store_true", help="allow fp16 kernels")
     p.add_argument("--int8", action="store_true", help="allow int8 kernels, calibrated on --data")
     p.add_argument("--data", help="texts for int8 calibration (any format compress reads)")
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from export.tensorrt import TensorRTConfig, export_tensorrt
 
     config = TensorRTConfig(
-        out=args.out, fp16=args.fp16, int8=args.int8, data=args.data, format=args.format,
+        out=args.out, overwrite=args.overwrite, fp16=args.fp16, int8=args.int8, data=args.data, format=args.format,
         calibration_samples=args.calibration_samples, min_batch=args.min_batch, opt_batch=args.opt_batch,
         max_batch=args.max_batch, min_seq=args.min_seq, opt_seq=args.opt_seq, max_seq=args.max_seq,
     )

@@ -10,7 +10,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Write a model repository the stock Triton container serves: per artifact a "
                                    "Python tokenizer, the ONNX/TensorRT model and an ensemble TEXT -> PROBABILITIES.")
     p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="onnx / ONNX-quantized / tensorrt artifacts")
-    p.add_argument("--out", required=True, help="repository directory to write (replaced if it exists)")
+    p.add_argument("--out", required=True, help="repository directory to write")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier repository of ours at --out (anything else there is never replaced)")
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--preferred-batch-sizes", default="4,8,16", help="comma-separated (default 4,8,16)")
     p.add_argument("--max-queue-delay-us", type=int, default=500)
@@ -25,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from export.triton import TritonConfig, parse_batch_sizes, write_repository
 
     config = TritonConfig(
-        out=args.out, max_batch_size=args.max_batch_size,
+        out=args.out, overwrite=args.overwrite, max_batch_size=args.max_batch_size,
         preferred_batch_sizes=parse_batch_sizes(args.preferred_batch_sizes),
         max_queue_delay_us=args.max_queue_delay_us, instances=args.instances, kind=args.kind,
         pad_to_multiple_of=args.pad_to_multiple_of,
