@@ -9,12 +9,13 @@ and loss, then call it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,27 @@ def evaluate(model, encoded: Encoded, labels: np.ndarray, names, batch_size: int
     probs = sigmoid(predict_logits(model, encoded, batch_size, mixed_precision, device))
     thresholds = tune_thresholds(labels, probs)
     return multilabel_metrics(labels, probs, names, thresholds), thresholds, probs
+
+
+@contextlib.contextmanager
+def own_forward(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` running its own forward inside the block, not the autocast wrapper Accelerate puts on it
+    for bf16 / fp16 training; the wrapper is put back afterwards.
+
+    Validation runs this way, in fp32: the precision the artifact is served in (``export.runtime``'s
+    torch backend and every export), so the metrics, the tuned thresholds and early stopping describe
+    the model users get, whatever precision it trained in.
+    """
+    original = model.__dict__.get("_original_forward")
+    wrapped = model.__dict__.get("forward")
+    if original is None or wrapped is None:
+        yield model
+        return
+    model.forward = original
+    try:
+        yield model
+    finally:
+        model.forward = wrapped
 
 
 def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, rank: int, world: int) -> list[np.ndarray]:
@@ -316,8 +338,9 @@ def run_loop(
                                        state, optim.max_grad_norm, optim.max_steps, f"epoch {epoch}/{optim.epochs}")
         train_seconds += time.perf_counter() - t0
         seen += rows
-        metrics, thresholds, _ = evaluate(unwrapped, data.val, data.val_labels, data.label_names,
-                                          optim.eval_batch_size, mixed_precision, device)
+        with own_forward(unwrapped):
+            metrics, thresholds, _ = evaluate(unwrapped, data.val, data.val_labels, data.label_names,
+                                              optim.eval_batch_size, "no", device)
         state.epoch = epoch
         improved = keep_if_best(state, best, unwrapped, epoch, metrics, thresholds)
         log_epoch(state, tracker, epoch, train_loss, metrics, improved)
@@ -328,6 +351,8 @@ def run_loop(
             break
     if best.weights is not None:
         unwrapped.load_state_dict(best.weights)
+    # the trained model predicts as its reloaded artifact does: fp32, without the training autocast
+    accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     return LoopResult(state, best.metrics, best.thresholds, train_seconds, seen)
 
 

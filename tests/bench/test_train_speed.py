@@ -12,7 +12,9 @@ from modcompress.cli import bench_main as main
 
 @pytest.fixture(scope="module")
 def report(tiny_bert_dir, jigsaw_csv):
-    return train_speed.run(str(tiny_bert_dir), str(jigsaw_csv), n=96, batch_size=16, max_length=32)
+    # fp32 pinned: the row names and the ratio are fp32 vs the Trainer's fp32 on any CPU (auto picks bf16 on AMX)
+    return train_speed.run(str(tiny_bert_dir), str(jigsaw_csv), n=96, batch_size=16, max_length=32,
+                           mixed_precision="no")
 
 
 def test_both_loops_train_the_same_rows_and_the_ratio_is_theirs(report):
