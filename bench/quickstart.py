@@ -46,13 +46,15 @@ EXPERIMENT = "quickstart"
 # Per --steps: epochs, truncation and benchmark effort. "fast" fits a few minutes on 2 CPU cores.
 SETTINGS: dict[str, dict[str, Any]] = {
     "fast": {"teacher_epochs": 1, "small_epochs": 4, "student_epochs": 4, "max_length": 64,
-             "bench_warmup": 2, "bench_iters": 15, "bench_seconds": 4.0},
+             "bench_warmup": 2, "bench_iters": 15, "bench_seconds": 4.0, "max_auc_drop": 0.01},
     "full": {"teacher_epochs": 3, "small_epochs": 10, "student_epochs": 10, "max_length": 128,
-             "bench_warmup": 5, "bench_iters": 50, "bench_seconds": 15.0},
+             "bench_warmup": 5, "bench_iters": 50, "bench_seconds": 15.0, "max_auc_drop": 0.01},
 }
 # With --limit (a smoke run on a slice) every stage only proves it runs: one epoch, a few timed calls.
+# Its models stay near chance (macro ROC-AUC ~0.5), where an AUC drop is noise, so the int8 guard
+# only catches a broken quantization (0.05), not a small loss.
 SMOKE = {"teacher_epochs": 1, "small_epochs": 1, "student_epochs": 1, "bench_warmup": 1, "bench_iters": 3,
-         "bench_seconds": 1.0}
+         "bench_seconds": 1.0, "max_auc_drop": 0.05}
 SMALL_BERT = {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 256}
 
 
@@ -167,20 +169,16 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
 
 def build_small_bert(texts: list[str], directory: Path, max_length: int, vocab_size: int = 8000,
                      seed: int = 0) -> Path:
-    """A small, randomly initialised BERT (2 layers, hidden 128) + a WordPiece tokenizer trained on ``texts``.
+    """A small, randomly initialised BERT (2 layers, hidden 128) + a WordPiece vocabulary built from ``texts``.
 
     Written with ``save_pretrained`` (model and tokenizer in one directory), so ``compress train``
-    loads it like any checkpoint.
+    loads it like any checkpoint. The same texts always give the same vocabulary and weights.
     """
     import torch
-    from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     directory.mkdir(parents=True, exist_ok=True)
-    wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, show_progress=False,
-                                  special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-    wordpiece.save_model(str(directory))  # vocab.txt
+    (directory / "vocab.txt").write_text("\n".join(wordpiece_vocab(texts, vocab_size)) + "\n", encoding="utf-8")
     tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True,
                                   model_max_length=max(128, max_length))
     tokenizer.save_pretrained(directory)
@@ -188,6 +186,29 @@ def build_small_bert(texts: list[str], directory: Path, max_length: int, vocab_s
     config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max(128, max_length), **SMALL_BERT)
     BertForSequenceClassification(config).save_pretrained(directory)
     return directory
+
+
+def wordpiece_vocab(texts: list[str], vocab_size: int, min_count: int = 2) -> list[str]:
+    """A deterministic WordPiece vocabulary: special tokens, every character (alone and as ``##`` piece),
+    then the most frequent lower-cased words (ties by spelling) seen at least ``min_count`` times.
+
+    The tokenizers library's WordPiece trainer breaks frequency ties in hash order, so its vocabulary
+    (and every number of a model built on it) changed from run to run.
+    """
+    import collections
+    import re
+
+    counts = collections.Counter(w for text in texts for w in re.findall(r"\w+|[^\w\s]", text.lower()))
+    chars = sorted({c for word in counts for c in word})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars)]
+    known = set(vocab)
+    for word, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab) >= vocab_size or count < min_count:
+            break
+        if word not in known:
+            vocab.append(word)
+            known.add(word)
+    return vocab
 
 
 def choose_teacher(preference: str, base_dir: Path, texts_for_vocab: Callable[[], list[str]],
@@ -293,7 +314,8 @@ def student_stage(out: Path, epochs: int, tracking: TrackingConfig, num_threads:
     return stage, distill_cfg.data
 
 
-def int8_stage(student: Path, out: Path, data_file: Path, tracker: Tracker, progress: Callable[[str], None]) -> Stage:
+def int8_stage(student: Path, out: Path, data_file: Path, max_auc_drop: float, tracker: Tracker,
+               progress: Callable[[str], None]) -> Stage:
     """Quantize the student (int8 dynamic on ONNX Runtime, guarded on the sample's validation split)."""
     from compress.artifact import read_info
     from export.quantize import QuantizeConfig, quantize
@@ -302,7 +324,7 @@ def int8_stage(student: Path, out: Path, data_file: Path, tracker: Tracker, prog
     progress("quantize: int8 dynamic (ONNX Runtime), accuracy-guarded")
     int8_dir = quantize(student, QuantizeConfig(
         mode="int8-dynamic", out=str(out), overwrite=True, data=str(data_file), format=SAMPLE_FORMAT,
-        max_auc_drop=0.01))
+        max_auc_drop=max_auc_drop))
     guard = read_info(int8_dir).extra.get("guard", {})
     chosen = next((a for a in guard.get("attempts", []) if a.get("name") == guard.get("chosen")), {})
     stage = Stage("int8", int8_dir, time.perf_counter() - t0,
@@ -415,7 +437,7 @@ def quickstart(config: QuickstartConfig, progress: Callable[[str], None] = lambd
         done(teacher)
         student, student_data = student_stage(out, settings["student_epochs"], tracking, config.num_threads, progress)
         done(student)
-        done(int8_stage(student.path, out / "student-int8", data_file, tracker, progress))
+        done(int8_stage(student.path, out / "student-int8", data_file, settings["max_auc_drop"], tracker, progress))
         done(onnx_stage(student.path, out / "student-onnx", progress))
         table, table_md = table_stage(out, student_data, settings, config.num_threads, tracker, progress)
         done(table)
