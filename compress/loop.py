@@ -24,7 +24,7 @@ import torch
 
 from compress.batching import Encoded, bucketed_batches, collate
 from compress.config import OptimConfig
-from compress.errors import UserError
+from compress.errors import UserError, one_line
 from compress.metrics import multilabel_metrics, summary, tune_thresholds
 from compress.predict import logits_of, predict_logits, sigmoid
 
@@ -344,8 +344,7 @@ def run_loop(
         state.epoch = epoch
         improved = keep_if_best(state, best, unwrapped, epoch, metrics, thresholds)
         log_epoch(state, tracker, epoch, train_loss, metrics, improved)
-        if accelerator.is_main_process:
-            _save_checkpoint(checkpointing.directory, accelerator, state, best, checkpointing.fingerprint)
+        _save_checkpoint(checkpointing.directory, accelerator, state, best, checkpointing.fingerprint)
         if state.bad_epochs >= optim.patience:
             log.info("early stopping: no improvement for %d epochs", state.bad_epochs)
             break
@@ -360,31 +359,68 @@ def run_loop(
 # Checkpoints.
 
 
+CHECKPOINT_PREFIX = "epoch-"
+
+
 def _save_checkpoint(ckpt: Path, accelerator, state: LoopState, best: BestEpoch, fingerprint: str) -> None:
-    tmp = ckpt.with_name(ckpt.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    """Write this epoch's checkpoint as ``ckpt/epoch-NNNN`` without a moment where none is complete.
+
+    It is written as ``ckpt/.epoch-NNNN.tmp`` (``state.json`` last), renamed into place, and only then are
+    older ones deleted: a kill at any point leaves the newest complete checkpoint for ``--resume``.
+    Every process calls ``save_state`` (DeepSpeed / FSDP ranks each save their shard); the main one
+    writes the rest and swaps.
+    """
+    name = f"{CHECKPOINT_PREFIX}{state.epoch:04d}"
+    tmp = ckpt / f".{name}.tmp"
+    if accelerator.is_main_process:
+        ckpt.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp / "accelerate"))
-    if best.weights is not None:
-        torch.save(best.weights, tmp / "best.pt")
-    (tmp / "state.json").write_text(json.dumps({
-        "state": state.__dict__, "best_metrics": best.metrics,
-        "best_thresholds": np.asarray(best.thresholds).tolist(), "fingerprint": fingerprint,
-    }, default=float))
-    shutil.rmtree(ckpt, ignore_errors=True)
-    tmp.rename(ckpt)
+    if accelerator.is_main_process:
+        if best.weights is not None:
+            torch.save(best.weights, tmp / "best.pt")
+        (tmp / "state.json").write_text(json.dumps({
+            "state": state.__dict__, "best_metrics": best.metrics,
+            "best_thresholds": np.asarray(best.thresholds).tolist(), "fingerprint": fingerprint,
+        }, default=float))
+        shutil.rmtree(ckpt / name, ignore_errors=True)
+        tmp.rename(ckpt / name)
+        for older in _complete_checkpoints(ckpt)[:-1]:
+            shutil.rmtree(older, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _complete_checkpoints(ckpt: Path) -> list[Path]:
+    """``ckpt/epoch-NNNN`` directories, oldest first (a ``.tmp`` one being written is not complete)."""
+    return sorted(p for p in ckpt.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and p.name[len(CHECKPOINT_PREFIX):].isdigit())
 
 
 def _load_checkpoint(ckpt: Path, accelerator, fingerprint: str) -> tuple[LoopState, BestEpoch]:
-    meta = ckpt / "state.json"
-    if not meta.is_file():
-        raise UserError(f"nothing to resume: {ckpt} has no checkpoint; run again without --resume")
-    saved = json.loads(meta.read_text())
-    if saved["fingerprint"] != fingerprint:
+    """The newest complete checkpoint in ``ckpt``; one-line UserError when there is none or it is damaged."""
+    complete = _complete_checkpoints(ckpt)
+    if not complete:
+        raise UserError(f"nothing to resume: {ckpt} holds no complete checkpoint; run again without --resume")
+    newest = complete[-1]
+    damaged = f"cannot resume: the checkpoint {newest} is damaged"
+    fix = "delete it to resume from an older one, or run again without --resume"
+    try:
+        saved = json.loads((newest / "state.json").read_text())
+        state = LoopState(**saved["state"])
+        thresholds = np.asarray(saved["best_thresholds"], dtype=np.float32)
+        best_metrics, saved_fingerprint = dict(saved["best_metrics"]), str(saved["fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{damaged} (state.json: {one_line(exc)[:80] or type(exc).__name__}); {fix}") from None
+    if saved_fingerprint != fingerprint:
         raise UserError(
             f"cannot resume from {ckpt}: it was made with other data or another model/recipe; "
             "run without --resume (or with the original settings)"
         )
-    accelerator.load_state(str(ckpt / "accelerate"))
-    weights = torch.load(ckpt / "best.pt", map_location="cpu") if (ckpt / "best.pt").is_file() else None
-    state = LoopState(**saved["state"])
-    return state, BestEpoch(weights, saved["best_metrics"], np.asarray(saved["best_thresholds"], dtype=np.float32))
+    if not (newest / "accelerate").is_dir():
+        raise UserError(f"{damaged} (no accelerate/ state); {fix}")
+    try:
+        accelerator.load_state(str(newest / "accelerate"))
+        weights = torch.load(newest / "best.pt", map_location="cpu") if (newest / "best.pt").is_file() else None
+    except Exception as exc:  # noqa: BLE001 - torch / safetensors / accelerate raise many kinds
+        raise UserError(f"{damaged} ({one_line(exc)[:80] or type(exc).__name__}); {fix}") from None
+    return state, BestEpoch(weights, best_metrics, thresholds)

@@ -134,3 +134,59 @@ def test_optimizer_is_fused_adamw_with_the_same_update_and_no_decay_on_biases_an
             opt.step()
     for a, b in zip(model.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _crash_after_epochs(monkeypatch, n):
+    real = loop_mod.evaluate
+    calls = {"n": 0}
+
+    def crash(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n + 1:
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop_mod, "evaluate", crash)
+    return real
+
+
+def test_resume_takes_the_newest_complete_checkpoint(tmp_path, tiny_bert_dir, jigsaw_csv, monkeypatch):
+    import shutil
+
+    out = tmp_path / "t"
+    real = _crash_after_epochs(monkeypatch, 2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_mod.train(_config(tiny_bert_dir, jigsaw_csv, out, "optim.epochs=4"))
+    ckpt = loop_mod.checkpoint_dir(out)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["epoch-0002"]  # the older one went once this was complete
+    # a kill between the rename and the clean-up leaves an older complete one and a half-written newer one
+    shutil.copytree(ckpt / "epoch-0002", ckpt / "epoch-0001")
+    (ckpt / ".epoch-0003.tmp" / "accelerate").mkdir(parents=True)
+    monkeypatch.setattr(loop_mod, "evaluate", real)
+    train_mod.train(_config(tiny_bert_dir, jigsaw_csv, out, "optim.epochs=4", "resume=true"))
+    assert [h["epoch"] for h in read_info(out).extra["history"]] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("damage", ["truncated-state", "no-accelerate", "state-is-a-list"])
+def test_a_damaged_checkpoint_is_one_line(tmp_path, tiny_bert_dir, jigsaw_csv, monkeypatch, capsys, damage):
+    import shutil
+
+    out = tmp_path / "t"
+    _crash_after_epochs(monkeypatch, 1)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_mod.train(_config(tiny_bert_dir, jigsaw_csv, out))
+    newest = loop_mod.checkpoint_dir(out) / "epoch-0001"
+    state = newest / "state.json"
+    if damage == "truncated-state":
+        state.write_text(state.read_text()[: len(state.read_text()) // 2])
+    elif damage == "no-accelerate":
+        shutil.rmtree(newest / "accelerate")
+    else:
+        state.write_text("[1, 2]")
+    capsys.readouterr()  # the crashed run's progress bars
+    code = main(["train", "--model", str(tiny_bert_dir), "--data", str(jigsaw_csv), "--out", str(out), "--resume",
+                 "--no-tracking", "optim.lr=5e-3", "optim.epochs=5", "optim.patience=5", "optim.batch_size=16",
+                 "optim.mixed_precision=no", "max_length=32"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "is damaged" in err[0] and "Traceback" not in err[0], err
+    assert not out.exists()
