@@ -8,7 +8,8 @@ from modcompress.clikit import make_main
 COMPRESS = ("data", "train", "tune", "distill", "baseline", "distill_report", "quantize", "quickstart")
 EXPORT = ("onnx", "tensorrt", "triton")
 SERVE = ("start", "check", "score")
-BENCH = ("train_speed", "latency", "accuracy", "table", "select", "load", "report", "serve_speed", "quant_speed")
+BENCH = ("train_speed", "latency", "accuracy", "table", "select", "load", "report", "serve_speed", "quant_speed",
+         "score_speed")
 
 compress_main = make_main("compress", "train, distill, quantize, tune, baseline, quickstart, data stats.",
                           "modcompress.commands.compress", COMPRESS)
@@ -18,4 +19,4 @@ serve_main = make_main("serve", "start a Triton server for artifacts, smoke-chec
                                 "file in batch.",
                        "modcompress.commands.serve", SERVE)
 bench_main = make_main("bench", "latency, accuracy, table, select, load, report, train-speed, serve-speed, "
-                                "quant-speed.", "modcompress.commands.bench", BENCH)
+                                "quant-speed, score-speed.", "modcompress.commands.bench", BENCH)
