@@ -244,9 +244,8 @@ def score(artifact: str | Path, config: ScoreConfig, log: Callable[[str], None] 
 
     # 3. finish
     store.finish(schema, {"artifact": str(artifact.resolve()), "backend": backend, "engine": config.engine,
-                          "labels": labels,
-                          "input": spec.path, "text_column": spec.text_column, "id_column": spec.id_column,
-                          "seconds_last_run": round(time.perf_counter() - t0, 3)})
+                          "labels": labels, "input": spec.path, "text_column": spec.text_column,
+                          "id_column": spec.id_column, "seconds_last_run": round(time.perf_counter() - t0, 3)})
     seconds = time.perf_counter() - t0
     return ScoreResult(**result, rows=store.rows, null_rows=store.null_rows, scored_rows=store.rows - resumed,
                        resumed_rows=resumed, seconds=seconds, setup_seconds=(t_run - t0) + setup)
