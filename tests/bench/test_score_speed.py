@@ -26,6 +26,8 @@ def test_local_engine_vs_in_process(tmp_path, tfidf_artifact, capsys):
     assert (small["file"], small["rows"], big["file"], big["rows"]) == ("small", 150, "big", 600)
     assert big["ratio"] == pytest.approx(big["rows_per_s"] / a["in_process"]["rows_per_s"])
     assert big["rss_growth"] == pytest.approx(big["peak_rss_mib"] / small["peak_rss_mib"])
+    assert big["ratio_in_run"] == pytest.approx(big["rows_per_s"] / big["predict_rows_per_s"])
+    assert 0 < big["ratio_in_run"] < 1  # the job does more than predict
     assert 50 < small["peak_rss_mib"] < 8000 and big["tree_peak_rss_mib"] >= 0
     assert a["local_vs_ray"] is None
     (work,) = (tmp_path / "work").iterdir()  # kept: the inputs and both outputs
