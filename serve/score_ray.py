@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -78,9 +79,10 @@ def local_cpus() -> int:
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """A GCS ``HOST:PORT`` that refuses connections is one line now (ray.init would retry for minutes)."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if address == "auto" or not host or not port.isdigit():
+    match = re.fullmatch(r"(?:ray://)?([\w.-]+):(\d+)", address)
+    if match is None:  # "auto", a URL: ray.init knows what to do with it
         return
+    host, port = match.groups()
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as exc:

@@ -81,3 +81,17 @@ def test_ray_jsonl_with_row_numbers_and_resume(tmp_path, local_ray, tfidf):
     resumed = score(tfidf, ScoreConfig(output=str(out), engine="ray", workers=1, resume=True, **common))
     assert (resumed.resumed_rows, resumed.scored_rows) == (2 * CHUNK, 200 - 2 * CHUNK)
     assert pq.read_table(out).equals(full)
+
+
+def test_an_unreachable_cluster_is_one_line_at_once():
+    import socket
+
+    from compress.errors import UserError
+    from serve.score_ray import _check_reachable
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(UserError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
+        _check_reachable(f"127.0.0.1:{port}", timeout_s=2)
+    _check_reachable("auto")  # left to ray.init
