@@ -280,7 +280,8 @@ def benchmark_artifact(artifact: Path, files: dict[str, Path], out_dir: Path, co
 def run(artifacts: Sequence[str | os.PathLike[str]], config: ScoreSpeedConfig,
         log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """Measure every artifact; the JSON-ready report (``bench: score-speed``)."""
-    from bench.latency import CpuWatch, check_artifacts, machine_notes
+    from bench.artifacts import check_artifacts
+    from bench.measure import CpuWatch, machine_notes
     from export.cpu import cpu_flags, cpu_model
 
     paths = check_artifacts(artifacts)

@@ -140,6 +140,19 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("serve-start-threads", "serve", ["start", "baseline", "--threads", "0"]),
     ("serve-check-port", "serve", ["check", "http://127.0.0.1:99999", "--text", "hi"]),
     ("serve-check-url", "serve", ["check", "ftp://example", "--text", "hi"]),
+    ("score-missing-input", "serve", ["score", "baseline", "--input", "nope.csv", "--output", "s.parquet"]),
+    ("score-empty-input", "serve", ["score", "baseline", "--input", "empty.csv", "--output", "s.parquet"]),
+    ("score-bad-column", "serve", ["score", "baseline", "--input", "data.csv", "--output", "s.parquet",
+                                   "--text-column", "nope"]),
+    ("score-corrupt", "serve", ["score", "corrupt", "--input", "data.csv", "--output", "s.parquet"]),
+    ("score-missing-artifact", "serve", ["score", "nope", "--input", "data.csv", "--output", "s.parquet"]),
+    ("score-out-file", "serve", ["score", "baseline", "--input", "data.csv", "--output", "a-file"]),
+    ("score-out-user-dir", "serve", ["score", "baseline", "--input", "data.csv", "--output", "mine"]),
+    ("score-out-is-input", "serve", ["score", "baseline", "--input", "data.csv", "--output", "data.csv"]),
+    ("score-bad-chunk", "serve", ["score", "baseline", "--input", "data.csv", "--output", "s.parquet",
+                                  "--chunk-size", "0"]),
+    ("score-bad-engine", "serve", ["score", "baseline", "--input", "data.csv", "--output", "s.parquet",
+                                   "--engine", "spark"]),
     ("serve-check-unreachable", "serve", ["check", "http://127.0.0.1:9", "--text", "hi", "--timeout", "2"]),
     # bench
     ("latency-corrupt", "bench", ["latency", "corrupt"]),
@@ -159,6 +172,8 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("train-speed-missing", "bench", ["train-speed", "--data", "nope.csv"]),
     ("quant-speed-wrong-kind", "bench", ["quant-speed", "baseline", "--data", "data.csv"]),
     ("serve-speed-missing", "bench", ["serve-speed", "nope"]),
+    ("score-speed-missing", "bench", ["score-speed", "nope"]),
+    ("score-speed-corrupt", "bench", ["score-speed", "corrupt"]),
 ]
 
 

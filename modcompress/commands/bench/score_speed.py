@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import report as common
+from bench import output
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,20 +26,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ray-workers", type=int, help="Ray actors (default: serve score's, one per CPU)")
     p.add_argument("--work-dir", metavar="DIR", help="keep the files and outputs in a new directory here "
                                                      "(default: a temporary one, removed after)")
-    common.add_output_args(p)
+    output.add_output_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from bench import score_speed
-    from bench.latency import read_texts
-    from bench.load import DEFAULT_TEXTS
+    from bench.inputs import DEFAULT_TEXTS, read_texts
 
     texts = tuple(read_texts(args.texts, args.format)) if args.texts else DEFAULT_TEXTS  # all of them, cycled
     config = score_speed.ScoreSpeedConfig(
         rows=args.rows, small_rows=args.small_rows, chunk_size=args.chunk_size,
-        engines=tuple(common.split_list(args.engines, str, "engines")), texts=texts, texts_source=args.texts,
+        engines=tuple(output.split_list(args.engines, str, "engines")), texts=texts, texts_source=args.texts,
         backend=args.backend, threads=args.threads, ray_workers=args.ray_workers, work_dir=args.work_dir)
-    report = score_speed.run(args.artifacts, config, log=common.progress)
-    common.write_outputs(args, score_speed.dumps(report), score_speed.markdown(report), command="bench score-speed")
+    report = score_speed.run(args.artifacts, config, log=output.progress)
+    output.write_outputs(args, score_speed.dumps(report), score_speed.markdown(report), command="bench score-speed")
     return 0
