@@ -3,6 +3,8 @@
 ``run_loop`` runs epochs of length-bucketed batches with gradient accumulation, clipping and
 mixed precision, evaluates validation macro ROC-AUC after each epoch, stops early with patience,
 keeps the best epoch's weights and thresholds, and checkpoints each epoch for ``--resume``.
+Under a launcher every process runs it on its slice of each (global) batch, predicts its shard of
+the validation set, and decides on the gathered metrics, so all processes stop at the same epoch.
 Recipes (``compress.train``, ``compress.distill``, the fastText baseline) build the model, data
 and loss, then call it.
 """

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from compress import loop as loop_mod
@@ -29,8 +30,19 @@ STUDENT = ["optim.epochs=2", "optim.batch_size=16", "optim.mixed_precision=no", 
 # measured: macro ROC-AUC of the two runs differ by < 0.001 (float sums in another order)
 TOLERANCE = 0.02
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun is not installed beside this Python")]
+launched = pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun is not installed beside this Python")
+
+
+def test_each_process_takes_its_slice_of_every_global_batch():
+    lengths = np.random.default_rng(0).integers(1, 40, size=101)
+    whole = loop_mod.epoch_batches(lengths, 16, seed=3, rank=0, world=1)
+    shares = [loop_mod.epoch_batches(lengths, 16, seed=3, rank=r, world=2) for r in range(2)]
+    assert len(shares[0]) == len(shares[1]) == len(whole)  # 101 = 6 * 16 + 5: no batch smaller than 2
+    for batch, first, second in zip(whole, *shares, strict=True):
+        assert sorted(np.concatenate([first, second]).tolist()) == sorted(batch.tolist())
+    # a last batch of one row cannot be split: left out on every process, still the same count
+    short = loop_mod.epoch_batches(np.ones(17, dtype=np.int64), 16, seed=0, rank=1, world=2)
+    assert len(short) == 1 and len(short[0]) == 8
 
 
 def _launch(tmp_path: Path, *args: str) -> subprocess.Popen:
@@ -72,6 +84,8 @@ def _leftovers(out: Path) -> list[str]:
     return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}."))
 
 
+@pytest.mark.slow
+@launched
 def test_train_on_two_processes_matches_one_and_resumes_after_a_kill(tmp_path, tiny_bert_dir, jigsaw_csv):
     single = train_mod.train(load_config(TrainConfig, None, [
         f"model={tiny_bert_dir}", f"data.data={jigsaw_csv}", f"out={tmp_path / 'single'}", "optim.epochs=4",
@@ -99,6 +113,8 @@ def test_train_on_two_processes_matches_one_and_resumes_after_a_kill(tmp_path, t
     assert abs(info.metrics["macro_f1"] - single.metrics["macro_f1"]) < TOLERANCE
 
 
+@pytest.mark.slow
+@launched
 def test_distill_on_two_processes_runs_the_teacher_once(tmp_path, tiny_bert_dir, jigsaw_csv):
     teacher = tmp_path / "teacher"
     train_mod.train(load_config(TrainConfig, None, [
