@@ -8,6 +8,10 @@ the teacher's layers, or TextCNN / BiLSTM on the teacher's tokenizer and embeddi
 training loop (:func:`compress.loop.run_loop`) with a multi-label KD objective -> thresholds tuned
 on validation -> a ``student`` artifact written atomically and logged to MLflow.
 
+Under a launcher (``torchrun``, ``accelerate launch``) every process runs this recipe: the teacher's
+soft labels are computed (or read from the cache) once, on the main process, and sent to the others;
+each trains its share of each batch; only the main process writes the artifact and the MLflow run.
+
 The objective per row is ``alpha * KD + (1 - alpha) * hard`` (:class:`~compress.losses.DistillationLoss`);
 rows without labels (unlabelled and augmented ones) carry only ``alpha * KD``. The teacher is run
 per training step only when hidden-state matching (``hidden_weight > 0``) is on.
@@ -440,9 +444,11 @@ def teacher_soft_labels(teacher, teacher_dir: Path, tokenizer, transfer: Transfe
                         cache_dir: Path, batch_size: int, device) -> SoftLabels:
     """Teacher logits over the transfer set, through the cache; the teacher is moved to ``device``.
 
-    When not ``needed`` (the KD term has weight 0) the teacher is not run: zeros, no cache hit.
+    When not ``needed`` (the KD term has weight 0) the teacher is not run: zeros, no cache hit. Under a
+    launcher the main process alone runs the teacher (or reads the cache) and sends the logits to the others.
     """
     from compress.batching import encode
+    from compress.distributed import computed_on_main
 
     encoded = encode(tokenizer, transfer.texts, max_length)
     teacher.to(device)
@@ -450,8 +456,8 @@ def teacher_soft_labels(teacher, teacher_dir: Path, tokenizer, transfer: Transfe
     num_labels = transfer.labels.shape[1]
     if not needed:
         return SoftLabels(np.zeros((len(transfer.texts), num_labels), dtype=np.float32), key, False, encoded)
-    logits, hit = cached_soft_labels(cache_dir, key, len(transfer.texts), num_labels,
-                                     lambda: teacher_logits(teacher, encoded, batch_size, device))
+    logits, hit = computed_on_main(lambda: cached_soft_labels(
+        cache_dir, key, len(transfer.texts), num_labels, lambda: teacher_logits(teacher, encoded, batch_size, device)))
     return SoftLabels(logits, key, hit, encoded)
 
 
@@ -675,6 +681,7 @@ def distill(config: DistillConfig) -> DistillResult:
 
     from compress.artifact import ArtifactInfo, check_out, read_info
     from compress.batching import encode
+    from compress.distributed import is_main_process, quiet_other_processes, wait_for_everyone
     from compress.loop import Checkpointing, LoopData, resumable_checkpoint, resume_fingerprint, run_loop
     from compress.losses import DistillationLoss
     from compress.metrics import summary
@@ -685,6 +692,7 @@ def distill(config: DistillConfig) -> DistillResult:
     from compress.train import build_task_loss
 
     t_start = time.perf_counter()
+    quiet_other_processes()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.optim.seed)
@@ -755,10 +763,12 @@ def distill(config: DistillConfig) -> DistillResult:
                    "teacher_metrics": summary(info.metrics) if info.metrics else {},
                    "mixed_precision": mixed_precision, "train_rows": len(train_set), "val_rows": len(val_set)},
         )
-        write_student_artifact(out, info_out, student,
-                               tokenizer_from=teacher_dir if student.tokenizer is teacher_tok else None,
-                               overwrite=config.overwrite)
-        shutil.rmtree(ckpt, ignore_errors=True)
+        if is_main_process():
+            write_student_artifact(out, info_out, student,
+                                   tokenizer_from=teacher_dir if student.tokenizer is teacher_tok else None,
+                                   overwrite=config.overwrite)
+            shutil.rmtree(ckpt, ignore_errors=True)
+        wait_for_everyone()  # every process returns once the artifact is in place
         wall = time.perf_counter() - t_start
         tracker.log_metrics({"wall_time_s": wall, "train_examples_per_s": result.examples_per_s,
                              "num_parameters": n_params, **summary(result.metrics)})

@@ -3,6 +3,8 @@
 ``run_loop`` runs epochs of length-bucketed batches with gradient accumulation, clipping and
 mixed precision, evaluates validation macro ROC-AUC after each epoch, stops early with patience,
 keeps the best epoch's weights and thresholds, and checkpoints each epoch for ``--resume``.
+Under a launcher every process runs it on its slice of each (global) batch, predicts its shard of
+the validation set, and decides on the gathered metrics, so all processes stop at the same epoch.
 Recipes (``compress.train``, ``compress.distill``, the fastText baseline) build the model, data
 and loss, then call it.
 """
@@ -56,11 +58,45 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, devic
 
 
 def evaluate(model, encoded: Encoded, labels: np.ndarray, names, batch_size: int, mixed_precision: str,
-             device) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Validation metrics at thresholds tuned on this set; returns (metrics, thresholds, probs (N, L))."""
-    probs = sigmoid(predict_logits(model, encoded, batch_size, mixed_precision, device))
+             device, accelerator=None) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Validation metrics at thresholds tuned on this set; returns (metrics, thresholds, probs (N, L)).
+
+    With an ``accelerator`` of several processes each predicts its shard and the logits are gathered
+    (:func:`sharded_logits`), so every process computes the same metrics over all N rows.
+    """
+    if accelerator is not None and accelerator.num_processes > 1:
+        logits = sharded_logits(accelerator, model, encoded, labels.shape[1], batch_size, mixed_precision)
+    else:
+        logits = predict_logits(model, encoded, batch_size, mixed_precision, device)
+    probs = sigmoid(logits)
     thresholds = tune_thresholds(labels, probs)
     return multilabel_metrics(labels, probs, names, thresholds), thresholds, probs
+
+
+def sharded_logits(accelerator, model, encoded: Encoded, num_labels: int, batch_size: int,
+                   mixed_precision: str) -> np.ndarray:
+    """(N, L) logits over ``encoded``: process r predicts rows r, r + world, ... and all are gathered.
+
+    Shards differ in size by at most one row; each is padded to the same size with row index -1 (the
+    gather needs equal shapes), and the gathered (index, logits) pairs are put back in row order.
+    """
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    n = len(encoded)
+    index = np.arange(rank, n, world)
+    shard = Encoded([encoded.input_ids[i] for i in index], None, encoded.pad_id)
+    logits = predict_logits(model, shard, batch_size, mixed_precision, device) if len(index) else None
+    per = -(-n // world)
+    padded = torch.zeros(per, num_labels, dtype=torch.float32)
+    rows = torch.full((per,), -1, dtype=torch.int64)
+    if logits is not None:
+        padded[: len(index)] = torch.from_numpy(np.asarray(logits, dtype=np.float32))
+        rows[: len(index)] = torch.from_numpy(index)
+    all_logits = accelerator.gather(padded.to(device)).cpu().numpy()  # (world * per, L)
+    all_rows = accelerator.gather(rows.to(device)).cpu().numpy()  # (world * per,)
+    out = np.empty((n, num_labels), dtype=np.float32)
+    kept = all_rows >= 0
+    out[all_rows[kept]] = all_logits[kept]
+    return out
 
 
 @contextlib.contextmanager
@@ -85,10 +121,18 @@ def own_forward(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 
 def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, rank: int, world: int) -> list[np.ndarray]:
-    """This process's share of one epoch's bucketed batches (same count on every process)."""
+    """This process's share of one epoch's bucketed batches: rows ``rank, rank + world, ...`` of each.
+
+    ``batch_size`` is the global batch. Every process takes its slice of every batch, so a step trains
+    on the same rows however many processes share it (DDP averages the per-process mean losses'
+    gradients), and the number of updates, the schedule and the metrics match a single-process run.
+    A batch with fewer rows than processes (a small last one) is left out, so no process gets an empty
+    one and all get the same count.
+    """
     batches = bucketed_batches(lengths, batch_size, shuffle=True, seed=seed)
-    per_rank = len(batches) // world if world > 1 else len(batches)
-    return batches[rank::world][:per_rank]
+    if world == 1:
+        return batches
+    return [batch[rank::world] for batch in batches if len(batch) >= world]
 
 
 @dataclass
@@ -194,14 +238,17 @@ def fresh_accelerator(mixed_precision: str, grad_accum: int):
 
     Accelerate keeps process-wide state; a second loop in one process (tuning trials, tests)
     may use another precision. Resetting keeps the distributed set-up (PartialState) intact.
+    ``split_batches``: each batch is split across processes (:func:`epoch_batches`), so the scheduler
+    steps once per update, as in a single process (without it Accelerate steps it once per process).
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.state import AcceleratorState, GradientState
 
     AcceleratorState._reset_state()
     GradientState._reset_state()
     return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum,
-                       cpu=not torch.cuda.is_available())
+                       cpu=not torch.cuda.is_available(),
+                       dataloader_config=DataLoaderConfiguration(split_batches=True))
 
 
 def total_updates(batches_per_epoch: int, grad_accum: int, epochs: int, max_steps: int | None) -> int:
@@ -338,9 +385,11 @@ def run_loop(
                                        state, optim.max_grad_norm, optim.max_steps, f"epoch {epoch}/{optim.epochs}")
         train_seconds += time.perf_counter() - t0
         seen += rows
+        if world > 1:  # the history records the loss over all processes' rows, the same on each
+            train_loss = float(accelerator.reduce(torch.tensor(train_loss, device=device), reduction="mean"))
         with own_forward(unwrapped):
             metrics, thresholds, _ = evaluate(unwrapped, data.val, data.val_labels, data.label_names,
-                                              optim.eval_batch_size, "no", device)
+                                              optim.eval_batch_size, "no", device, accelerator)
         state.epoch = epoch
         improved = keep_if_best(state, best, unwrapped, epoch, metrics, thresholds)
         log_epoch(state, tracker, epoch, train_loss, metrics, improved)
@@ -352,6 +401,8 @@ def run_loop(
         unwrapped.load_state_dict(best.weights)
     # the trained model predicts as its reloaded artifact does: fp32, without the training autocast
     accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    if world > 1:  # rows trained on by all processes together
+        seen = int(accelerator.reduce(torch.tensor(seen, device=device), reduction="sum").item())
     return LoopResult(state, best.metrics, best.thresholds, train_seconds, seen)
 
 

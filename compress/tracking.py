@@ -1,7 +1,8 @@
 """MLflow tracking: a local store by default, an MLflow server via ``tracking_uri``.
 
-:func:`tracked_run` is a context manager yielding a :class:`Tracker`; with tracking disabled it
-yields a tracker whose calls do nothing, so workflows never branch on it.
+:func:`tracked_run` is a context manager yielding a :class:`Tracker`; with tracking disabled (and on
+every process but the main one under a launcher) it yields a tracker whose calls do nothing, so
+workflows never branch on it.
 
 :func:`run_hooks` lets a caller that wraps a workflow (``compress tune``) see its metrics as they
 are logged (per-epoch validation scores, e.g. for pruning) and add tags to the runs it opens,
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.config import flatten
+from compress.distributed import is_main_process
 from compress.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -109,8 +111,11 @@ def tracked_run(
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, Any] | None = None,
 ) -> Iterator[Tracker]:
-    """Open an MLflow run (ended FAILED if the block raises), log ``params``, yield a Tracker."""
-    if not enabled:
+    """Open an MLflow run (ended FAILED if the block raises), log ``params``, yield a Tracker.
+
+    Under a launcher only the main process opens the run; the others get a Tracker that logs nowhere.
+    """
+    if not enabled or not is_main_process():
         yield Tracker()
         return
     import mlflow

@@ -6,6 +6,10 @@ gradient accumulation, clipping and mixed precision -> validation macro ROC-AUC 
 early stopping with patience -> thresholds tuned on validation -> best epoch written as an
 artifact (atomically) and logged to MLflow. ``resume=True`` continues from the per-epoch
 checkpoint kept in ``<out>.checkpoint/`` after a crash.
+
+Under a launcher (``torchrun``, ``accelerate launch``) every process runs this recipe and trains its
+share of each batch; all check ``--out`` before any work, and only the main one writes the artifact
+and the MLflow run (:mod:`compress.distributed`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from compress import data as data_mod
 from compress.artifact import ArtifactInfo, atomic_artifact_dir, check_out, write_info
 from compress.batching import encode
 from compress.config import DataConfig, TrainConfig, to_dict
+from compress.distributed import is_main_process, quiet_other_processes, wait_for_everyone
 from compress.errors import UserError
 from compress.loop import Checkpointing, LoopData, resumable_checkpoint, resume_fingerprint, run_loop
 from compress.losses import build_loss, pos_weight_from_labels
@@ -90,6 +95,7 @@ def build_task_loss(name: str, params: dict, pos_weight_rule: str | None, schema
 def train(config: TrainConfig) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.data`` and write a teacher artifact to ``config.out``."""
     t_start = time.perf_counter()
+    quiet_other_processes()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.optim.seed)
@@ -125,11 +131,13 @@ def train(config: TrainConfig) -> TrainResult:
                    "duplicates_removed": train_set.duplicates_removed,
                    "conflicting_removed": train_set.conflicting_removed},
         )
-        with atomic_artifact_dir(out, config.overwrite) as tmp:
-            model.save_pretrained(tmp / "model")
-            tokenizer.save_pretrained(tmp / "tokenizer")
-            write_info(tmp, info)
-        shutil.rmtree(ckpt, ignore_errors=True)
+        if is_main_process():
+            with atomic_artifact_dir(out, config.overwrite) as tmp:
+                model.save_pretrained(tmp / "model")
+                tokenizer.save_pretrained(tmp / "tokenizer")
+                write_info(tmp, info)
+            shutil.rmtree(ckpt, ignore_errors=True)
+        wait_for_everyone()  # every process returns once the artifact is in place
         wall = time.perf_counter() - t_start
         tracker.log_metrics({"wall_time_s": wall, "train_examples_per_s": result.examples_per_s,
                              **summary(result.metrics)})

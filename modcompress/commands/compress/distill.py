@@ -48,6 +48,7 @@ def intermix(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from compress.distill import distill, load_distill_config
+    from compress.distributed import is_main_process
 
     pairs = common_overrides(args)
     for flag, key in (("loss", "loss.name"), ("temperature", "temperature"), ("alpha", "alpha"),
@@ -60,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         pairs.append("resume=true")
     config = load_distill_config(args.teacher, args.student, args.config, [*pairs, *args.overrides])
     result = distill(config)
+    if not is_main_process():  # under a launcher the result is printed once
+        return 0
     m = result.metrics
     payload = {
         "artifact": str(result.artifact), "macro_roc_auc": m["macro_roc_auc"], "macro_f1": m["macro_f1"],

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from compress.config import TrainConfig, load_config
+from compress.distributed import is_main_process
 
 
 def add_common_options(p: argparse.ArgumentParser) -> None:
@@ -61,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         pairs.append("resume=true")
     config = load_config(TrainConfig, args.config, [*pairs, *args.overrides])
     result = train(config)
+    if not is_main_process():  # under a launcher the result is printed once
+        return 0
     m = result.metrics
     payload = {
         "artifact": str(result.artifact), "macro_roc_auc": m["macro_roc_auc"], "macro_f1": m["macro_f1"],
