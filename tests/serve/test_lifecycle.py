@@ -222,13 +222,16 @@ def test_a_killed_server_leaves_no_process_shared_memory_or_work_directory(tmp_p
     try:
         processes = [server.pid, *_descendants(server.pid)]
         assert len(processes) >= 3  # tritonserver and a stub per instance
-        regions = list(Path("/dev/shm").glob(f"{server._shm_prefix}*"))
-        assert regions, "the Python backend's shared memory was expected under /dev/shm"
+        # tritonserver's /dev/shm is its own (where the kernel allows it), seen from here through /proc
+        shm = Path(f"/proc/{server.pid}/root/dev/shm") if server.private_shm else Path("/dev/shm")
+        regions = list(shm.glob(f"{server._shm_prefix}*"))
+        assert regions, f"the Python backend's shared memory was expected under {shm}"
         server._kill()  # SIGKILL to the whole group: nothing drains, nothing cleans up after itself
     finally:
         server.stop()
     assert wait_until(lambda: all(_gone(p) for p in processes), timeout_s=10), "a stub outlived the kill"
     assert not any(region.exists() for region in regions)
+    assert not list(Path("/dev/shm").glob(f"{server._shm_prefix}*"))
     assert not server._workdir.exists()
     assert wait_until(lambda: all(port_is_free(p) for p in ports), timeout_s=10)
 
