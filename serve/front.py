@@ -20,20 +20,22 @@ the front
 Errors are one line in the KServe v2 error format: ``{"error": "..."}``. While Triton is down
 (starting, restarting after a crash) requests get 503.
 
-One asyncio event loop, in a thread of the serving process, runs everything with protocol
-callbacks (no task per request): a client connection parses its requests and hands each to its
-own upstream connection, which parses Triton's response and writes it back. A connection handles
-one request at a time (pipelined ones wait in its buffer, and reading pauses meanwhile).
+Each client connection gets a thread that serves its requests one at a time with blocking
+sockets (pipelined ones wait in its buffer), on a connection to Triton of its own: per request
+that is a read, a check, a write and a read to Triton, a write back; the socket calls release the
+GIL. A reaper closes connections idle for ``idle_timeout_s``; past ``max_connections`` open
+connections a new one is answered 503.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import re
+import socket
 import threading
+import time
 from dataclasses import dataclass
 
 from serve.infer_body import BadBodyError, check_infer_body
@@ -41,6 +43,7 @@ from serve.infer_body import BadBodyError, check_infer_body
 LOGGER = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 65536
+_RECV_BYTES = 262144
 # How long the front waits for Triton's Unix socket to accept a connection.
 CONNECT_TIMEOUT_S = 5.0
 
@@ -57,7 +60,7 @@ _ROUTE = re.compile(r"/v2(?:/health/(?:live|ready)|/models/stats"
 _RESTRICTED = re.compile(r"/v2/(?:logging|trace|repository|systemsharedmemory|cudasharedmemory)(?:/.*)?"
                          r"|/v2/models/.*/trace(?:/.*)?", re.DOTALL)
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_CONTENT_LENGTH = re.compile(rb"\r\n[Cc]ontent-[Ll]ength:[ \t]*([0-9]+)\r\n")
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]+)\r\n", re.IGNORECASE)
 # Request headers that concern one connection only (RFC 9110 7.6.1); the front sets its own framing.
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
                          "upgrade", "expect", "content-length"})
@@ -85,6 +88,8 @@ class RequestHead:
         keep_alive: the client keeps the connection after the response.
         expect_continue: the client waits for ``100 Continue`` before the body.
         json_length: ``Inference-Header-Content-Length`` (binary tensor extension) or None.
+        raw: the head as received, when it can go to Triton unchanged (HTTP/1.1, no hop-by-hop
+            header but Content-Length), else None (then it is rebuilt from the fields).
     """
 
     method: str
@@ -97,6 +102,7 @@ class RequestHead:
     keep_alive: bool
     expect_continue: bool
     json_length: int | None
+    raw: bytes | None = None
 
 
 def _length(value: str, name: str) -> int:
@@ -106,8 +112,8 @@ def _length(value: str, name: str) -> int:
 
 
 def parse_head(block: bytes) -> RequestHead:
-    """Parse a request head (the bytes before the blank line), or raise :class:`BadRequestError`."""
-    lines = block.split(b"\r\n")
+    """Parse a request head (up to and with the blank line), or raise :class:`BadRequestError`."""
+    lines = block.removesuffix(b"\r\n\r\n").split(b"\r\n")
     parts = lines[0].split(b" ")
     if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not parts[1].startswith(b"/"):
         raise BadRequestError(400, "malformed request line; send 'METHOD /path HTTP/1.1'")
@@ -119,6 +125,7 @@ def parse_head(block: bytes) -> RequestHead:
     encodings: list[str] = []
     connection: set[str] = set()
     expect = json_length = None
+    hop_by_hop = False
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
         if not sep or not _TOKEN.fullmatch(name):  # also folded lines and a space before the colon
@@ -138,6 +145,8 @@ def parse_head(block: bytes) -> RequestHead:
             json_length = _length(text, "Inference-Header-Content-Length")
         if lower not in _HOP_BY_HOP:
             headers.append((key, text))
+        elif lower != "content-length":
+            hop_by_hop = True
     if encodings and lengths:
         raise BadRequestError(400, "both Content-Length and Transfer-Encoding are set; send one")
     if encodings and encodings != ["chunked"]:
@@ -152,7 +161,8 @@ def parse_head(block: bytes) -> RequestHead:
         method=method, target=target, path=target.partition("?")[0], http10=http10, headers=headers,
         content_length=_length(lengths.pop(), "Content-Length") if lengths else 0, chunked=bool(encodings),
         keep_alive=("keep-alive" in connection) if http10 else ("close" not in connection),
-        expect_continue=expect == "100-continue", json_length=json_length)
+        expect_continue=expect == "100-continue", json_length=json_length,
+        raw=None if hop_by_hop or http10 else block)
 
 
 class ChunkedBody:
@@ -228,74 +238,76 @@ def route(head: RequestHead) -> bool:
     return infer
 
 
-class _Upstream(asyncio.Protocol):
-    """One keep-alive connection to Triton's Unix socket, owned by one client connection."""
+class _Closed(Exception):
+    """The connection is over (the peer closed it, or the front must close it now)."""
 
-    def __init__(self, client: _Client) -> None:
-        self.client = client
-        self.transport: asyncio.Transport | None = None
+
+def _recv_more(sock: socket.socket, buffer: bytearray) -> None:
+    data = sock.recv(_RECV_BYTES)
+    if not data:
+        raise _Closed
+    buffer += data
+
+
+class _Upstream:
+    """One keep-alive connection to Triton's HTTP Unix socket, used by one client connection's thread."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.sock.settimeout(CONNECT_TIMEOUT_S)
+            self.sock.connect(path)
+            self.sock.settimeout(None)
+        except BaseException:
+            self.sock.close()
+            raise
         self.used = 0  # responses read on this connection
-        self._pending = bytearray()  # the head so far, then the body so far
-        self._head: bytes | None = None
-        self._length: int | None = None
-        self._chunks: ChunkedBody | None = None
-        self._waiting = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def exchange(self, request: bytes) -> bytes:
+        """Send one request, return Triton's whole response (framed by Content-Length);
+        :class:`_Closed` if Triton closed the connection before a byte of it came."""
+        self.sock.sendall(request)
+        buffer = bytearray()
+        while True:
+            end = buffer.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            try:
+                _recv_more(self.sock, buffer)
+            except _Closed:
+                if buffer:
+                    raise ConnectionError("Triton closed the connection in the middle of a response") from None
+                raise
+        head_end = end + 4
+        match = _CONTENT_LENGTH.search(buffer, 0, head_end)
+        if match:
+            total = head_end + int(match.group(1))
+            while len(buffer) < total:
+                try:
+                    _recv_more(self.sock, buffer)
+                except _Closed:
+                    raise ConnectionError("Triton closed the connection in the middle of a response") from None
+            self.used += 1
+            return bytes(buffer) if len(buffer) == total else bytes(buffer[:total])
+        head, rest = bytes(buffer[:head_end]), bytearray(buffer[head_end:])
+        if b"\r\ntransfer-encoding:" in head.lower():
+            chunks = ChunkedBody(limit=2**62)
+            while not chunks.feed(rest):
+                try:
+                    _recv_more(self.sock, rest)
+                except _Closed:
+                    raise ConnectionError("Triton closed the connection in the middle of a response") from None
+            self.used += 1
+            return _with_length(head, bytes(chunks.body))
+        with contextlib.suppress(_Closed):  # no length: the body ends when Triton closes
+            while True:
+                _recv_more(self.sock, rest)
+        self.close()
+        return _with_length(head, bytes(rest))
 
-    def send(self, request: bytes) -> None:
-        self._waiting = True
-        self.transport.write(request)  # type: ignore[union-attr]
-
-    def data_received(self, data: bytes) -> None:
-        if not self._waiting:  # Triton spoke out of turn: this connection cannot be trusted any more
-            self.transport.close()  # type: ignore[union-attr]
-            return
-        if self._head is None:
-            if not self._pending:  # the usual case: the whole response in one read
-                end = data.find(b"\r\n\r\n")
-                match = _CONTENT_LENGTH.search(data, 0, end) if end >= 0 else None
-                if match and len(data) == end + 4 + int(match.group(1)):
-                    self._finish(data)
-                    return
-            self._pending += data
-            end = self._pending.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            self._head = bytes(self._pending[:end + 4])
-            data = bytes(self._pending[end + 4:])
-            self._pending.clear()
-            match = _CONTENT_LENGTH.search(self._head)
-            if match:
-                self._length = int(match.group(1))
-            elif b"\r\ntransfer-encoding:" in self._head.lower():
-                self._chunks = ChunkedBody(limit=2**62)
-        self._pending += data
-        if self._chunks is not None:
-            if self._chunks.feed(self._pending):
-                self._finish(_with_length(self._head, bytes(self._chunks.body)))
-        elif self._length is not None and len(self._pending) >= self._length:
-            self._finish(self._head + bytes(self._pending[:self._length]))
-        # else: no length, the body ends when Triton closes (connection_lost)
-
-    def _finish(self, response: bytes) -> None:
-        self._pending.clear()
-        self._head, self._length, self._chunks, self._waiting = None, None, None, False
-        self.used += 1
-        self.client.deliver(response)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        if self.client.upstream is self:
-            self.client.upstream = None
-        if not self._waiting:
-            return
-        if self._head is not None and self._length is None and self._chunks is None:  # a read-to-close body
-            self._finish(_with_length(self._head, bytes(self._pending)))
-            return
-        self._waiting = False
-        self.client.upstream_lost(got_bytes=self._head is not None or bool(self._pending), reused=self.used > 0)
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
 
 
 def _with_length(head: bytes, body: bytes) -> bytes:
@@ -305,259 +317,265 @@ def _with_length(head: bytes, body: bytes) -> bytes:
     return b"\r\n".join([*lines, b"Content-Length: %d" % len(body)]) + b"\r\n\r\n" + body
 
 
-class _Client(asyncio.Protocol):
-    """One client connection: parse a request, check it, forward it, write the answer; repeat."""
+class _Connection:
+    """One client connection, served by a thread of its own: read a request, check it, forward it,
+    write the answer; repeat until the client or the front ends it."""
 
-    def __init__(self, front: HttpFront) -> None:
+    def __init__(self, front: HttpFront, sock: socket.socket) -> None:
         self.front = front
-        self.transport: asyncio.Transport | None = None
-        self.upstream: _Upstream | None = None
-        self._buffer = bytearray()
-        self._head: RequestHead | None = None
-        self._chunks: ChunkedBody | None = None
-        self._busy = False  # a request is with Triton
-        self._request = b""  # the forwarded request, kept for one retry on a stale connection
-        self._retried = False
-        self._keep_alive = True
-        self._paused = False
-        self._closing = False
+        self.sock = sock
+        self.busy = False  # between a complete request and its answer
+        self.last_active = time.monotonic()
+        self._upstream: _Upstream | None = None
 
-    # -- connection -----------------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.front.clients.add(self)
+    def run(self) -> None:
+        buffer = bytearray()
+        try:
+            while True:
+                try:
+                    self._serve_one(buffer)
+                except BadRequestError as exc:
+                    self._send(error_response(exc.status, str(exc), exc.close))
+                    if exc.close:
+                        return
+        except (_Closed, OSError):
+            return
+        finally:
+            self.front.forget(self)
+            if self._upstream is not None:
+                self._upstream.close()
+            with contextlib.suppress(OSError):
+                self.sock.close()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.front.clients.discard(self)
-        self.transport = None
-        self._closing = True
-        if self.upstream is not None and not self._busy and self.upstream.transport is not None:
-            self.upstream.transport.close()
+    def shutdown(self) -> None:
+        """Wake the thread out of a blocking read (it then closes the connection)."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        if self._upstream is not None:
+            with contextlib.suppress(OSError):
+                self._upstream.sock.shutdown(socket.SHUT_RDWR)
 
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        if not self._busy:
-            self._advance()
-        elif len(self._buffer) > MAX_HEAD_BYTES + self.front.max_body_bytes:  # pipelining: hold the client back
-            self.transport.pause_reading()  # type: ignore[union-attr]
-            self._paused = True
+    def _send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+        self.last_active = time.monotonic()
 
-    @property
-    def idle(self) -> bool:
-        """No request in flight or half received."""
-        return not self._busy and self._head is None and not self._buffer
-
-    def close(self) -> None:
-        """Close the connection (pending writes are flushed first)."""
-        self._closing = True
-        if self.transport is not None:
-            self.transport.close()
-
-    # -- requests -------------------------------------------------------------------------------
-    def _advance(self) -> None:
-        """Handle every complete request in the buffer, one at a time."""
-        while not self._busy and not self._closing:
-            try:
-                if self._head is None and not self._read_head():
-                    return
-                body = self._read_body()
-                if body is None:
-                    return
-                head, self._head, self._chunks = self._head, None, None
-                self._handle(head, body)  # type: ignore[arg-type]
-            except BadRequestError as exc:
-                self._refuse(exc.status, str(exc), close=exc.close)
-
-    def _read_head(self) -> bool:
-        while self._buffer.startswith(b"\r\n"):  # stray blank lines between requests (RFC 9112 2.2)
-            del self._buffer[:2]
-        end = self._buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._buffer) > MAX_HEAD_BYTES:
-                raise BadRequestError(431, f"the request head exceeds {MAX_HEAD_BYTES} bytes")
-            return False
-        if end > MAX_HEAD_BYTES:
-            raise BadRequestError(431, f"the request head exceeds {MAX_HEAD_BYTES} bytes")
-        head = parse_head(bytes(self._buffer[:end]))
-        del self._buffer[:end + 4]
+    def _serve_one(self, buffer: bytearray) -> None:
+        head = self._read_head(buffer)
         if self.front.draining:
             raise BadRequestError(503, "the server is shutting down; send the request to another replica or retry")
         if head.content_length > self.front.max_body_bytes:
             raise BadRequestError(413, f"the request body of {head.content_length} bytes exceeds the limit of "
                                        f"{self.front.max_body_bytes}; send fewer or shorter texts per request")
-        self._head = head
-        if head.chunked:
-            self._chunks = ChunkedBody(self.front.max_body_bytes)
-        if head.expect_continue and (head.chunked or len(self._buffer) < head.content_length):
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
-        return True
-
-    def _read_body(self) -> bytes | None:
-        if self._chunks is not None:
-            return bytes(self._chunks.body) if self._chunks.feed(self._buffer) else None
-        n = self._head.content_length  # type: ignore[union-attr]
-        if len(self._buffer) < n:
-            return None
-        body = bytes(self._buffer[:n])
-        del self._buffer[:n]
-        return body
-
-    def _handle(self, head: RequestHead, body: bytes) -> None:
-        self._keep_alive = head.keep_alive
+        if head.expect_continue and (head.chunked or len(buffer) < head.content_length):
+            self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = self._read_body(head, buffer)
+        close = not head.keep_alive
         try:
             if route(head):
                 check_infer_body(body, head.json_length)
             elif body:
                 raise BadRequestError(400, f"{head.path[:80]} takes no request body", close=False)
         except BadBodyError as exc:
-            self._refuse(400, str(exc), close=not head.keep_alive)
-            return
+            raise BadRequestError(400, str(exc), close=close) from None
         except BadRequestError as exc:
-            self._refuse(exc.status, str(exc), close=exc.close or not head.keep_alive)
-            return
-        lines = [f"{head.method} {head.target} HTTP/1.1", *(f"{k}: {v}" for k, v in head.headers)]
-        if body or head.method == "POST":
-            lines.append(f"Content-Length: {len(body)}")
-        self._request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-        self._retried = False
-        self._busy = True
-        self.front.in_flight += 1
-        self._forward()
-
-    def _forward(self) -> None:
-        if self.upstream is not None and self.upstream.transport is not None:
-            self.upstream.send(self._request)
+            raise BadRequestError(exc.status, str(exc), close=exc.close or close) from None
+        if head.raw is not None:
+            request = head.raw + body
         else:
-            self.front.loop.create_task(self._connect_and_forward())
-
-    async def _connect_and_forward(self) -> None:
-        upstream = _Upstream(self)
+            lines = [f"{head.method} {head.target} HTTP/1.1", *(f"{k}: {v}" for k, v in head.headers)]
+            if body or head.method == "POST":
+                lines.append(f"Content-Length: {len(body)}")
+            request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        self.busy = True
+        self.front.started()
         try:
-            await asyncio.wait_for(self.front.loop.create_unix_connection(lambda: upstream, self.front.upstream_path),
-                                   CONNECT_TIMEOUT_S)
-        except (OSError, asyncio.TimeoutError):
-            self._answer(error_response(503, "the model server is not running (starting or restarting); retry in "
-                                             "a few seconds", close=True), close=True)
-            return
-        self.upstream = upstream
-        upstream.send(self._request)
-
-    def upstream_lost(self, got_bytes: bool, reused: bool) -> None:
-        """Triton closed the connection before answering."""
-        if not got_bytes and reused and not self._retried:  # a stale keep-alive connection: once more, afresh
-            self._retried = True
-            self._forward()
-            return
-        self._answer(error_response(502, "the model server closed the connection before answering (it may have "
-                                         "crashed; it restarts by itself); retry", close=True), close=True)
-
-    def deliver(self, response: bytes) -> None:
-        """Triton's answer to the request in flight."""
-        close = self.front.draining or not self._keep_alive
+            response = self._forward(request)
+            if self.front.draining or close:
+                end = response.find(b"\r\n\r\n")
+                response = response[:end] + b"\r\nConnection: close" + response[end:]
+                close = True
+            self._send(response)
+        finally:
+            self.busy = False
+            self.front.finished()
         if close:
-            end = response.find(b"\r\n\r\n")
-            response = response[:end] + b"\r\nConnection: close" + response[end:]
-        self._answer(response, close)
+            raise _Closed
 
-    def _answer(self, response: bytes, close: bool) -> None:
-        self._busy = False
-        self._request = b""
-        self.front.request_done()
-        if self.transport is None:  # the client went away meanwhile: so does its upstream connection
-            if self.upstream is not None and self.upstream.transport is not None:
-                self.upstream.transport.close()
-            return
-        self.transport.write(response)
-        if close or self.front.draining:
-            self.close()
-            return
-        if self._paused:
-            self._paused = False
-            self.transport.resume_reading()
-        self._advance()
+    def _read_head(self, buffer: bytearray) -> RequestHead:
+        while True:
+            while buffer.startswith(b"\r\n"):  # stray blank lines between requests (RFC 9112 2.2)
+                del buffer[:2]
+            end = buffer.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            if len(buffer) > MAX_HEAD_BYTES:
+                raise BadRequestError(431, f"the request head exceeds {MAX_HEAD_BYTES} bytes")
+            try:
+                _recv_more(self.sock, buffer)
+            except _Closed:
+                if buffer.strip():
+                    raise BadRequestError(400, "the request ended before its head was complete") from None
+                raise
+        self.last_active = time.monotonic()
+        if end > MAX_HEAD_BYTES:
+            raise BadRequestError(431, f"the request head exceeds {MAX_HEAD_BYTES} bytes")
+        head = parse_head(bytes(buffer[:end + 4]))
+        del buffer[:end + 4]
+        return head
 
-    def _refuse(self, status: int, message: str, close: bool) -> None:
-        close = close or self.front.draining
-        self._head = self._chunks = None
-        if self.transport is not None:
-            self.transport.write(error_response(status, message, close))
-        if close:
-            self._buffer.clear()
-            self.close()
+    def _read_body(self, head: RequestHead, buffer: bytearray) -> bytes:
+        try:
+            if head.chunked:
+                chunks = ChunkedBody(self.front.max_body_bytes)
+                while not chunks.feed(buffer):
+                    _recv_more(self.sock, buffer)
+                return bytes(chunks.body)
+            n = head.content_length
+            while len(buffer) < n:
+                _recv_more(self.sock, buffer)
+        except _Closed:
+            what = "its last chunk" if head.chunked else f"{head.content_length} bytes (Content-Length)"
+            raise BadRequestError(400, f"the request body ended before {what}; send the whole body") from None
+        body = bytes(buffer[:n])
+        del buffer[:n]
+        return body
+
+    def _forward(self, request: bytes) -> bytes:
+        """Triton's response to ``request``; a 502/503 error response if Triton cannot answer."""
+        for attempt in (1, 2):
+            fresh = self._upstream is None
+            try:
+                if fresh:
+                    self._upstream = _Upstream(self.front.upstream_path)
+            except OSError:
+                return error_response(503, "the model server is not running (starting or restarting); retry in a "
+                                           "few seconds")
+            try:
+                return self._upstream.exchange(request)  # type: ignore[union-attr]
+            except (_Closed, OSError) as exc:
+                reused = not fresh and self._upstream.used > 0  # type: ignore[union-attr]
+                self._upstream.close()  # type: ignore[union-attr]
+                self._upstream = None
+                if attempt == 1 and reused and isinstance(exc, (_Closed, BrokenPipeError, ConnectionResetError)):
+                    continue  # a stale keep-alive connection: once more, on a fresh one
+                break
+        return error_response(502, "the model server closed the connection before answering (it may have crashed; "
+                                   "it restarts by itself); retry")
 
 
 class HttpFront:
-    """The front's event loop and listening socket, run in a thread of their own.
+    """The front's listening socket and connection threads.
 
     Args:
         host / port: where clients connect (the user's ``--host`` and ``--http-port``).
         upstream_path: Triton's HTTP Unix socket.
         max_body_bytes: the largest request body accepted (413 beyond).
+        max_connections: open client connections at most; more are answered 503 and closed.
+        idle_timeout_s: a connection with no request, or half a request, for this long is closed.
     """
 
-    def __init__(self, host: str, port: int, upstream_path: str, max_body_bytes: int) -> None:
+    def __init__(self, host: str, port: int, upstream_path: str, max_body_bytes: int,
+                 max_connections: int = 1024, idle_timeout_s: float = 300.0) -> None:
         self.host = host.strip("[]")
         self.port = port
         self.upstream_path = upstream_path
         self.max_body_bytes = max_body_bytes
-        self.clients: set[_Client] = set()
-        self.in_flight = 0
+        self.max_connections = max_connections
+        self.idle_timeout_s = idle_timeout_s
         self.draining = False
-        self.loop = asyncio.new_event_loop()
-        self._server: asyncio.base_events.Server | None = None
-        self._idle: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self.loop.run_forever, name="serve-http-front", daemon=True)
+        self._connections: set[_Connection] = set()
+        self._in_flight = 0
+        self._changed = threading.Condition()
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def in_flight(self) -> int:
+        """Requests forwarded to Triton and not answered yet."""
+        return self._in_flight
 
     def start(self) -> None:
-        """Listen on ``host:port`` and serve from a daemon thread; OSError if the port cannot be bound."""
+        """Listen on ``host:port`` and accept from a daemon thread; OSError if the port cannot be bound."""
+        family = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        listener = socket.socket(family, socket.SOCK_STREAM)
         try:
-            self._server = self.loop.run_until_complete(self.loop.create_server(
-                lambda: _Client(self), self.host, self.port, reuse_address=True, backlog=1024))
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.host, self.port))
+            listener.listen(1024)
         except BaseException:
-            self.loop.close()
+            listener.close()
             raise
-        self._thread.start()
+        self._listener = listener
+        for target, name in ((self._accept, "serve-http-front"), (self._reap, "serve-http-front-reaper")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
-    def request_done(self) -> None:
-        self.in_flight -= 1
-        if self.in_flight == 0 and self._idle is not None:
-            self._idle.set()
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:  # the listener was shut down (drain, close)
+                return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._changed:
+                full = len(self._connections) >= self.max_connections
+                connection = _Connection(self, sock)
+                if not full and not self.draining:
+                    self._connections.add(connection)
+            if full or self.draining:
+                with contextlib.suppress(OSError):
+                    sock.sendall(error_response(503, "the server has too many open connections; retry later"
+                                                if full else "the server is shutting down", close=True))
+                sock.close()
+                continue
+            threading.Thread(target=connection.run, name="serve-http-connection", daemon=True).start()
+
+    def _reap(self) -> None:
+        """Close connections idle (no request, or half a request) for longer than ``idle_timeout_s``."""
+        while not self.draining:
+            time.sleep(min(5.0, self.idle_timeout_s / 2))
+            now = time.monotonic()
+            with self._changed:
+                stale = [c for c in self._connections if not c.busy and now - c.last_active > self.idle_timeout_s]
+            for connection in stale:
+                connection.shutdown()
+
+    def forget(self, connection: _Connection) -> None:
+        with self._changed:
+            self._connections.discard(connection)
+            self._changed.notify_all()
+
+    def started(self) -> None:
+        with self._changed:
+            self._in_flight += 1
+
+    def finished(self) -> None:
+        with self._changed:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._changed.notify_all()
 
     def drain(self, timeout_s: float) -> bool:
-        """Refuse new work and wait up to ``timeout_s`` for the requests in flight; then close every
-        connection. Returns whether all in-flight requests finished. Thread-safe; once only matters."""
-        if not self._thread.is_alive():
-            return True
-        future = asyncio.run_coroutine_threadsafe(self._drain(timeout_s), self.loop)
-        return future.result(timeout_s + 10)
-
-    async def _drain(self, timeout_s: float) -> bool:
+        """Refuse new work (no new connection; 503 and ``Connection: close`` to a new request on an open
+        one), wait up to ``timeout_s`` for the requests in flight, then close every connection.
+        Returns whether all in-flight requests finished. Idempotent."""
         self.draining = True
-        if self._server is not None:
-            self._server.close()
-        self._idle = asyncio.Event()
-        if self.in_flight:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), timeout_s)
-        finished = self.in_flight == 0
-        for client in list(self.clients):
-            client.close()
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocking accept()
+            self._listener.close()
+        with self._changed:
+            finished = self._changed.wait_for(lambda: self._in_flight == 0, timeout_s)
+            connections = list(self._connections)
+        for connection in connections:
+            connection.shutdown()
         return finished
 
     def close(self) -> None:
-        """Stop the loop and its thread (after :meth:`drain`, or at once). Idempotent."""
-        if self._thread.is_alive():
-            self.loop.call_soon_threadsafe(self._shutdown)
-            self._thread.join(10)
-        if not self.loop.is_closed() and not self.loop.is_running():
-            self.loop.close()
-
-    def _shutdown(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for client in list(self.clients):
-            if client.transport is not None:
-                client.transport.abort()
-            if client.upstream is not None and client.upstream.transport is not None:
-                client.upstream.transport.abort()
-        self.loop.stop()
+        """Drain without waiting, and wait (briefly) for the connection threads to end."""
+        self.drain(0)
+        deadline = time.monotonic() + 5
+        with self._changed:
+            self._changed.wait_for(lambda: not self._connections, max(0.0, deadline - time.monotonic()))

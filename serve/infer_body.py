@@ -79,7 +79,8 @@ def parse_json(data: bytes) -> Any:
     try:
         return json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
-        where = "it ends too early" if exc.pos >= len(text.rstrip()) else f"at character {exc.pos}"
+        truncated = exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
+        where = "it ends too early" if truncated else f"at character {exc.pos}"
         raise BadBodyError(f"the request body is not valid JSON ({exc.msg}; {where}); "
                            f"send a KServe v2 inference request") from None
 

@@ -837,6 +837,49 @@ def _launch(repository: Path, workdir: Path, config: ServeConfig, models: Sequen
     return handle
 
 
+def reachable_address() -> str:
+    """An address of this machine that other hosts can likely reach (for messages only).
+
+    The source address of a route outwards (a UDP connect sends nothing), else the host name's
+    address, else 127.0.0.1.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere, only looked up
+            address = probe.getsockname()[0]
+        except OSError:
+            address = ""
+    if not address or address.startswith(("127.", "0.")):
+        try:
+            address = socket.gethostbyname(socket.gethostname())
+        except OSError:
+            address = "127.0.0.1"
+    return address
+
+
+def serving_line(config: ServeConfig, models: Sequence[str]) -> str:
+    """What `serve start` prints once ready: the models and the address each endpoint is bound to.
+
+    For a wildcard ``--host`` it says so and shows a URL other machines can use.
+    """
+    host = f"[{config.host.strip('[]')}]" if ":" in config.host else config.host
+    line = f"serving {', '.join(models)} at http://{host}:{config.http_port}"
+    if config.all_interfaces:
+        return (f"{line} on all interfaces (from elsewhere e.g. http://{reachable_address()}:{config.http_port}; "
+                f"gRPC grpc://{host}:{config.grpc_port}, metrics http://{host}:{config.metrics_port}/metrics)")
+    return f"{line} (gRPC grpc://{host}:{config.grpc_port}, metrics http://{host}:{config.metrics_port}/metrics)"
+
+
+def exposure_warning(config: ServeConfig) -> str | None:
+    """A one-line warning when the endpoints are reachable from other machines (they have no authentication)."""
+    if config.loopback_only:
+        return None
+    where = "on all interfaces" if config.all_interfaces else f"on {config.host}"
+    return (f"warning: the endpoints listen {where} and have no authentication: anyone who can reach this machine "
+            f"can send requests and read statistics and metrics; serve on 127.0.0.1 behind an authenticating "
+            f"proxy, or firewall ports {config.http_port}, {config.grpc_port} and {config.metrics_port}")
+
+
 def max_body_bytes(predictors: Sequence[Predictor], config: ServeConfig) -> int:
     """The largest HTTP request body to accept: a full batch of the longest texts, as JSON, or
     :data:`MIN_BODY_LIMIT` if that is larger."""
@@ -875,6 +918,9 @@ def start_server(predictors: Sequence[Predictor], config: ServeConfig | None = N
         _check_predictor(predictor, config.max_batch_size or predictor.max_batch_size, config.preferred_batch_sizes)
     check_ports_free(config.host, config.ports)
     triton = _triton_files()
+    warning = exposure_warning(config)
+    if warning:
+        LOGGER.warning(warning)
 
     remove_stale_workdirs()
     workdir, owner_lock = _claim_workdir()
