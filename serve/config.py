@@ -15,6 +15,7 @@ gRPC ``ModelConfig``) under ``parameters``: ``labels`` and ``thresholds``, each 
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,8 +100,23 @@ class ServeConfig:
         return {"http": self.http_port, "grpc": self.grpc_port, "metrics": self.metrics_port}
 
     @property
+    def all_interfaces(self) -> bool:
+        """``host`` is a wildcard address: the endpoints listen on every interface."""
+        return self.host in ("0.0.0.0", "::", "[::]")
+
+    @property
+    def loopback_only(self) -> bool:
+        """``host`` is a loopback address (or ``localhost``): only this machine can connect."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:  # a host name: it may resolve to anything
+            return False
+
+    @property
     def client_host(self) -> str:
         """The address a local client uses: a wildcard ``host`` is reached through loopback."""
-        if self.host in ("0.0.0.0", "::", "[::]"):
+        if self.all_interfaces:
             return "127.0.0.1"
         return f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host

@@ -7,6 +7,13 @@ dynamic batcher and the configured number of instances, and returns a :class:`Se
 (``stop()``, a context manager, and ``serve()``, which blocks until SIGTERM/SIGINT and then
 drains; signals are handled in :func:`stop_on_signals` only).
 
+The HTTP port is not Triton's: it is the HTTP front (:mod:`serve.front`) of this process, which
+checks each request (size, JSON depth and structure, endpoint) before it forwards it to Triton's
+HTTP server on a Unix socket in the server's private work directory. A malformed body that would
+crash Triton's parser gets a 400 instead. gRPC (protobuf: no recursive JSON parser) and metrics
+are Triton's own, on ``config.host``. Should tritonserver die anyway, a supervisor thread restarts
+it within seconds (the front answers 503 meanwhile).
+
 Each model instance is a Python-backend stub process that loads its own copy of the predictor
 (an artifact is loaded again from its directory; any other predictor is pickled) and runs each
 dynamic batch where Triton hands it over. Only the binaries come from nvidia-pytriton; its
@@ -15,7 +22,11 @@ Python proxy, which would send every batch on to this process and back, is not u
 The server process is ours: it runs in its own session (a Ctrl-C in the terminal reaches only
 this process, which then asks Triton once to drain), gets SIGTERM when the thread that started
 it dies (``PR_SET_PDEATHSIG``: start it from a thread that lives as long as the server, such as
-the main one), and its log goes to ``config.log_file`` or, line by line, to stdout.
+the main one), has a /dev/shm of its own where the Python backend's shared memory (request
+texts) is out of other users' reach (:func:`_child_setup`), runs with umask 077, and its log goes
+to ``config.log_file`` or, line by line, to stdout. Its work directory carries
+an owner lock, so a directory whose `serve` was killed (kill -9) is removed at the next start.
+No secret is passed on its command line.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import collections
 import contextlib
 import ctypes
 import errno
+import fcntl
 import http.client
 import json
 import logging
@@ -56,6 +68,7 @@ from serve.config import (
     PARAM_THRESHOLDS,
     ServeConfig,
 )
+from serve.front import HttpFront
 
 if TYPE_CHECKING:
     from export.runtime import Predictor
@@ -64,10 +77,30 @@ LOGGER = logging.getLogger(__name__)
 
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 
-# Endpoints nobody may call: the header value is a random token that no one is told. Statistics
-# stay open: they are read-only and what monitoring and `serve check` rely on.
-RESTRICTED_ENDPOINTS = ("model-repository", "shared-memory", "trace", "logging")
-_ACCESS_HEADER = "modcompress-access"
+# gRPC protocols nobody may call. Triton opens them to requests that carry a given header; ours
+# has upper-case letters, which gRPC cannot carry (HTTP/2 header names are lower case, and Triton's
+# gRPC parser refuses a stream that sends one), so no request ever satisfies it and there is no
+# secret in tritonserver's argv, which any local user reads in /proc/PID/cmdline. Over HTTP the
+# front (serve.front) answers these endpoints 403; Triton's own HTTP server listens on a Unix socket
+# in the 0700 work directory, where no other user can reach it. Statistics stay open: they are
+# read-only and what monitoring and `serve check` rely on.
+RESTRICTED_PROTOCOLS = ("model-repository", "shared-memory", "trace", "logging")
+_UNSENDABLE_HEADER = "Closed-To-Every-Client"
+
+WORKDIR_PREFIX = "modcompress-serve-"
+_OWNER_LOCK = "owner.lock"
+_SHM_PREFIX_FILE = "shm-prefix"
+_HTTP_SOCKET = "triton-http.sock"
+# The longest Unix socket path (sun_path holds 108 bytes, the last one NUL).
+_MAX_SOCKET_PATH = 107
+
+# The smallest request body limit: bodies up to this size are always accepted (413 beyond the limit).
+MIN_BODY_LIMIT = 64 * 2**20
+# A JSON string may spell one byte of text as six (\u00XX).
+_JSON_BYTES_PER_TEXT_BYTE = 6
+
+# Supervision: a tritonserver that dies on its own is restarted, unless it died this often in a minute.
+MAX_RESTARTS_PER_MINUTE = 3
 
 # How long models may take to load before start_server gives up.
 START_TIMEOUT_S = 300.0
@@ -129,7 +162,7 @@ def check_ports_free(host: str, ports: Mapping[str, int]) -> None:
     """Raise :class:`PortInUseError` (one line) if any port is already listened on at ``host``.
 
     Args:
-        host: the address Triton will bind.
+        host: the address the server will bind.
         ports: ``{"http": 8000, ...}``; the key names the flag in the message.
     """
     try:
@@ -144,13 +177,15 @@ def check_ports_free(host: str, ports: Mapping[str, int]) -> None:
             try:
                 probe.bind((address, port))
             except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    raise PortInUseError(
-                        f"port {port} on {host} (--{kind}-port) is already in use; stop what listens there "
-                        f"or choose another port"
-                    ) from exc
-                raise ServeError(f"cannot listen on {host}:{port} (--{kind}-port): {exc.strerror}; "
-                                 f"check --host and the port") from exc
+                raise _port_error(host, port, kind, exc) from exc
+
+
+def _port_error(host: str, port: int, kind: str, exc: OSError) -> ServeError:
+    """The one-line error for a port that cannot be listened on."""
+    if exc.errno == errno.EADDRINUSE:
+        return PortInUseError(f"port {port} on {host} (--{kind}-port) is already in use; stop what listens there "
+                              f"or choose another port")
+    return ServeError(f"cannot listen on {host}:{port} (--{kind}-port): {exc.strerror}; check --host and the port")
 
 
 def _has_nvidia_gpu() -> bool:
@@ -253,18 +288,18 @@ def write_model(repository: Path, predictor: Predictor, config: ServeConfig) -> 
     return directory
 
 
-def _triton_args(config: ServeConfig, repository: Path, backends: Path, binary: Path, shm_prefix: str) -> list[str]:
-    token = secrets.token_hex(16)  # told to nobody: the restricted endpoints stay closed
-    restricted = f"{','.join(RESTRICTED_ENDPOINTS)}:{_ACCESS_HEADER}={token}"
+def _triton_args(config: ServeConfig, repository: Path, backends: Path, binary: Path, shm_prefix: str,
+                 http_socket: Path) -> list[str]:
     gpu = _has_nvidia_gpu()
+    closed = f"{','.join(RESTRICTED_PROTOCOLS)}:{_UNSENDABLE_HEADER}=-"
     args = [
         str(binary), f"--model-repository={repository}", f"--backend-directory={backends}",
         f"--cache-directory={binary.parents[1] / 'caches'}", "--model-control-mode=none", "--strict-readiness=true",
-        f"--http-address={config.host}", f"--http-port={config.http_port}",
+        f"--http-address=unix:{http_socket}", "--http-port=0",  # the front (serve.front) owns --http-port
         f"--grpc-address={config.host}", f"--grpc-port={config.grpc_port}",
         "--allow-metrics=true", f"--allow-gpu-metrics={str(gpu).lower()}",
         f"--metrics-address={config.host}", f"--metrics-port={config.metrics_port}",
-        f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}",
+        f"--grpc-restricted-protocol={closed}",
         f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
         f"--exit-timeout-secs={config.exit_timeout_s}", f"--log-verbose={config.log_verbose}",
     ]
@@ -285,21 +320,128 @@ def _triton_env(libs: Path) -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> Callable[[], None]:
-    """A preexec_fn that has the child get SIGTERM when the thread that started it dies.
+# Linux constants for unshare(2) and mount(2).
+_CLONE_NEWNS, _CLONE_NEWUSER = 0x00020000, 0x10000000
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 2, 4, 8, 1 << 14, 1 << 18
 
-    libc is looked up here, in the parent: the child only makes the one system call.
+
+def _child_setup(report_fd: int) -> Callable[[], None]:
+    """A preexec_fn for tritonserver: a /dev/shm of its own, files private to this user, SIGTERM
+    when the thread that started it dies.
+
+    The Python backend keeps request texts in shared-memory regions under /dev/shm, and sets
+    their mode to 0644 itself (a umask does not help). So the child gets a mount namespace (inside
+    a user namespace unless it runs as root) with a fresh tmpfs of mode 0700 on /dev/shm: its
+    regions are invisible outside tritonserver and its stubs, and vanish with them. It writes
+    ``b"1"`` to ``report_fd`` when that worked, ``b"0"`` when the kernel refused (then the
+    parent falls back to :func:`_tighten_shm_regions`). The umask keeps the files it creates (log,
+    socket) this user's. libc is looked up here, in the parent: the child only makes system calls.
     """
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    uid, gid, root = os.getuid(), os.getgid(), os.geteuid() == 0
     parent = os.getpid()
 
     def preexec() -> None:  # pragma: no cover - runs in the child between fork and exec
-        prctl(pr_set_pdeathsig, signal.SIGTERM)
+        os.umask(0o077)
+        private = _private_dev_shm(libc, uid, gid, root)
+        os.write(report_fd, b"1" if private else b"0")
+        # After the namespaces: changing credentials would clear the parent-death signal.
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the parent died before prctl: no signal will come
             os._exit(1)
 
     return preexec
+
+
+def _private_dev_shm(libc: Any, uid: int, gid: int, root: bool) -> bool:  # pragma: no cover - in the child
+    """Mount a tmpfs (mode 0700) on /dev/shm in a new mount namespace of this process; False if refused."""
+    if libc.unshare(_CLONE_NEWNS if root else _CLONE_NEWUSER | _CLONE_NEWNS) != 0:
+        return False
+    if not root:  # map this user to itself in the new user namespace (setgroups must be denied first)
+        try:
+            for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+                fd = os.open(f"/proc/self/{name}", os.O_WRONLY)
+                try:
+                    os.write(fd, text.encode())
+                finally:
+                    os.close(fd)
+        except OSError:
+            return False
+    # Private propagation first, so the new mount stays in this namespace.
+    if libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
+        return False
+    return libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, b"mode=0700") == 0
+
+
+def _tighten_shm_regions(prefix: str) -> None:
+    """Where tritonserver could not get a /dev/shm of its own: make its regions 0600 once they exist."""
+    for region in Path("/dev/shm").glob(f"{prefix}*"):
+        with contextlib.suppress(OSError):
+            region.chmod(0o600)
+
+
+def _claim_workdir() -> tuple[Path, int]:
+    """A new private (0700) work directory, and the open descriptor that holds its owner lock.
+
+    The lock (``flock`` on ``owner.lock``) is held for as long as this process serves from the
+    directory: the kernel drops it when the process dies, however it dies, so
+    :func:`remove_stale_workdirs` can tell a directory whose server was killed (kill -9) from a
+    live one. The file gets its final name only once locked.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+    staging = workdir / f"{_OWNER_LOCK}.new"
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.rename(staging, workdir / _OWNER_LOCK)
+    except BaseException:
+        os.close(fd)
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return workdir, fd
+
+
+def remove_stale_workdirs(root: Path | None = None) -> list[Path]:
+    """Remove the work directories (and shared memory) that killed `serve` processes left behind.
+
+    Only directories named ``modcompress-serve-*`` under ``root`` (default: the temporary
+    directory), owned by this user, not symlinks, holding an owner lock (:func:`_claim_workdir`)
+    that no live process holds. Anything else, a foreign directory or one of a running server, is
+    left alone. Returns the directories removed.
+    """
+    removed = []
+    for path in Path(root or tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        try:
+            if path.is_symlink() or not path.is_dir() or path.stat().st_uid != os.getuid():
+                continue
+            fd = os.open(path / _OWNER_LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:  # gone meanwhile, or no owner lock: not a directory of ours
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # its server is alive
+                continue
+            with contextlib.suppress(OSError):
+                _remove_shm_regions((path / _SHM_PREFIX_FILE).read_text().strip())
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    if removed:
+        LOGGER.info("removed %d work director%s left by killed servers: %s", len(removed),
+                    "y" if len(removed) == 1 else "ies", ", ".join(map(str, removed)))
+    return removed
+
+
+def _remove_shm_regions(prefix: str) -> None:
+    """Unlink /dev/shm regions named ``prefix*`` (ours: the prefix holds a random token)."""
+    if not prefix.startswith("modcompress_"):
+        return
+    for region in Path("/dev/shm").glob(f"{prefix}*"):
+        with contextlib.suppress(OSError):
+            region.unlink()
 
 
 class _LogTail:
@@ -383,25 +525,50 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
+def describe_exit(code: int | None) -> str:
+    """``"signal 11 (SIGSEGV)"`` or ``"code 1"`` for a Popen return code."""
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {-code} ({signal.Signals(-code).name})"
+        return f"signal {-code}"
+    return f"code {code}"
+
+
 class ServerHandle:
-    """A running Triton server; ``stop()`` (or leaving the ``with`` block) drains and shuts it down.
+    """A running server: the HTTP front (:mod:`serve.front`) and the tritonserver behind it.
+
+    ``stop()`` (or leaving the ``with`` block) drains and shuts both down. While it runs, a
+    supervisor thread restarts tritonserver if it dies on its own (the front answers 503 until it is
+    ready again), up to :data:`MAX_RESTARTS_PER_MINUTE` times a minute.
 
     Attributes:
         config: the ServeConfig it runs with.
         models: served model names, in the order given.
     """
 
-    def __init__(self, process: subprocess.Popen[bytes], log: _LogTail, config: ServeConfig, models: Sequence[str],
-                 workdir: Path, shm_prefix: str, log_offset: int = 0) -> None:
-        self._process = process
-        self._log = log
+    def __init__(self, args: list[str], env: dict[str, str], front: HttpFront, config: ServeConfig,
+                 models: Sequence[str], workdir: Path, shm_prefix: str, owner_lock: int | None = None) -> None:
+        self._args = args
+        self._env = env
+        self._front = front
         self.config = config
         self.models = tuple(models)
         self._workdir = workdir
         self._shm_prefix = shm_prefix
-        self._log_offset = log_offset  # where this run starts in config.log_file (Triton appends to it)
+        self._owner_lock = owner_lock
+        log_file = config.log_file
+        # Triton appends to its log file: this run's errors are read from here on.
+        self._log_offset = Path(log_file).stat().st_size if log_file and Path(log_file).is_file() else 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: _LogTail | None = None
         self._lock = threading.Lock()
+        self._stopping = False
         self._stopped = False
+        self._failure: str | None = None
+        self._supervisor: threading.Thread | None = None
+        self._warned_shm = False
+        self.private_shm = False  # tritonserver has a /dev/shm of its own (see _child_setup)
+        self.restarts = 0
 
     @property
     def http_url(self) -> str:
@@ -420,16 +587,17 @@ class ServerHandle:
 
     @property
     def pid(self) -> int:
-        """The tritonserver process id."""
+        """The process id of the current tritonserver."""
+        assert self._process is not None
         return self._process.pid
 
     def is_alive(self) -> bool:
         """True while tritonserver runs (until ``stop()`` has reaped it, or it died)."""
-        return self._process.poll() is None
+        return self._process is not None and self._process.poll() is None
 
     def log_tail(self) -> list[str]:
-        """The last lines this run of tritonserver (and its stubs) logged."""
-        lines = list(self._log.lines)
+        """The last lines this server's tritonserver (and its stubs) logged."""
+        lines = list(self._log.lines) if self._log is not None else []
         log_file = self.config.log_file
         if log_file and Path(log_file).is_file():
             with open(log_file, "rb") as f:
@@ -437,6 +605,28 @@ class ServerHandle:
                 logged = [raw.decode("utf-8", "replace") for raw in collections.deque(f, maxlen=200)]
             lines = logged + lines
         return [line.rstrip("\n") for line in lines]
+
+    def _start_triton(self) -> None:
+        """Run tritonserver (again); its log goes to ``config.log_file`` or, line by line, to stdout."""
+        report_read, report_write = os.pipe()
+        try:
+            process = subprocess.Popen(  # noqa: S603 - our own argument list, no shell
+                self._args, env=self._env, cwd=self._workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_child_setup(report_write))
+        except OSError as exc:
+            raise ServeError(f"cannot run {self._args[0]}: {exc.strerror or exc}; reinstall nvidia-pytriton") from None
+        finally:
+            os.close(report_write)
+            with os.fdopen(report_read, "rb") as report:
+                self.private_shm = report.read(1) == b"1"
+        assert process.stdout is not None
+        self._log = _LogTail(process.stdout, None if self.config.log_file else sys.stdout)
+        self._process = process
+        if not self.private_shm and not self._warned_shm:
+            self._warned_shm = True
+            LOGGER.warning("the kernel refused tritonserver a /dev/shm of its own (user namespaces are disabled "
+                           "here); its shared-memory regions, which hold request texts, are made 0600 once "
+                           "its models are loaded")
 
     def _ready(self) -> bool:
         conn = http.client.HTTPConnection(self.config.client_host.strip("[]"), self.config.http_port, timeout=2)
@@ -452,77 +642,135 @@ class ServerHandle:
         """Block until every model is loaded and the server is ready.
 
         Raises:
-            ServeError: tritonserver exited, or was not ready within ``timeout_s`` (then it is stopped).
+            ServeError: tritonserver exited, or was not ready within ``timeout_s``.
         """
+        process, log = self._process, self._log
+        assert process is not None and log is not None
         deadline = time.monotonic() + timeout_s
         while not self._ready():
-            if self._process.poll() is not None:
-                self._log.join(5)
-                cause = _first_error(self.log_tail()) or f"tritonserver exited with code {self._process.returncode}"
+            if process.poll() is not None:
+                log.join(5)
+                cause = _first_error(self.log_tail()) or f"tritonserver exited with {describe_exit(process.returncode)}"
                 where = f"see {self.config.log_file}" if self.config.log_file else "see the Triton log above"
                 raise ServeError(f"Triton failed to start: {cause[:300]} ({where})")
             if time.monotonic() > deadline:
                 raise ServeError(f"Triton was not ready after {timeout_s:.0f} s; its models may be too slow to "
                                  f"load here (see {self.config.log_file or 'the Triton log above'})")
             time.sleep(0.05)
+        if not self.private_shm:
+            _tighten_shm_regions(self._shm_prefix)
+
+    def supervise(self) -> None:
+        """Start the thread that restarts tritonserver when it dies on its own (once, after the first start)."""
+        if self._supervisor is None:
+            self._supervisor = threading.Thread(target=self._supervise, name="tritonserver-supervisor", daemon=True)
+            self._supervisor.start()
+
+    def _supervise(self) -> None:
+        deaths: list[float] = []
+        while True:
+            process = self._process
+            assert process is not None
+            process.wait()
+            if self._stopping:
+                return
+            cause = describe_exit(process.returncode)
+            now = time.monotonic()
+            deaths = [t for t in deaths if now - t < 60] + [now]
+            if len(deaths) > MAX_RESTARTS_PER_MINUTE:
+                self._failure = (f"Triton died {len(deaths)} times within a minute (last: {cause}); see its log "
+                                 f"above (or the --log-file) for the cause")
+                return
+            LOGGER.warning("tritonserver died (%s); restarting it (HTTP requests get 503 until it is ready)", cause)
+            started = time.monotonic()
+            self._kill_group(process)  # its stubs, if any outlived it
+            _remove_shm_regions(self._shm_prefix)
+            with contextlib.suppress(FileNotFoundError):
+                (self._workdir / _HTTP_SOCKET).unlink()
+            try:
+                with self._lock:
+                    if self._stopping:
+                        return
+                    self._start_triton()
+                self.wait_ready()
+            except ServeError as exc:
+                if not self._stopping:
+                    self._failure = f"Triton died ({cause}) and could not be restarted: {exc}"
+                return
+            self.restarts += 1
+            LOGGER.warning("tritonserver restarted after %s in %.1f s", cause, time.monotonic() - started)
 
     def stop(self) -> None:
-        """Stop accepting requests, let in-flight ones finish (up to ``exit_timeout_s``), exit.
+        """Refuse new requests, let in-flight ones finish (up to ``exit_timeout_s``), exit.
 
-        Idempotent and safe from several threads. When it returns, tritonserver and its stubs have
-        exited, their shared memory is gone and the ports are free. Interrupted (Ctrl-C while it
-        waits), it kills the server's whole process group before letting the interrupt through.
+        The front drains first (new HTTP requests get 503, the ones in flight finish), then
+        tritonserver gets SIGTERM and drains what is in flight over gRPC. Idempotent and safe from
+        several threads. When it returns, tritonserver and its stubs have exited, their shared
+        memory is gone and the ports are free. Interrupted (Ctrl-C while it waits), it kills the
+        server's whole process group before letting the interrupt through.
         """
+        self._stopping = True
         with self._lock:
             if self._stopped:
                 return
             try:
-                if self._process.poll() is None:
-                    self._process.send_signal(signal.SIGTERM)
+                if not self._front.drain(self.config.exit_timeout_s):
+                    LOGGER.warning("HTTP requests still in flight after %d s; closing them", self.config.exit_timeout_s)
+                process = self._process
+                if process is not None and process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
                     try:
-                        self._process.wait(self.config.exit_timeout_s + 30)
+                        process.wait(self.config.exit_timeout_s + 30)
                     except subprocess.TimeoutExpired:
                         LOGGER.warning("tritonserver did not exit %d s after SIGTERM; killing it and its stubs",
                                        self.config.exit_timeout_s + 30)
                         self._kill()
-                self._log.join(10)  # the pipe closes once the stubs are gone too
+                if self._log is not None:
+                    self._log.join(10)  # the pipe closes once the stubs are gone too
             except BaseException:
                 self._kill()
                 raise
             finally:
+                self._front.close()
                 self._release()
             self._stopped = True
 
     def _kill(self) -> None:
         """SIGKILL tritonserver and its stubs (its own process group: it leads its session)."""
+        self._stopping = True
+        if self._process is not None:
+            self._kill_group(self._process)
+
+    @staticmethod
+    def _kill_group(process: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._process.pid, signal.SIGKILL)
+            os.killpg(process.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self._process.wait(30)
+            process.wait(30)
 
     def _release(self) -> None:
-        """Remove the work directory and any shared memory the stubs left (only after a kill)."""
+        """Remove the work directory and any shared memory the stubs left (only after a kill); drop the lock."""
         shutil.rmtree(self._workdir, ignore_errors=True)
-        for region in Path("/dev/shm").glob(f"{self._shm_prefix}*"):
-            with contextlib.suppress(OSError):
-                region.unlink()
+        _remove_shm_regions(self._shm_prefix)
+        if self._owner_lock is not None:
+            os.close(self._owner_lock)
+            self._owner_lock = None
 
     def serve_until(self, stop: threading.Event, poll_s: float = 1.0) -> int:
         """Block until ``stop`` is set, then drain and stop; return 0.
 
-        Raises :class:`ServeError` if Triton dies on its own.
+        Raises :class:`ServeError` if Triton keeps dying (see :meth:`supervise`).
 
         Args:
             stop: set by whoever decides the server should stop (:func:`stop_on_signals` for a
                 signal, or another thread).
-            poll_s: how often to check that Triton still runs.
+            poll_s: how often to check on the supervisor.
         """
+        self.supervise()
         while not stop.wait(poll_s):
-            if not self.is_alive():
-                code = self._process.returncode
+            if self._failure is not None:
                 self.stop()
-                raise ServeError(f"Triton exited unexpectedly (code {code}); see its log above "
-                                 f"(or the --log-file) for the cause")
+                raise ServeError(self._failure)
         self.stop()
         return 0
 
@@ -542,47 +790,107 @@ class ServerHandle:
 
 
 def _launch(repository: Path, workdir: Path, config: ServeConfig, models: Sequence[str],
-            triton: tuple[Path, Path, Path]) -> ServerHandle:
-    """Run tritonserver on a model repository; return once every model in it is ready.
+            triton: tuple[Path, Path, Path], max_body_bytes: int = MIN_BODY_LIMIT,
+            owner_lock: int | None = None) -> ServerHandle:
+    """Start the HTTP front and tritonserver on a model repository; return once every model is ready.
 
     Args:
         repository: the model repository.
-        workdir: an existing directory that is the server's from here on: it gets the backend
-            directory, and goes when the server stops or fails to start.
+        workdir: an existing private directory that is the server's from here on: it gets the
+            backend directory and Triton's HTTP socket, and goes when the server stops or fails
+            to start.
         config: ports, logging, exit timeout.
         models: the model names the handle reports.
         triton: what :func:`_triton_files` found.
+        max_body_bytes: the largest HTTP request body the front accepts.
+        owner_lock: the descriptor holding ``workdir``'s owner lock (:func:`_claim_workdir`), closed
+            with the server.
     """
     binary, libs, stub = triton
     shm_prefix = f"modcompress_{os.getpid()}_{secrets.token_hex(4)}_"
-    log_offset = 0
+    http_socket = workdir / _HTTP_SOCKET
     try:
+        if len(str(http_socket)) > _MAX_SOCKET_PATH:
+            raise ServeError(f"the work directory path {workdir} is too long for a Unix socket; set TMPDIR to a "
+                             f"shorter directory")
+        (workdir / _SHM_PREFIX_FILE).write_text(shm_prefix)
         backends = _prepare_backends(workdir, binary, stub)
-        if config.log_file and Path(config.log_file).is_file():
-            log_offset = Path(config.log_file).stat().st_size  # Triton appends; errors are read from here on
+        front = HttpFront(config.host, config.http_port, str(http_socket), max_body_bytes)
         try:
-            process = subprocess.Popen(  # noqa: S603 - our own argument list, no shell
-                _triton_args(config, repository, backends, binary, shm_prefix), env=_triton_env(libs), cwd=workdir,
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent())
+            front.start()
         except OSError as exc:
-            raise ServeError(f"cannot run {binary}: {exc.strerror or exc}; reinstall nvidia-pytriton") from None
+            raise _port_error(config.host, config.http_port, "http", exc) from exc
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
+        if owner_lock is not None:
+            os.close(owner_lock)
         raise
-    assert process.stdout is not None
-    handle = ServerHandle(process, _LogTail(process.stdout, None if config.log_file else sys.stdout), config, models,
-                          workdir, shm_prefix, log_offset)
+    handle = ServerHandle(_triton_args(config, repository, backends, binary, shm_prefix, http_socket),
+                          _triton_env(libs), front, config, models, workdir, shm_prefix, owner_lock)
     try:
+        handle._start_triton()
         handle.wait_ready()
     except BaseException:
         handle.stop()
         raise
+    handle.supervise()
     return handle
 
 
+def reachable_address() -> str:
+    """An address of this machine that other hosts can likely reach (for messages only).
+
+    The source address of a route outwards (a UDP connect sends nothing), else the host name's
+    address, else 127.0.0.1.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere, only looked up
+            address = probe.getsockname()[0]
+        except OSError:
+            address = ""
+    if not address or address.startswith(("127.", "0.")):
+        try:
+            address = socket.gethostbyname(socket.gethostname())
+        except OSError:
+            address = "127.0.0.1"
+    return address
+
+
+def serving_line(config: ServeConfig, models: Sequence[str]) -> str:
+    """What `serve start` prints once ready: the models and the address each endpoint is bound to.
+
+    For a wildcard ``--host`` it says so and shows a URL other machines can use.
+    """
+    host = f"[{config.host.strip('[]')}]" if ":" in config.host else config.host
+    line = f"serving {', '.join(models)} at http://{host}:{config.http_port}"
+    if config.all_interfaces:
+        return (f"{line} on all interfaces (from elsewhere e.g. http://{reachable_address()}:{config.http_port}; "
+                f"gRPC grpc://{host}:{config.grpc_port}, metrics http://{host}:{config.metrics_port}/metrics)")
+    return f"{line} (gRPC grpc://{host}:{config.grpc_port}, metrics http://{host}:{config.metrics_port}/metrics)"
+
+
+def exposure_warning(config: ServeConfig) -> str | None:
+    """A one-line warning when the endpoints are reachable from other machines (they have no authentication)."""
+    if config.loopback_only:
+        return None
+    where = "on all interfaces" if config.all_interfaces else f"on {config.host}"
+    return (f"warning: the endpoints listen {where} and have no authentication: anyone who can reach this machine "
+            f"can send requests and read statistics and metrics; serve on 127.0.0.1 behind an authenticating "
+            f"proxy, or firewall ports {config.http_port}, {config.grpc_port} and {config.metrics_port}")
+
+
+def max_body_bytes(predictors: Sequence[Predictor], config: ServeConfig) -> int:
+    """The largest HTTP request body to accept: a full batch of the longest texts, as JSON, or
+    :data:`MIN_BODY_LIMIT` if that is larger."""
+    batch = max(config.max_batch_size or int(p.max_batch_size) for p in predictors)
+    return max(MIN_BODY_LIMIT, batch * _JSON_BYTES_PER_TEXT_BYTE * config.max_text_bytes + 2**20)
+
+
 def start_server(predictors: Sequence[Predictor], config: ServeConfig | None = None) -> ServerHandle:
-    """Start tritonserver with each predictor as a model; return when all are ready.
+    """Start tritonserver with each predictor as a model, behind the HTTP front; return when all are ready.
+
+    Work directories that killed servers left behind are removed first (:func:`remove_stale_workdirs`).
 
     Args:
         predictors: one per model. Each of the ``config.instances`` instances of a model loads its
@@ -610,15 +918,21 @@ def start_server(predictors: Sequence[Predictor], config: ServeConfig | None = N
         _check_predictor(predictor, config.max_batch_size or predictor.max_batch_size, config.preferred_batch_sizes)
     check_ports_free(config.host, config.ports)
     triton = _triton_files()
+    warning = exposure_warning(config)
+    if warning:
+        LOGGER.warning(warning)
 
-    workdir = Path(tempfile.mkdtemp(prefix="modcompress-serve-"))
+    remove_stale_workdirs()
+    workdir, owner_lock = _claim_workdir()
     try:
         for predictor in predictors:
             write_model(workdir / "models", predictor, config)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
+        os.close(owner_lock)
         raise
-    handle = _launch(workdir / "models", workdir, config, names, triton)
+    handle = _launch(workdir / "models", workdir, config, names, triton, max_body_bytes(predictors, config),
+                     owner_lock)
     LOGGER.debug("serving %s at %s (gRPC %s, metrics %s)", ", ".join(names), handle.http_url, handle.grpc_url,
                  handle.metrics_url)
     return handle

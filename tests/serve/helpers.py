@@ -104,3 +104,68 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, step_s: f
             return True
         time.sleep(step_s)
     return bool(condition())
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc's parent ids)."""
+    parents = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def command_line(pid: int) -> list[str]:
+    """The argv of a process, as any local user reads it from /proc/PID/cmdline."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace").split("\0")[:-1]
+
+
+def _h2_frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def raw_grpc_call(port: int, method: str, headers: Sequence[tuple[str, str]] = (),
+                  timeout_s: float = 10.0) -> list[tuple[int, bytes]]:
+    """One unary gRPC call with an empty message, written as raw HTTP/2 frames on 127.0.0.1:``port``.
+
+    Unlike a gRPC client library, which refuses to send header names with upper-case letters,
+    this sends ``headers`` exactly as given (HPACK literals, no Huffman coding). Returns the
+    (frame type, payload) of every frame the server sent until it ended or reset the stream, or
+    went away: DATA (0) carries the reply, RST_STREAM (3) / GOAWAY (7) a refusal.
+    """
+    def literal(name: str, value: str) -> bytes:
+        name_b, value_b = name.encode(), value.encode()
+        assert len(name_b) < 127 and len(value_b) < 127
+        return b"\x00" + bytes([len(name_b)]) + name_b + bytes([len(value_b)]) + value_b
+
+    block = b"".join(literal(k, v) for k, v in [
+        (":method", "POST"), (":scheme", "http"), (":path", method), (":authority", "localhost"),
+        ("content-type", "application/grpc"), ("te", "trailers"), *headers])
+    message = b"\x00\x00\x00\x00\x00"  # not compressed, length 0: an empty protobuf message
+    frames: list[tuple[int, bytes]] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(4, 0, 0, b"") + _h2_frame(1, 4, 1, block)
+                     + _h2_frame(0, 1, 1, message))
+        buffer = b""
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return frames
+            buffer += data
+            while len(buffer) >= 9 and len(buffer) >= 9 + int.from_bytes(buffer[:3], "big"):
+                size = int.from_bytes(buffer[:3], "big")
+                kind, flags, stream = buffer[3], buffer[4], int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF
+                frames.append((kind, buffer[9:9 + size]))
+                buffer = buffer[9 + size:]
+                if kind == 4 and not flags & 1:  # acknowledge the server's SETTINGS
+                    sock.sendall(_h2_frame(4, 1, 0, b""))
+                if kind in (3, 7) or (stream == 1 and flags & 1):  # reset, goaway, or the end of our stream
+                    return frames

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import sysconfig
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ from serve.server import (
     start_server,
     use_own_libpython,
 )
-from tests.serve.helpers import NgramPredictor, labels_over, port_is_free, started_in, wait_until
+from tests.serve.helpers import NgramPredictor, descendants, labels_over, port_is_free, started_in, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 TEXTS = ["you stupid idiot", "thanks for the sources", "i will hurt you", "what a lovely day"]
@@ -51,23 +52,6 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "serve", *args], capture_output=True, text=True, env=env,
                           cwd=REPO, timeout=60)
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (from /proc's parent ids)."""
-    parents = {}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found, frontier = [], [pid]
-    while frontier:
-        children = [child for child, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return found
 
 
 def _gone(pid: int) -> bool:
@@ -220,15 +204,18 @@ def test_a_killed_server_leaves_no_process_shared_memory_or_work_directory(tmp_p
                          log_file=tmp_path / "triton.log")
     server = start_server([NgramPredictor("k")], config)
     try:
-        processes = [server.pid, *_descendants(server.pid)]
+        processes = [server.pid, *descendants(server.pid)]
         assert len(processes) >= 3  # tritonserver and a stub per instance
-        regions = list(Path("/dev/shm").glob(f"{server._shm_prefix}*"))
-        assert regions, "the Python backend's shared memory was expected under /dev/shm"
+        # tritonserver's /dev/shm is its own (where the kernel allows it), seen from here through /proc
+        shm = Path(f"/proc/{server.pid}/root/dev/shm") if server.private_shm else Path("/dev/shm")
+        regions = list(shm.glob(f"{server._shm_prefix}*"))
+        assert regions, f"the Python backend's shared memory was expected under {shm}"
         server._kill()  # SIGKILL to the whole group: nothing drains, nothing cleans up after itself
     finally:
         server.stop()
     assert wait_until(lambda: all(_gone(p) for p in processes), timeout_s=10), "a stub outlived the kill"
     assert not any(region.exists() for region in regions)
+    assert not list(Path("/dev/shm").glob(f"{server._shm_prefix}*"))
     assert not server._workdir.exists()
     assert wait_until(lambda: all(port_is_free(p) for p in ports), timeout_s=10)
 
@@ -351,7 +338,7 @@ def test_labels_only_server_drains_on_sigterm_and_exits_cleanly(tmp_path):
     try:
         pid = server.pid
         assert pid and not _gone(pid)
-        processes = [pid, *_descendants(pid)]  # tritonserver, its Python stubs and their helpers
+        processes = [pid, *descendants(pid)]  # tritonserver, its Python stubs and their helpers
         assert len(processes) >= 2
         with ServeClient(server.http_url) as client:  # one model: found without --model
             assert client.model == "tox" and client.outputs() == [OUTPUT_LABELS]
@@ -380,12 +367,22 @@ def test_labels_only_server_drains_on_sigterm_and_exits_cleanly(tmp_path):
                 results["error"] = "serve() did not install a SIGTERM handler"
                 server.stop()
                 return
+            keep_alive = http.client.HTTPConnection("127.0.0.1", ports[0], timeout=10)  # open before SIGTERM
+            keep_alive.request("GET", "/v2/health/ready")
+            keep_alive.getresponse().read()
             request = threading.Thread(target=slow_request)
             request.start()
             if not wait_until(lambda: bool(started_in(tmp_path / "started")), timeout_s=10):
                 results["error"] = "the slow request never reached the model"
             # the slow request is inside the model now
             os.kill(os.getpid(), signal.SIGTERM)
+            if not wait_until(lambda: server._front.draining, timeout_s=10):
+                results["error"] = "SIGTERM did not start draining"
+            keep_alive.request("POST", "/v2/models/tox/infer", body=json.dumps(body))  # new work: refused
+            refused = keep_alive.getresponse()
+            results["refused"] = (refused.status, refused.getheader("Connection"), json.loads(refused.read())["error"])
+            results["slow_in_flight"] = request.is_alive()
+            keep_alive.close()
             request.join(30)
 
         driver = threading.Thread(target=drive)
@@ -399,6 +396,9 @@ def test_labels_only_server_drains_on_sigterm_and_exits_cleanly(tmp_path):
     assert code == 0
     assert signal.getsignal(signal.SIGTERM) is initial_handler  # restored
     assert results["slow"] == labels_over(reference.predict(slow_text), reference)  # drained, not dropped
+    # while it drained, a new request on a connection opened before SIGTERM got 503 and the connection closed
+    status, connection, message = results["refused"]
+    assert (status, connection) == (503, "close") and "shutting down" in message and results["slow_in_flight"]
     assert wait_until(lambda: all(_gone(p) for p in processes), timeout_s=10), "processes outlived stop()"
     assert all(port_is_free(p) for p in ports)
 
@@ -525,3 +525,123 @@ def test_serve_start_threads_reach_the_loader_and_bad_values_exit_2(tmp_path, mo
     assert main([*args, "--threads", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--threads must be >= 1" in err
+
+
+# -- supervision, stale work directories, shared memory, the bind address ------------------------
+
+def test_a_crashed_tritonserver_is_restarted_and_serves_the_same_results(tmp_path, monkeypatch):
+    """Second line of defence: if tritonserver dies anyway (here: SIGSEGV), the supervisor restarts
+    it within seconds while HTTP requests get 503/502 instead of hanging; a server that keeps dying
+    ends `serve_until` with one line."""
+    import serve.server as server_mod
+
+    reference = NgramPredictor("crash")
+    ports = free_ports(3)
+    config = ServeConfig(http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], exit_timeout_s=5,
+                         log_file=tmp_path / "triton.log")
+    stop, outcome = threading.Event(), {}
+
+    def serve() -> None:
+        try:
+            outcome["code"] = server.serve_until(stop, poll_s=0.2)
+        except UserError as exc:
+            outcome["error"] = str(exc)
+
+    def same_results() -> bool:
+        try:
+            with ServeClient(server.http_url, model="crash", timeout_s=5) as client:
+                return bool(np.allclose(client.predict(TEXTS), reference.predict(TEXTS), atol=1e-6))
+        except ClientError as exc:
+            assert exc.status in ("502", "503", None), exc  # down for now: said so at once
+            return False
+
+    server = start_server([NgramPredictor("crash")], config)
+    try:
+        serving = threading.Thread(target=serve)
+        serving.start()
+        first, killed = server.pid, time.monotonic()
+        os.kill(first, signal.SIGSEGV)
+        assert wait_until(lambda: server.pid != first and same_results(), timeout_s=60)
+        assert time.monotonic() - killed < 30  # seconds (a model load), even on a busy machine
+        assert wait_until(lambda: server.restarts == 1, timeout_s=10) and not outcome  # counted once it is ready
+
+        monkeypatch.setattr(server_mod, "MAX_RESTARTS_PER_MINUTE", 1)  # the next death is one too many
+        os.kill(server.pid, signal.SIGKILL)
+        serving.join(60)
+        assert "error" in outcome and "\n" not in outcome["error"]
+        assert outcome["error"].startswith("Triton died 2 times within a minute (last: signal 9 (SIGKILL))")
+    finally:
+        stop.set()
+        server.stop()
+    assert wait_until(lambda: all(port_is_free(p) for p in ports), timeout_s=10)
+
+
+def test_remove_stale_workdirs_removes_only_dead_owners_directories(tmp_path):
+    import fcntl
+
+    from serve.server import remove_stale_workdirs
+
+    def workdir(name: str, lock: bool) -> Path:
+        path = tmp_path / f"modcompress-serve-{name}"
+        path.mkdir()
+        (path / "models").mkdir()
+        if lock:
+            (path / "owner.lock").write_text("1\n")
+        return path
+
+    stale, foreign, live = workdir("stale", True), workdir("foreign", False), workdir("live", True)
+    (stale / "shm-prefix").write_text("modcompress_test_stale_")
+    region = Path("/dev/shm") / f"modcompress_test_stale_{os.getpid()}"
+    region.write_bytes(b"texts")
+    held = os.open(live / "owner.lock", os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    other = tmp_path / "other"
+    other.mkdir()
+    (tmp_path / "modcompress-serve-link").symlink_to(other)  # a symlink: never followed
+    (other / "owner.lock").write_text("1\n")
+    (tmp_path / "modcompress-serve-file").write_text("a file")
+    try:
+        assert remove_stale_workdirs(tmp_path) == [stale]
+    finally:
+        os.close(held)
+        region.unlink(missing_ok=True)
+    assert not stale.exists() and not region.exists()
+    assert foreign.is_dir() and live.is_dir() and other.is_dir() and (tmp_path / "modcompress-serve-file").is_file()
+    assert remove_stale_workdirs(tmp_path) == [live]  # its owner is gone now
+
+
+def test_tighten_shm_regions_makes_only_our_regions_private():
+    from serve.server import _tighten_shm_regions
+
+    ours = Path("/dev/shm") / f"modcompress_tighten_{os.getpid()}_a"
+    other = Path("/dev/shm") / f"other_tighten_{os.getpid()}"
+    for path in (ours, other):
+        path.write_bytes(b"x")
+        path.chmod(0o644)
+    try:
+        _tighten_shm_regions(f"modcompress_tighten_{os.getpid()}_")
+        assert ours.stat().st_mode & 0o777 == 0o600 and other.stat().st_mode & 0o777 == 0o644
+    finally:
+        ours.unlink()
+        other.unlink()
+
+
+@pytest.mark.parametrize("host, shown, warned", [
+    ("127.0.0.1", "at http://127.0.0.1:8000 (gRPC grpc://127.0.0.1:8001", None),
+    ("localhost", "at http://localhost:8000 (gRPC", None),
+    ("::1", "at http://[::1]:8000 (gRPC grpc://[::1]:8001", None),
+    ("0.0.0.0", "at http://0.0.0.0:8000 on all interfaces (from elsewhere e.g. http://", "on all interfaces"),
+    ("::", "at http://[::]:8000 on all interfaces", "on all interfaces"),
+    ("10.1.2.3", "at http://10.1.2.3:8000 (gRPC grpc://10.1.2.3:8001", "on 10.1.2.3"),
+])
+def test_the_serving_line_shows_the_bind_address_and_exposure_is_warned(host, shown, warned):
+    from serve.server import exposure_warning, serving_line
+
+    config = ServeConfig(host=host)
+    assert serving_line(config, ["m"]).startswith(f"serving m {shown}")
+    warning = exposure_warning(config)
+    if warned is None:
+        assert warning is None
+    else:
+        assert warning.startswith(f"warning: the endpoints listen {warned} and have no authentication")
+        assert "\n" not in warning

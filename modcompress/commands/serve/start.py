@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "input TEXT (BYTES [N,1]); outputs PROBABILITIES (FP32 [N,L]) and LABELS; "
                                        "labels/thresholds in the model config parameters.")
     start.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="artifact directories to serve")
-    start.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s, loopback)")
+    start.add_argument("--host", default=DEFAULT_HOST,
+                       help="address to listen on (default: %(default)s, loopback; the endpoints have no "
+                            "authentication, so another address prints a warning)")
     start.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT, help="default: %(default)s")
     start.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help="default: %(default)s")
     start.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT, help="default: %(default)s")
@@ -58,7 +60,7 @@ def _check_artifact_dirs(paths: Sequence[str]) -> list[Path]:
 def run(args: argparse.Namespace) -> int:
     """Load each artifact, serve them from Triton until SIGTERM/SIGINT, then drain and exit 0."""
     from export.triton import parse_batch_sizes
-    from serve.server import check_ports_free, start_server, stop_on_signals
+    from serve.server import check_ports_free, serving_line, start_server, stop_on_signals
 
     config = ServeConfig(
         host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
@@ -87,8 +89,7 @@ def run(args: argparse.Namespace) -> int:
                 server.stop()
                 print("stopped before serving (signal received while starting)", flush=True)
                 return 0
-            print(f"serving {', '.join(server.models)} at {server.http_url} (gRPC {server.grpc_url}, "
-                  f"metrics {server.metrics_url}); SIGTERM or Ctrl-C drains and stops", flush=True)
+            print(f"{serving_line(config, server.models)}; SIGTERM or Ctrl-C drains and stops", flush=True)
             code = server.serve_until(stop)
         finally:
             server.stop()  # no-op after a clean stop; otherwise Triton must not outlive us
