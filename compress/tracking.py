@@ -102,6 +102,22 @@ def run_hooks(tags: Mapping[str, Any] | None = None, on_metrics: MetricsHook | N
         _HOOKS.reset(token)
 
 
+def _set_experiment(mlflow: Any, name: str) -> None:
+    """``mlflow.set_experiment``; a new experiment in a SQLite store keeps its files beside the database.
+
+    MLflow's default artifact root is ``./mlruns`` of whatever directory the command runs in, so runs
+    logged to ``sqlite:///elsewhere/mlflow.db`` would still write model files into the working directory.
+    """
+    uri = mlflow.get_tracking_uri()
+    db = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
+    if db and db != ":memory:" and mlflow.get_experiment_by_name(name) is None:
+        try:
+            mlflow.create_experiment(name, artifact_location=(Path(db).resolve().parent / "mlartifacts").as_uri())
+        except Exception:  # noqa: BLE001 - another process created it first; set_experiment below uses theirs
+            pass
+    mlflow.set_experiment(name)
+
+
 @contextlib.contextmanager
 def tracked_run(
     enabled: bool,
@@ -126,7 +142,7 @@ def tracked_run(
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
     try:
-        mlflow.set_experiment(experiment)
+        _set_experiment(mlflow, experiment)
     except Exception as exc:  # noqa: BLE001 - connection errors come in many types
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise UserError(
