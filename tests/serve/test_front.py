@@ -231,6 +231,11 @@ def test_parse_head_keeps_the_raw_head_only_when_it_can_go_on_unchanged():
     (b"GET /x HTTP/1.1\r\nno colon\r\n\r\n", 400),
     (b"GET /x HTTP/1.1\r\nHost : x\r\n\r\n", 400),
     (b"GET /x HTTP/1.1\r\nA: b\r\n folded\r\n\r\n", 400),
+    (b"GET /x HTTP/1.1\r\nX: a\nContent-Length: 5\r\n\r\n", 400),  # a bare LF: smuggling
+    (b"GET /x HTTP/1.1\r\nX: a\rb\r\n\r\n", 400),
+    (b"GET /x HTTP/1.1\r\nX: a\x00b\r\n\r\n", 400),
+    (b"GET /x\x00y HTTP/1.1\r\n\r\n", 400),
+    (b"GET /x\ny HTTP/1.1\r\n\r\n", 400),
     (b"POST /x HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
     (b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
     (b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
