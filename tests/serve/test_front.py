@@ -100,18 +100,19 @@ def _connect(front: HttpFront) -> socket.socket:
 
 
 def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One response from ``sock``: status, headers (lower-case names), body."""
-    buffer = b""
-    while b"\r\n\r\n" not in buffer:
-        data = sock.recv(65536)
+    """One response from ``sock``: status, headers (lower-case names), body. Reads no byte past it,
+    so pipelined responses are read one by one."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        data = sock.recv(1)
         if not data:
-            raise ConnectionError(f"closed after {buffer!r}")
-        buffer += data
-    head, _, body = buffer.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
+            raise ConnectionError(f"closed after {head!r}")
+        head += data
+    lines = head[:-4].decode("latin-1").split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    body = b""
     while len(body) < int(headers.get("content-length", 0)):
-        body += sock.recv(65536)
+        body += sock.recv(int(headers["content-length"]) - len(body))
     return int(lines[0].split()[1]), headers, body
 
 
