@@ -31,19 +31,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from serve.infer_body import BadBodyError, check_infer_body
 
-LOGGER = logging.getLogger(__name__)
-
 MAX_HEAD_BYTES = 65536
-_RECV_BYTES = 262144
+# Bytes asked of one recv(): a request or response of this API usually fits in one.
+_RECV_BYTES = 65536
 # How long the front waits for Triton's Unix socket to accept a connection.
 CONNECT_TIMEOUT_S = 5.0
 
@@ -60,6 +59,10 @@ _ROUTE = re.compile(r"/v2(?:/health/(?:live|ready)|/models/stats"
 _RESTRICTED = re.compile(r"/v2/(?:logging|trace|repository|systemsharedmemory|cudasharedmemory)(?:/.*)?"
                          r"|/v2/models/.*/trace(?:/.*)?", re.DOTALL)
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# A request target and a header value: no control characters (a bare CR or LF that Triton's parser
+# might read as a line break would smuggle headers, or a second request, past the checks).
+_TARGET = re.compile(rb"/[\x21-\x7e]*")
+_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]+)\r\n", re.IGNORECASE)
 # Request headers that concern one connection only (RFC 9110 7.6.1); the front sets its own framing.
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
@@ -115,7 +118,7 @@ def parse_head(block: bytes) -> RequestHead:
     """Parse a request head (up to and with the blank line), or raise :class:`BadRequestError`."""
     lines = block.removesuffix(b"\r\n\r\n").split(b"\r\n")
     parts = lines[0].split(b" ")
-    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not parts[1].startswith(b"/"):
+    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not _TARGET.fullmatch(parts[1]):
         raise BadRequestError(400, "malformed request line; send 'METHOD /path HTTP/1.1'")
     method, target, version = (p.decode("latin-1") for p in parts)
     if version not in ("HTTP/1.1", "HTTP/1.0"):
@@ -128,7 +131,8 @@ def parse_head(block: bytes) -> RequestHead:
     hop_by_hop = False
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
-        if not sep or not _TOKEN.fullmatch(name):  # also folded lines and a space before the colon
+        if not sep or not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+            # also folded lines, a space before the colon, control characters
             raise BadRequestError(400, "malformed header line; send 'Name: value'")
         key = name.decode("latin-1")
         text = value.strip(b" \t").decode("latin-1")
@@ -263,58 +267,34 @@ class _Upstream:
             raise
         self.used = 0  # responses read on this connection
 
-    def exchange(self, request: bytes) -> bytes:
-        """Send one request, return Triton's whole response (framed by Content-Length);
-        :class:`_Closed` if Triton closed the connection before a byte of it came."""
+    def exchange(self, request: bytes, sent: Callable[[], None]) -> bytes:
+        """Send one request (then call ``sent``), return Triton's whole response (Triton frames each
+        with Content-Length); :class:`_Closed` if Triton closed the connection before a byte of it came."""
         self.sock.sendall(request)
+        sent()
         buffer = bytearray()
-        while True:
-            end = buffer.find(b"\r\n\r\n")
-            if end >= 0:
-                break
-            try:
-                _recv_more(self.sock, buffer)
-            except _Closed:
-                if buffer:
-                    raise ConnectionError("Triton closed the connection in the middle of a response") from None
-                raise
-        head_end = end + 4
-        match = _CONTENT_LENGTH.search(buffer, 0, head_end)
-        if match:
-            total = head_end + int(match.group(1))
-            while len(buffer) < total:
-                try:
-                    _recv_more(self.sock, buffer)
-                except _Closed:
-                    raise ConnectionError("Triton closed the connection in the middle of a response") from None
-            self.used += 1
-            return bytes(buffer) if len(buffer) == total else bytes(buffer[:total])
-        head, rest = bytes(buffer[:head_end]), bytearray(buffer[head_end:])
-        if b"\r\ntransfer-encoding:" in head.lower():
-            chunks = ChunkedBody(limit=2**62)
-            while not chunks.feed(rest):
-                try:
-                    _recv_more(self.sock, rest)
-                except _Closed:
-                    raise ConnectionError("Triton closed the connection in the middle of a response") from None
-            self.used += 1
-            return _with_length(head, bytes(chunks.body))
-        with contextlib.suppress(_Closed):  # no length: the body ends when Triton closes
-            while True:
-                _recv_more(self.sock, rest)
-        self.close()
-        return _with_length(head, bytes(rest))
+        while (end := buffer.find(b"\r\n\r\n")) < 0:
+            self._recv(buffer)
+        match = _CONTENT_LENGTH.search(buffer, 0, end + 4)
+        if match is None:
+            raise ConnectionError("Triton sent a response without Content-Length")
+        total = end + 4 + int(match.group(1))
+        while len(buffer) < total:
+            self._recv(buffer)
+        self.used += 1
+        return bytes(buffer) if len(buffer) == total else bytes(buffer[:total])
+
+    def _recv(self, buffer: bytearray) -> None:
+        try:
+            _recv_more(self.sock, buffer)
+        except _Closed:
+            if buffer:
+                raise ConnectionError("Triton closed the connection in the middle of a response") from None
+            raise
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
-
-
-def _with_length(head: bytes, body: bytes) -> bytes:
-    """A response head with its framing headers replaced by the body's Content-Length."""
-    lines = [line for line in head[:-4].split(b"\r\n")
-             if not line.lower().startswith((b"transfer-encoding:", b"content-length:", b"connection:"))]
-    return b"\r\n".join([*lines, b"Content-Length: %d" % len(body)]) + b"\r\n\r\n" + body
 
 
 class _Connection:
@@ -326,6 +306,7 @@ class _Connection:
         self.sock = sock
         self.busy = False  # between a complete request and its answer
         self.last_active = time.monotonic()
+        self._unsent = False  # a request is accepted and not yet with Triton
         self._upstream: _Upstream | None = None
 
     def run(self) -> None:
@@ -361,8 +342,22 @@ class _Connection:
 
     def _serve_one(self, buffer: bytearray) -> None:
         head = self._read_head(buffer)
-        if self.front.draining:
+        if not self.front.accept():
             raise BadRequestError(503, "the server is shutting down; send the request to another replica or retry")
+        self._unsent = True
+        try:
+            self._serve_accepted(head, buffer)
+        finally:
+            self._mark_sent()  # refused by the checks, or the connection broke: it never will be
+            self.front.answered()
+
+    def _mark_sent(self) -> None:
+        """The accepted request has reached Triton (counted once, also when it is sent again)."""
+        if self._unsent:
+            self._unsent = False
+            self.front.forwarded()
+
+    def _serve_accepted(self, head: RequestHead, buffer: bytearray) -> None:
         if head.content_length > self.front.max_body_bytes:
             raise BadRequestError(413, f"the request body of {head.content_length} bytes exceeds the limit of "
                                        f"{self.front.max_body_bytes}; send fewer or shorter texts per request")
@@ -387,7 +382,6 @@ class _Connection:
                 lines.append(f"Content-Length: {len(body)}")
             request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
         self.busy = True
-        self.front.started()
         try:
             response = self._forward(request)
             if self.front.draining or close:
@@ -397,7 +391,6 @@ class _Connection:
             self._send(response)
         finally:
             self.busy = False
-            self.front.finished()
         if close:
             raise _Closed
 
@@ -451,7 +444,7 @@ class _Connection:
                 return error_response(503, "the model server is not running (starting or restarting); retry in a "
                                            "few seconds")
             try:
-                return self._upstream.exchange(request)  # type: ignore[union-attr]
+                return self._upstream.exchange(request, self._mark_sent)  # type: ignore[union-attr]
             except (_Closed, OSError) as exc:
                 reused = not fresh and self._upstream.used > 0  # type: ignore[union-attr]
                 self._upstream.close()  # type: ignore[union-attr]
@@ -484,15 +477,10 @@ class HttpFront:
         self.idle_timeout_s = idle_timeout_s
         self.draining = False
         self._connections: set[_Connection] = set()
-        self._in_flight = 0
+        self._in_flight = 0  # requests accepted and not answered yet
+        self._unsent = 0  # requests accepted and not yet with Triton (being read or checked)
         self._changed = threading.Condition()
         self._listener: socket.socket | None = None
-        self._threads: list[threading.Thread] = []
-
-    @property
-    def in_flight(self) -> int:
-        """Requests forwarded to Triton and not answered yet."""
-        return self._in_flight
 
     def start(self) -> None:
         """Listen on ``host:port`` and accept from a daemon thread; OSError if the port cannot be bound."""
@@ -507,9 +495,7 @@ class HttpFront:
             raise
         self._listener = listener
         for target, name in ((self._accept, "serve-http-front"), (self._reap, "serve-http-front-reaper")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            threading.Thread(target=target, name=name, daemon=True).start()
 
     def _accept(self) -> None:
         assert self._listener is not None
@@ -547,25 +533,46 @@ class HttpFront:
             self._connections.discard(connection)
             self._changed.notify_all()
 
-    def started(self) -> None:
+    def accept(self) -> bool:
+        """Take a request whose head just came in (False while draining: refuse it)."""
         with self._changed:
+            if self.draining:
+                return False
             self._in_flight += 1
+            self._unsent += 1
+            return True
 
-    def finished(self) -> None:
+    def forwarded(self) -> None:
+        """An accepted request is now with Triton (or, if refused by the checks, never will be)."""
+        with self._changed:
+            self._unsent -= 1
+            if not self._unsent:
+                self._changed.notify_all()
+
+    def answered(self) -> None:
+        """An accepted request got its answer (or its connection ended)."""
         with self._changed:
             self._in_flight -= 1
             if not self._in_flight:
                 self._changed.notify_all()
 
-    def drain(self, timeout_s: float) -> bool:
-        """Refuse new work (no new connection; 503 and ``Connection: close`` to a new request on an open
-        one), wait up to ``timeout_s`` for the requests in flight, then close every connection.
-        Returns whether all in-flight requests finished. Idempotent."""
-        self.draining = True
+    def stop_accepting(self, timeout_s: float) -> None:
+        """Refuse new work: no new connection, 503 and ``Connection: close`` to a new request on an
+        open one; return once every accepted request has reached Triton (or ``timeout_s`` passed),
+        so that Triton can be told to drain without refusing any of them. Idempotent."""
+        with self._changed:
+            self.draining = True
         if self._listener is not None:
             with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocking accept()
             self._listener.close()
+        with self._changed:
+            self._changed.wait_for(lambda: self._unsent == 0, timeout_s)
+
+    def drain(self, timeout_s: float) -> bool:
+        """Stop accepting, wait up to ``timeout_s`` for the requests in flight, then close every
+        connection. Returns whether all of them were answered. Idempotent."""
+        self.stop_accepting(timeout_s)
         with self._changed:
             finished = self._changed.wait_for(lambda: self._in_flight == 0, timeout_s)
             connections = list(self._connections)

@@ -11,8 +11,9 @@ line, answered with HTTP 400) for:
   refuse (a byte-order mark, NaN, Infinity);
 - JSON of the wrong structure: not an object, ``inputs`` not a list of objects, a ``name`` or
   ``datatype`` that is not a string, a ``shape`` that is not a list of non-negative integers,
-  ``parameters`` that are not an object of strings, numbers and booleans, ``outputs`` not a list
-  of objects with a string ``name``;
+  ``parameters`` that are not an object of strings, numbers and booleans (those Triton reads, such
+  as ``binary_data_size`` or ``priority``, of the type it reads), ``outputs`` not a list of
+  objects with a string ``name``;
 - ``data`` nested deeper than the declared shape, or holding values of another type than the
   declared datatype (numbers where BYTES are declared, strings where FP32 are, ...).
 
@@ -32,6 +33,21 @@ import numpy as np
 # Deepest JSON nesting accepted. A KServe v2 request of a rank-2 tensor is 5 levels deep
 # (request, inputs, input, data rows, row); Triton's parser is fine far beyond 64.
 MAX_DEPTH = 64
+
+# Parameters Triton reads with one type (anything else made it answer 500): "uint" is an integer
+# in [0, 2**64).
+_REQUEST_PARAMETERS = {"sequence_id": "uint|str", "sequence_start": "bool", "sequence_end": "bool",
+                       "priority": "uint", "timeout": "uint", "binary_data_output": "bool"}
+_INPUT_PARAMETERS = {"binary_data_size": "uint", "shared_memory_region": "str", "shared_memory_byte_size": "uint",
+                     "shared_memory_offset": "uint"}
+_OUTPUT_PARAMETERS = {"binary_data": "bool", "classification": "uint", "shared_memory_region": "str",
+                      "shared_memory_byte_size": "uint", "shared_memory_offset": "uint"}
+_PARAMETER_TYPES = {
+    "uint": (lambda v: type(v) is int and 0 <= v < 2**64, "a non-negative integer"),
+    "bool": (lambda v: isinstance(v, bool), "a boolean"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "uint|str": (lambda v: isinstance(v, str) or (type(v) is int and 0 <= v < 2**64), "a string or a non-negative integer"),
+}
 
 _INTEGER_TYPES = frozenset({"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"})
 _FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64", "BF16"})
@@ -105,7 +121,7 @@ def check_infer_body(body: bytes, json_length: int | None = None) -> None:
     if not isinstance(request, dict):
         raise BadBodyError(f"the request JSON must be an object with an 'inputs' list, not {_kind(request)}")
     _check_string(request, "id", "the request")
-    _check_parameters(request, "the request")
+    _check_parameters(request, "the request", _REQUEST_PARAMETERS)
     if "inputs" not in request:
         raise BadBodyError("the request has no 'inputs'; send a list of input tensors")
     inputs = request["inputs"]
@@ -120,7 +136,7 @@ def check_infer_body(body: bytes, json_length: int | None = None) -> None:
         for i, output in enumerate(outputs):
             if not isinstance(output, dict) or not isinstance(output.get("name"), str):
                 raise BadBodyError(f"output {i} must be an object with a string 'name', not {_kind(output)}")
-            _check_parameters(output, f"output {output['name']!r}")
+            _check_parameters(output, f"output {output['name']!r}", _OUTPUT_PARAMETERS)
 
 
 def _kind(value: Any) -> str:
@@ -139,7 +155,8 @@ def _check_string(obj: dict[str, Any], key: str, where: str) -> None:
         raise BadBodyError(f"{where}: '{key}' must be a string, not {_kind(obj[key])}")
 
 
-def _check_parameters(obj: dict[str, Any], where: str) -> None:
+def _check_parameters(obj: dict[str, Any], where: str, typed: dict[str, str]) -> None:
+    """``obj["parameters"]``, if present: an object of scalars, those Triton reads (``typed``) of their type."""
     params = obj.get("parameters")
     if params is None:
         return
@@ -148,6 +165,10 @@ def _check_parameters(obj: dict[str, Any], where: str) -> None:
     for key, value in params.items():
         if not isinstance(value, (str, int, float, bool)):
             raise BadBodyError(f"{where}: parameter {key!r} must be a string, number or boolean, not {_kind(value)}")
+        if key in typed:
+            ok, want = _PARAMETER_TYPES[typed[key]]
+            if not ok(value):
+                raise BadBodyError(f"{where}: parameter {key!r} must be {want}, got {json.dumps(value)[:40]}")
 
 
 def _check_input(i: int, tensor: Any) -> None:
@@ -162,7 +183,7 @@ def _check_input(i: int, tensor: Any) -> None:
     if not isinstance(shape, list) or not all(type(d) is int and 0 <= d < 2**63 for d in shape):
         raise BadBodyError(f"input {name!r}: 'shape' must be a list of non-negative integers, got "
                            f"{json.dumps(shape)[:80]}")
-    _check_parameters(tensor, f"input {name!r}")
+    _check_parameters(tensor, f"input {name!r}", _INPUT_PARAMETERS)
     if "data" in tensor:
         _check_data(name, datatype, tensor["data"], max(1, len(shape)))
 

@@ -23,9 +23,9 @@ The server process is ours: it runs in its own session (a Ctrl-C in the terminal
 this process, which then asks Triton once to drain), gets SIGTERM when the thread that started
 it dies (``PR_SET_PDEATHSIG``: start it from a thread that lives as long as the server, such as
 the main one), has a /dev/shm of its own where the Python backend's shared memory (request
-texts) is out of other users' reach (:func:`_child_setup`), runs with umask 077, and its log goes
-to ``config.log_file`` or, line by line, to stdout. Its work directory carries
-an owner lock, so a directory whose `serve` was killed (kill -9) is removed at the next start.
+texts) is out of other users' reach (:mod:`serve.isolation`), runs with umask 077, and its log
+goes to ``config.log_file`` or, line by line, to stdout. Its work directory is owner-locked
+(:mod:`serve.workdir`): one left by a `serve` killed with kill -9 is removed at the next start.
 No secret is passed on its command line.
 """
 
@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import errno
-import fcntl
 import http.client
 import json
 import logging
@@ -48,10 +46,9 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -69,6 +66,8 @@ from serve.config import (
     ServeConfig,
 )
 from serve.front import HttpFront
+from serve.isolation import child_setup, tighten_shm_regions
+from serve.workdir import SHM_PREFIX_FILE, claim_workdir, remove_shm_regions, remove_stale_workdirs
 
 if TYPE_CHECKING:
     from export.runtime import Predictor
@@ -87,9 +86,6 @@ MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 RESTRICTED_PROTOCOLS = ("model-repository", "shared-memory", "trace", "logging")
 _UNSENDABLE_HEADER = "Closed-To-Every-Client"
 
-WORKDIR_PREFIX = "modcompress-serve-"
-_OWNER_LOCK = "owner.lock"
-_SHM_PREFIX_FILE = "shm-prefix"
 _HTTP_SOCKET = "triton-http.sock"
 # The longest Unix socket path (sun_path holds 108 bytes, the last one NUL).
 _MAX_SOCKET_PATH = 107
@@ -320,130 +316,6 @@ def _triton_env(libs: Path) -> dict[str, str]:
     return env
 
 
-# Linux constants for unshare(2) and mount(2).
-_CLONE_NEWNS, _CLONE_NEWUSER = 0x00020000, 0x10000000
-_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 2, 4, 8, 1 << 14, 1 << 18
-
-
-def _child_setup(report_fd: int) -> Callable[[], None]:
-    """A preexec_fn for tritonserver: a /dev/shm of its own, files private to this user, SIGTERM
-    when the thread that started it dies.
-
-    The Python backend keeps request texts in shared-memory regions under /dev/shm, and sets
-    their mode to 0644 itself (a umask does not help). So the child gets a mount namespace (inside
-    a user namespace unless it runs as root) with a fresh tmpfs of mode 0700 on /dev/shm: its
-    regions are invisible outside tritonserver and its stubs, and vanish with them. It writes
-    ``b"1"`` to ``report_fd`` when that worked, ``b"0"`` when the kernel refused (then the
-    parent falls back to :func:`_tighten_shm_regions`). The umask keeps the files it creates (log,
-    socket) this user's. libc is looked up here, in the parent: the child only makes system calls.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    uid, gid, root = os.getuid(), os.getgid(), os.geteuid() == 0
-    parent = os.getpid()
-
-    def preexec() -> None:  # pragma: no cover - runs in the child between fork and exec
-        os.umask(0o077)
-        private = _private_dev_shm(libc, uid, gid, root)
-        os.write(report_fd, b"1" if private else b"0")
-        # After the namespaces: changing credentials would clear the parent-death signal.
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before prctl: no signal will come
-            os._exit(1)
-
-    return preexec
-
-
-def _private_dev_shm(libc: Any, uid: int, gid: int, root: bool) -> bool:  # pragma: no cover - in the child
-    """Mount a tmpfs (mode 0700) on /dev/shm in a new mount namespace of this process; False if refused."""
-    if libc.unshare(_CLONE_NEWNS if root else _CLONE_NEWUSER | _CLONE_NEWNS) != 0:
-        return False
-    if not root:  # map this user to itself in the new user namespace (setgroups must be denied first)
-        try:
-            for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
-                fd = os.open(f"/proc/self/{name}", os.O_WRONLY)
-                try:
-                    os.write(fd, text.encode())
-                finally:
-                    os.close(fd)
-        except OSError:
-            return False
-    # Private propagation first, so the new mount stays in this namespace.
-    if libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
-        return False
-    return libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, b"mode=0700") == 0
-
-
-def _tighten_shm_regions(prefix: str) -> None:
-    """Where tritonserver could not get a /dev/shm of its own: make its regions 0600 once they exist."""
-    for region in Path("/dev/shm").glob(f"{prefix}*"):
-        with contextlib.suppress(OSError):
-            region.chmod(0o600)
-
-
-def _claim_workdir() -> tuple[Path, int]:
-    """A new private (0700) work directory, and the open descriptor that holds its owner lock.
-
-    The lock (``flock`` on ``owner.lock``) is held for as long as this process serves from the
-    directory: the kernel drops it when the process dies, however it dies, so
-    :func:`remove_stale_workdirs` can tell a directory whose server was killed (kill -9) from a
-    live one. The file gets its final name only once locked.
-    """
-    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
-    staging = workdir / f"{_OWNER_LOCK}.new"
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        os.rename(staging, workdir / _OWNER_LOCK)
-    except BaseException:
-        os.close(fd)
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    return workdir, fd
-
-
-def remove_stale_workdirs(root: Path | None = None) -> list[Path]:
-    """Remove the work directories (and shared memory) that killed `serve` processes left behind.
-
-    Only directories named ``modcompress-serve-*`` under ``root`` (default: the temporary
-    directory), owned by this user, not symlinks, holding an owner lock (:func:`_claim_workdir`)
-    that no live process holds. Anything else, a foreign directory or one of a running server, is
-    left alone. Returns the directories removed.
-    """
-    removed = []
-    for path in Path(root or tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
-        try:
-            if path.is_symlink() or not path.is_dir() or path.stat().st_uid != os.getuid():
-                continue
-            fd = os.open(path / _OWNER_LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:  # gone meanwhile, or no owner lock: not a directory of ours
-            continue
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # its server is alive
-                continue
-            with contextlib.suppress(OSError):
-                _remove_shm_regions((path / _SHM_PREFIX_FILE).read_text().strip())
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-        finally:
-            os.close(fd)
-    if removed:
-        LOGGER.info("removed %d work director%s left by killed servers: %s", len(removed),
-                    "y" if len(removed) == 1 else "ies", ", ".join(map(str, removed)))
-    return removed
-
-
-def _remove_shm_regions(prefix: str) -> None:
-    """Unlink /dev/shm regions named ``prefix*`` (ours: the prefix holds a random token)."""
-    if not prefix.startswith("modcompress_"):
-        return
-    for region in Path("/dev/shm").glob(f"{prefix}*"):
-        with contextlib.suppress(OSError):
-            region.unlink()
-
-
 class _LogTail:
     """Reads tritonserver's stdout/stderr: keeps the last lines, echoes them to ``echo``."""
 
@@ -612,7 +484,7 @@ class ServerHandle:
         try:
             process = subprocess.Popen(  # noqa: S603 - our own argument list, no shell
                 self._args, env=self._env, cwd=self._workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_child_setup(report_write))
+                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=child_setup(report_write))
         except OSError as exc:
             raise ServeError(f"cannot run {self._args[0]}: {exc.strerror or exc}; reinstall nvidia-pytriton") from None
         finally:
@@ -658,7 +530,7 @@ class ServerHandle:
                                  f"load here (see {self.config.log_file or 'the Triton log above'})")
             time.sleep(0.05)
         if not self.private_shm:
-            _tighten_shm_regions(self._shm_prefix)
+            tighten_shm_regions(self._shm_prefix)
 
     def supervise(self) -> None:
         """Start the thread that restarts tritonserver when it dies on its own (once, after the first start)."""
@@ -684,7 +556,7 @@ class ServerHandle:
             LOGGER.warning("tritonserver died (%s); restarting it (HTTP requests get 503 until it is ready)", cause)
             started = time.monotonic()
             self._kill_group(process)  # its stubs, if any outlived it
-            _remove_shm_regions(self._shm_prefix)
+            remove_shm_regions(self._shm_prefix)
             with contextlib.suppress(FileNotFoundError):
                 (self._workdir / _HTTP_SOCKET).unlink()
             try:
@@ -703,22 +575,27 @@ class ServerHandle:
     def stop(self) -> None:
         """Refuse new requests, let in-flight ones finish (up to ``exit_timeout_s``), exit.
 
-        The front drains first (new HTTP requests get 503, the ones in flight finish), then
-        tritonserver gets SIGTERM and drains what is in flight over gRPC. Idempotent and safe from
-        several threads. When it returns, tritonserver and its stubs have exited, their shared
-        memory is gone and the ports are free. Interrupted (Ctrl-C while it waits), it kills the
-        server's whole process group before letting the interrupt through.
+        The front stops accepting (new HTTP requests get 503 and ``Connection: close``), then
+        tritonserver gets SIGTERM (it refuses new gRPC inference) and both let what is in flight
+        finish. Idempotent and safe from several threads. When it returns, tritonserver and its
+        stubs have exited, their shared memory is gone and the ports are free. Interrupted (Ctrl-C
+        while it waits), it kills the server's whole process group before letting the interrupt
+        through.
         """
         self._stopping = True
         with self._lock:
             if self._stopped:
                 return
             try:
-                if not self._front.drain(self.config.exit_timeout_s):
-                    LOGGER.warning("HTTP requests still in flight after %d s; closing them", self.config.exit_timeout_s)
+                # New HTTP work is refused from here on; what the front accepted reaches Triton
+                # before Triton hears of the drain (it refuses new inference once told).
+                self._front.stop_accepting(self.config.exit_timeout_s)
                 process = self._process
                 if process is not None and process.poll() is None:
                     process.send_signal(signal.SIGTERM)
+                if not self._front.drain(self.config.exit_timeout_s):
+                    LOGGER.warning("HTTP requests still in flight after %d s; closing them", self.config.exit_timeout_s)
+                if process is not None and process.poll() is None:
                     try:
                         process.wait(self.config.exit_timeout_s + 30)
                     except subprocess.TimeoutExpired:
@@ -751,7 +628,7 @@ class ServerHandle:
     def _release(self) -> None:
         """Remove the work directory and any shared memory the stubs left (only after a kill); drop the lock."""
         shutil.rmtree(self._workdir, ignore_errors=True)
-        _remove_shm_regions(self._shm_prefix)
+        remove_shm_regions(self._shm_prefix)
         if self._owner_lock is not None:
             os.close(self._owner_lock)
             self._owner_lock = None
@@ -803,7 +680,7 @@ def _launch(repository: Path, workdir: Path, config: ServeConfig, models: Sequen
         models: the model names the handle reports.
         triton: what :func:`_triton_files` found.
         max_body_bytes: the largest HTTP request body the front accepts.
-        owner_lock: the descriptor holding ``workdir``'s owner lock (:func:`_claim_workdir`), closed
+        owner_lock: the descriptor holding ``workdir``'s owner lock (:func:`serve.workdir.claim_workdir`), closed
             with the server.
     """
     binary, libs, stub = triton
@@ -813,7 +690,7 @@ def _launch(repository: Path, workdir: Path, config: ServeConfig, models: Sequen
         if len(str(http_socket)) > _MAX_SOCKET_PATH:
             raise ServeError(f"the work directory path {workdir} is too long for a Unix socket; set TMPDIR to a "
                              f"shorter directory")
-        (workdir / _SHM_PREFIX_FILE).write_text(shm_prefix)
+        (workdir / SHM_PREFIX_FILE).write_text(shm_prefix)
         backends = _prepare_backends(workdir, binary, stub)
         front = HttpFront(config.host, config.http_port, str(http_socket), max_body_bytes)
         try:
@@ -923,7 +800,7 @@ def start_server(predictors: Sequence[Predictor], config: ServeConfig | None = N
         LOGGER.warning(warning)
 
     remove_stale_workdirs()
-    workdir, owner_lock = _claim_workdir()
+    workdir, owner_lock = claim_workdir()
     try:
         for predictor in predictors:
             write_model(workdir / "models", predictor, config)

@@ -100,18 +100,19 @@ def _connect(front: HttpFront) -> socket.socket:
 
 
 def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One response from ``sock``: status, headers (lower-case names), body."""
-    buffer = b""
-    while b"\r\n\r\n" not in buffer:
-        data = sock.recv(65536)
+    """One response from ``sock``: status, headers (lower-case names), body. Reads no byte past it,
+    so pipelined responses are read one by one."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        data = sock.recv(1)
         if not data:
-            raise ConnectionError(f"closed after {buffer!r}")
-        buffer += data
-    head, _, body = buffer.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
+            raise ConnectionError(f"closed after {head!r}")
+        head += data
+    lines = head[:-4].decode("latin-1").split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    body = b""
     while len(body) < int(headers.get("content-length", 0)):
-        body += sock.recv(65536)
+        body += sock.recv(int(headers["content-length"]) - len(body))
     return int(lines[0].split()[1]), headers, body
 
 
@@ -178,6 +179,15 @@ def _tensor(**fields) -> bytes:
     (_tensor(datatype="FP32", data=["a"]), "FP32, but its data holds a string"),
     (_tensor(datatype="INT64", data=[1.5]), "INT64, but its data holds a number; send integers"),
     (_tensor(datatype="BOOL", data=[1]), "BOOL, but its data holds a number"),
+    (_tensor(parameters={"binary_data_size": -5}), "'binary_data_size' must be a non-negative integer"),
+    (_tensor(parameters={"binary_data_size": "9"}), "'binary_data_size' must be a non-negative integer"),
+    (b'{"inputs": [], "outputs": [{"name": "X", "parameters": {"binary_data": "yes"}}]}',
+     "'binary_data' must be a boolean"),
+    (b'{"inputs": [], "outputs": [{"name": "X", "parameters": {"classification": -3}}]}',
+     "'classification' must be a non-negative integer"),
+    (b'{"inputs": [], "parameters": {"sequence_id": -1}}', "'sequence_id' must be a string or a non-negative"),
+    (b'{"inputs": [], "parameters": {"priority": 18446744073709551616}}', "'priority' must be a non-negative"),
+    (b'{"inputs": [], "parameters": {"sequence_end": 1}}', "'sequence_end' must be a boolean"),
     (b'{"inputs": [], "outputs": {"name": "X"}}', "'outputs' must be a list"),
     (b'{"inputs": [], "outputs": [{"name": 1}]}', "output 0 must be an object with a string 'name'"),
 ])
@@ -231,6 +241,11 @@ def test_parse_head_keeps_the_raw_head_only_when_it_can_go_on_unchanged():
     (b"GET /x HTTP/1.1\r\nno colon\r\n\r\n", 400),
     (b"GET /x HTTP/1.1\r\nHost : x\r\n\r\n", 400),
     (b"GET /x HTTP/1.1\r\nA: b\r\n folded\r\n\r\n", 400),
+    (b"GET /x HTTP/1.1\r\nX: a\nContent-Length: 5\r\n\r\n", 400),  # a bare LF: smuggling
+    (b"GET /x HTTP/1.1\r\nX: a\rb\r\n\r\n", 400),
+    (b"GET /x HTTP/1.1\r\nX: a\x00b\r\n\r\n", 400),
+    (b"GET /x\x00y HTTP/1.1\r\n\r\n", 400),
+    (b"GET /x\ny HTTP/1.1\r\n\r\n", 400),
     (b"POST /x HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
     (b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
     (b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -169,17 +170,19 @@ def test_artifact_predictor_is_sent_by_its_load_arguments_and_rebuilds_identical
 
 def test_model_that_fails_to_load_in_triton_is_one_line_and_leaves_nothing(tmp_path):
     import serve.server as server_mod
+    from serve.workdir import remove_stale_workdirs
 
     ports = free_ports(3)
     config = ServeConfig(http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2],
                          log_file=tmp_path / "triton.log")
-    workdirs_before = set(Path(server_mod.tempfile.gettempdir()).glob("modcompress-serve-*"))
+    remove_stale_workdirs()  # what start_server sweeps first (left by killed servers) is not this test's
+    workdirs_before = set(Path(tempfile.gettempdir()).glob("modcompress-serve-*"))
     with pytest.raises(server_mod.ServeError) as info:
         start_server([_FailsToLoad("bad")], config)
     message = str(info.value)
     assert "\n" not in message and message.startswith("Triton failed to start:")
     assert "bad" in message and "weights file is corrupt" in message, message
-    assert set(Path(server_mod.tempfile.gettempdir()).glob("modcompress-serve-*")) == workdirs_before
+    assert set(Path(tempfile.gettempdir()).glob("modcompress-serve-*")) == workdirs_before
     assert wait_until(lambda: all(port_is_free(p) for p in ports), timeout_s=10)
     assert not _processes_mentioning(str(tmp_path)), "a tritonserver or stub of this test is still running"
 
@@ -228,11 +231,11 @@ def test_missing_stub_for_this_python_is_one_line_before_anything_starts(monkeyp
     monkeypatch.setattr(distribution, "get_stub_path", lambda version: tmp_path / "no-stub" / version)
     ports = free_ports(3)
     config = ServeConfig(http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2])
-    workdirs_before = set(Path(server_mod.tempfile.gettempdir()).glob("modcompress-serve-*"))
+    workdirs_before = set(Path(tempfile.gettempdir()).glob("modcompress-serve-*"))
     with pytest.raises(server_mod.ServeError, match="no Python-backend stub for Python") as info:
         start_server([NgramPredictor("m")], config)
     assert "\n" not in str(info.value)
-    assert set(Path(server_mod.tempfile.gettempdir()).glob("modcompress-serve-*")) == workdirs_before
+    assert set(Path(tempfile.gettempdir()).glob("modcompress-serve-*")) == workdirs_before
 
 
 def test_first_error_names_the_model_and_drops_the_traceback():
@@ -383,6 +386,16 @@ def test_labels_only_server_drains_on_sigterm_and_exits_cleanly(tmp_path):
             results["refused"] = (refused.status, refused.getheader("Connection"), json.loads(refused.read())["error"])
             results["slow_in_flight"] = request.is_alive()
             keep_alive.close()
+
+            def grpc_refused() -> bool:
+                try:
+                    with ServeClient(server.grpc_url, model="tox", timeout_s=5) as client:
+                        client.predict_labels(["new gRPC work"])
+                except ClientError:
+                    return True
+                return False
+
+            results["grpc_refused"] = wait_until(grpc_refused, timeout_s=10)  # once Triton is told to drain
             request.join(30)
 
         driver = threading.Thread(target=drive)
@@ -399,6 +412,7 @@ def test_labels_only_server_drains_on_sigterm_and_exits_cleanly(tmp_path):
     # while it drained, a new request on a connection opened before SIGTERM got 503 and the connection closed
     status, connection, message = results["refused"]
     assert (status, connection) == (503, "close") and "shutting down" in message and results["slow_in_flight"]
+    assert results["grpc_refused"]
     assert wait_until(lambda: all(_gone(p) for p in processes), timeout_s=10), "processes outlived stop()"
     assert all(port_is_free(p) for p in ports)
 
@@ -579,7 +593,7 @@ def test_a_crashed_tritonserver_is_restarted_and_serves_the_same_results(tmp_pat
 def test_remove_stale_workdirs_removes_only_dead_owners_directories(tmp_path):
     import fcntl
 
-    from serve.server import remove_stale_workdirs
+    from serve.workdir import remove_stale_workdirs
 
     def workdir(name: str, lock: bool) -> Path:
         path = tmp_path / f"modcompress-serve-{name}"
@@ -611,7 +625,7 @@ def test_remove_stale_workdirs_removes_only_dead_owners_directories(tmp_path):
 
 
 def test_tighten_shm_regions_makes_only_our_regions_private():
-    from serve.server import _tighten_shm_regions
+    from serve.isolation import tighten_shm_regions
 
     ours = Path("/dev/shm") / f"modcompress_tighten_{os.getpid()}_a"
     other = Path("/dev/shm") / f"other_tighten_{os.getpid()}"
@@ -619,7 +633,7 @@ def test_tighten_shm_regions_makes_only_our_regions_private():
         path.write_bytes(b"x")
         path.chmod(0o644)
     try:
-        _tighten_shm_regions(f"modcompress_tighten_{os.getpid()}_")
+        tighten_shm_regions(f"modcompress_tighten_{os.getpid()}_")
         assert ours.stat().st_mode & 0o777 == 0o600 and other.stat().st_mode & 0o777 == 0o644
     finally:
         ours.unlink()

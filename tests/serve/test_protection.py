@@ -125,6 +125,9 @@ def _malformed_bodies() -> dict[str, bytes]:
             b'{"inputs":[{"name":"TEXT","datatype":"BYTES","shape":[2,1],"data":[1,2]}]}'),
         "objects where BYTES are declared": _post(
             b'{"inputs":[{"name":"TEXT","datatype":"BYTES","shape":[1,1],"data":[{"a":1}]}]}'),
+        "a parameter Triton reads, of the wrong type": _post(
+            b'{"inputs":[{"name":"TEXT","datatype":"BYTES","shape":[1,1],"data":["a"]}],'
+            b'"parameters":{"priority":-1}}'),
         "huge Content-Length": (b"POST /v2/models/tfidf/infer HTTP/1.1\r\nHost: x\r\n"
                                 b"Content-Length: 999999999999\r\n\r\n{"),
         "Content-Length longer than the body": (b"POST /v2/models/tfidf/infer HTTP/1.1\r\nHost: x\r\n"
