@@ -80,7 +80,7 @@ def evaluate_artifact(artifact: str | os.PathLike[str], data: LabeledData, runti
 
     directory = Path(artifact)
     info = read_info(directory)
-    schema = LabelSchema.from_names(info.labels, info.hierarchy)
+    schema = info.schema()
     aligned = align_to_schema(data, schema)
     row: dict[str, Any] = {"name": directory.name, "artifact": str(directory), "kind": info.kind,
                            "architecture": info.architecture, "runtime": runtime}

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compress.errors import ArtifactError
+from compress.errors import ArtifactError, UserError
 
 FORMAT_VERSION = 1
 ARTIFACT_FILE = "artifact.json"
@@ -67,6 +67,7 @@ class ArtifactInfo:
         architecture: registry name (``hf``, ``distilbert``, ``textcnn``, ``bilstm``, ``tfidf``...).
         labels: label names, in output-column order (L of them).
         hierarchy: child label name -> parent label name.
+        exclusive: groups of mutually exclusive sibling labels (see ``compress.data.LabelSchema``).
         thresholds: per-label decision thresholds (L floats) tuned on validation.
         max_length: tokenizer truncation length.
         parent: path of the artifact this one was made from, or None.
@@ -80,6 +81,7 @@ class ArtifactInfo:
     architecture: str
     labels: list[str]
     hierarchy: dict[str, str] = field(default_factory=dict)
+    exclusive: list[list[str]] = field(default_factory=list)
     thresholds: list[float] = field(default_factory=list)
     max_length: int = 128
     parent: str | None = None
@@ -98,6 +100,23 @@ class ArtifactInfo:
             raise ArtifactError(
                 f"artifact has {len(self.labels)} labels but {len(self.thresholds)} thresholds"
             )
+
+    def schema(self) -> Any:
+        """The artifact's ``compress.data.LabelSchema`` (labels, hierarchy, exclusive groups)."""
+        from compress.data import LabelSchema
+
+        return LabelSchema.from_names(self.labels, self.hierarchy, self.exclusive)
+
+    def label_fields(self) -> dict[str, Any]:
+        """``labels``, ``hierarchy`` and ``exclusive`` as keyword arguments, for an artifact made from this one."""
+        return {"labels": list(self.labels), "hierarchy": dict(self.hierarchy),
+                "exclusive": [list(g) for g in self.exclusive]}
+
+    @staticmethod
+    def fields_of(schema: Any) -> dict[str, Any]:
+        """``labels``, ``hierarchy`` and ``exclusive`` keyword arguments from a ``LabelSchema``."""
+        return {"labels": list(schema.names), "hierarchy": {c: p for c, p in schema.hierarchy},
+                "exclusive": [list(g) for g in schema.exclusive]}
 
     def to_json(self) -> str:
         """Strict JSON: a non-finite number (an AUC over a label with one class) is written as null."""
@@ -138,6 +157,8 @@ _FIELD_CHECKS: dict[str, tuple[Any, str]] = {
                "a non-empty list of label names"),
     "hierarchy": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()),
                   "an object of child -> parent label names"),
+    "exclusive": (lambda v: isinstance(v, list) and all(isinstance(g, list) and all(isinstance(x, str) for x in g)
+                                                        for g in v), "a list of lists of label names"),
     "thresholds": (lambda v: isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
                                                          and math.isfinite(x) for x in v), "a list of numbers"),
     "max_length": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a non-negative integer"),
@@ -180,7 +201,12 @@ def parse_info(meta: Path) -> ArtifactInfo:
             raise ArtifactError(f"{meta}: {name} must be {expected}, got {json.dumps(data[name])[:60]}; {fix}")
     if data.get("thresholds") and len(data["thresholds"]) != len(data["labels"]):
         raise ArtifactError(f"{meta}: {len(data['labels'])} labels but {len(data['thresholds'])} thresholds; {fix}")
-    return ArtifactInfo.from_dict(data)
+    info = ArtifactInfo.from_dict(data)
+    try:
+        info.schema()
+    except UserError as exc:
+        raise ArtifactError(f"{meta}: {exc}; {fix}") from None
+    return info
 
 
 def read_info(path: str | os.PathLike[str], kinds: Sequence[str] | None = None) -> ArtifactInfo:

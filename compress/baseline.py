@@ -140,8 +140,8 @@ def baseline(config: BaselineConfig) -> BaselineResult:
         metrics = multilabel_metrics(val_set.labels, probs, schema.names, thresholds)
         n_params = model.num_parameters()
         info = ArtifactInfo(
-            kind="baseline", architecture=config.name, labels=list(schema.names),
-            hierarchy={c: p for c, p in schema.hierarchy}, thresholds=[float(t) for t in thresholds],
+            kind="baseline", architecture=config.name, **ArtifactInfo.fields_of(schema),
+            thresholds=[float(t) for t in thresholds],
             max_length=0, metrics=metrics, data_fingerprint=train_set.fingerprint(), recipe=recipe,
             extra={"num_parameters": n_params, "train_rows": len(train_set), "val_rows": len(val_set),
                    **{k: v for k, v in fit_info.items() if k != "train_examples_per_s"}},

@@ -65,10 +65,15 @@ class LabelSchema:
         names: L label names; column ``j`` of every label matrix is ``names[j]``.
         hierarchy: ``(child, parent)`` pairs: a positive child implies a positive parent
             (e.g. ``("severe_toxic", "toxic")``). Each child has at most one parent; no cycles.
+        exclusive: groups of mutually exclusive sibling labels (at most one of a group is positive
+            in a row), e.g. OLID's ``("target_individual", "target_group", "target_other")``.
+            Members of a group share one parent (or are all top-level); a label is in at most one
+            group; a group has at least two labels.
     """
 
     names: tuple[str, ...]
     hierarchy: tuple[tuple[str, str], ...] = ()
+    exclusive: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         names = tuple(self.names) if not isinstance(self.names, str) else (self.names,)
@@ -106,6 +111,7 @@ class LabelSchema:
                 seen.add(node)
         # duplicates of the same (child, parent) pair are harmless: keep one
         object.__setattr__(self, "hierarchy", tuple(dict.fromkeys(hierarchy)))
+        object.__setattr__(self, "exclusive", _checked_groups(self.exclusive, known, parents))
 
     @property
     def num_labels(self) -> int:
@@ -117,25 +123,61 @@ class LabelSchema:
         index = {n: i for i, n in enumerate(self.names)}
         return {index[c]: index[p] for c, p in self.hierarchy}
 
+    def exclusive_indices(self) -> list[list[int]]:
+        """Column indices of each exclusive group, in :attr:`exclusive` order."""
+        index = {n: i for i, n in enumerate(self.names)}
+        return [[index[n] for n in group] for group in self.exclusive]
+
     def to_dict(self) -> dict:
-        """``{"labels": [...], "hierarchy": {child: parent}}`` (JSON-ready)."""
-        return {"labels": list(self.names), "hierarchy": {c: p for c, p in self.hierarchy}}
+        """``{"labels": [...], "hierarchy": {child: parent}}`` plus ``"exclusive": [[...], ...]``
+        when the schema has exclusive groups (JSON-ready)."""
+        d: dict[str, Any] = {"labels": list(self.names), "hierarchy": {c: p for c, p in self.hierarchy}}
+        if self.exclusive:
+            d["exclusive"] = [list(g) for g in self.exclusive]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LabelSchema:
         """Inverse of :meth:`to_dict`; ``hierarchy`` may be a mapping or a list of pairs."""
         if not isinstance(d, Mapping) or "labels" not in d:
             raise DataError("label schema must be a mapping with a 'labels' list; fix the schema")
-        return cls.from_names(d["labels"], d.get("hierarchy") or None)
+        return cls.from_names(d["labels"], d.get("hierarchy") or None, d.get("exclusive") or ())
 
     @classmethod
     def from_names(cls, names: Iterable[str],
-                   hierarchy: Mapping[str, str] | Iterable[tuple[str, str]] | None = None) -> LabelSchema:
-        """A schema from label names and an optional child -> parent mapping (or pairs)."""
+                   hierarchy: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+                   exclusive: Iterable[Iterable[str]] = ()) -> LabelSchema:
+        """A schema from label names, an optional child -> parent mapping (or pairs) and exclusive groups."""
         if isinstance(names, str):
             names = [names]
         pairs = tuple(hierarchy.items()) if isinstance(hierarchy, Mapping) else tuple(hierarchy or ())
-        return cls(tuple(names), pairs)
+        try:
+            groups = tuple(tuple(g) if not isinstance(g, str) else (g,) for g in exclusive or ())
+        except TypeError:
+            raise DataError("exclusive label groups must be lists of label names; fix the schema") from None
+        return cls(tuple(names), pairs, groups)
+
+
+def _checked_groups(groups: Any, known: set[str], parents: Mapping[str, str]) -> tuple[tuple[str, ...], ...]:
+    """Validated exclusive groups (see :class:`LabelSchema`); :class:`DataError` names the problem."""
+    try:
+        groups = tuple(tuple(g) for g in groups)
+    except TypeError:
+        raise DataError("exclusive label groups must be lists of label names; fix the schema") from None
+    seen: dict[str, int] = {}
+    for i, group in enumerate(groups):
+        if len(group) < 2 or len(set(group)) != len(group):
+            raise DataError(f"exclusive group {list(group)} needs two or more distinct labels; fix the schema")
+        for name in group:
+            if name not in known:
+                raise DataError(f"exclusive group names unknown label {name!r}; labels are: {', '.join(sorted(known))}")
+            if name in seen:
+                raise DataError(f"label {name!r} is in two exclusive groups; put it in one")
+            seen[name] = i
+        if len({parents.get(n) for n in group}) != 1:
+            raise DataError(f"exclusive group {list(group)} mixes labels with different parents; "
+                            "group siblings of one parent")
+    return groups
 
 
 JIGSAW_LABELS = ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate")
@@ -145,11 +187,13 @@ OLID_SCHEMA = LabelSchema(
     ("offensive", "targeted", "target_individual", "target_group", "target_other"),
     (("targeted", "offensive"), ("target_individual", "targeted"), ("target_group", "targeted"),
      ("target_other", "targeted")),
+    (("target_individual", "target_group", "target_other"),),  # subtask C: one target per tweet
 )
 DAVIDSON_SCHEMA = LabelSchema(("offensive", "hate"), (("hate", "offensive"),))
 CYBERBULLYING_TYPES = ("religion", "age", "gender", "ethnicity", "other_cyberbullying")
 CYBERBULLYING_SCHEMA = LabelSchema(("cyberbullying", *CYBERBULLYING_TYPES),
-                                   tuple((t, "cyberbullying") for t in CYBERBULLYING_TYPES))
+                                   tuple((t, "cyberbullying") for t in CYBERBULLYING_TYPES),
+                                   (CYBERBULLYING_TYPES,))  # one type per tweet
 ETHOS_MULTI_LABELS = ("violence", "directed_vs_generalized", "gender", "race", "national_origin",
                       "disability", "religion", "sexual_orientation")
 ETHOS_THRESHOLD = 0.5
@@ -203,7 +247,9 @@ class LabeledData:
         """sha256 hex over schema, texts and labels; equal content gives the same value in any run."""
         if self._fingerprint is None:
             h = hashlib.sha256()
-            h.update(json.dumps(self.schema.to_dict(), sort_keys=True).encode())
+            # labels + hierarchy only: declaring exclusive groups does not change the data
+            names = {"labels": list(self.schema.names), "hierarchy": dict(self.schema.hierarchy)}
+            h.update(json.dumps(names, sort_keys=True).encode())
             h.update(f"{self.labels.shape}".encode())
             for text in self.texts:
                 b = text.encode("utf-8")

@@ -326,12 +326,12 @@ def build_transfer_set(texts: Sequence[str], labels: np.ndarray, unlabeled: Sequ
     return TransferSet([*base, *aug], all_labels, has, counts)
 
 
-def teacher_splits(data: DataConfig, labels: Sequence[str], hierarchy: Mapping[str, str]) -> tuple[Any, Any, Any]:
-    """(label schema, train, validation) of ``data``, checked against and ordered as the teacher's labels."""
+def teacher_splits(data: DataConfig, schema: Any) -> tuple[Any, Any, Any]:
+    """(label schema, train, validation) of ``data``, checked against and ordered as the teacher's
+    ``schema`` (a ``LabelSchema``)."""
     from compress import data as data_mod
     from compress.train import load_splits
 
-    schema = data_mod.LabelSchema.from_names(labels, hierarchy)
     train, val = load_splits(data)
     return schema, data_mod.align_to_schema(train, schema), data_mod.align_to_schema(val, schema)
 
@@ -707,7 +707,7 @@ def distill(config: DistillConfig) -> DistillResult:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     # -- data, checked against the teacher's labels
-    schema, train_set, val_set = teacher_splits(config.data, info.labels, info.hierarchy)
+    schema, train_set, val_set = teacher_splits(config.data, info.schema())
     unlabeled = (unlabeled_transfer_texts(config.unlabeled, config.unlabeled_column, val_set.texts)
                  if config.unlabeled else [])
 
@@ -753,8 +753,8 @@ def distill(config: DistillConfig) -> DistillResult:
                           Checkpointing(ckpt, config.resume, fingerprint), step_loss=step_loss)
         student.model.eval()
         info_out = ArtifactInfo(
-            kind="student", architecture=student.architecture, labels=list(schema.names),
-            hierarchy={c: p for c, p in schema.hierarchy}, thresholds=[float(t) for t in result.thresholds],
+            kind="student", architecture=student.architecture, **ArtifactInfo.fields_of(schema),
+            thresholds=[float(t) for t in result.thresholds],
             max_length=max_length, parent=str(teacher_dir.resolve()), metrics=result.metrics,
             data_fingerprint=train_set.fingerprint(), recipe=recipe,
             extra={"num_parameters": n_params, "soft_label_cache_key": soft.key if config.alpha > 0 else None,

@@ -122,8 +122,8 @@ def train(config: TrainConfig) -> TrainResult:
         result = run_loop(model, data, loss_fn, config.optim, mixed_precision, tracker,
                           Checkpointing(ckpt, config.resume, fingerprint))
         info = ArtifactInfo(
-            kind="teacher", architecture="hf", labels=list(schema.names),
-            hierarchy={c: p for c, p in schema.hierarchy}, thresholds=[float(t) for t in result.thresholds],
+            kind="teacher", architecture="hf", **ArtifactInfo.fields_of(schema),
+            thresholds=[float(t) for t in result.thresholds],
             max_length=config.max_length, metrics=result.metrics, data_fingerprint=train_set.fingerprint(),
             recipe=recipe,
             extra={"base_model": config.model, "best_epoch": result.state.best_epoch, "history": result.state.history,

@@ -387,7 +387,7 @@ def onnx_info(info: Any, source: Path, exporter: str, opset: int, optimize: str,
     from compress.artifact import ArtifactInfo
 
     return ArtifactInfo(
-        kind="onnx", architecture=info.architecture, labels=list(info.labels), hierarchy=dict(info.hierarchy),
+        kind="onnx", architecture=info.architecture, **info.label_fields(),
         thresholds=list(info.thresholds), max_length=info.max_length, parent=str(source.resolve()),
         metrics=dict(info.metrics), data_fingerprint=info.data_fingerprint, recipe=dict(info.recipe),
         extra={

@@ -603,8 +603,8 @@ def quantized_info(info: Any, source: Path, config: QuantizeConfig, chosen: _Can
                    "attempts": attempts, "chosen": chosen.record["name"]} if guard else \
         {"skipped": "no --data given", "attempts": attempts, "chosen": chosen.record["name"]}
     return ArtifactInfo(
-        kind="quantized", architecture=info.architecture, labels=list(info.labels),
-        hierarchy=dict(info.hierarchy), thresholds=[float(x) for x in thresholds], max_length=info.max_length,
+        kind="quantized", architecture=info.architecture, **info.label_fields(),
+        thresholds=[float(x) for x in thresholds], max_length=info.max_length,
         parent=str(source.resolve()), metrics=metrics, data_fingerprint=info.data_fingerprint,
         recipe={"quantize": asdict(config), "source_recipe": info.recipe},
         extra={"quantization": {k: v for k, v in chosen.record.items()

@@ -317,7 +317,7 @@ def export_tensorrt(artifact: str | os.PathLike[str], config: TensorRTConfig | N
         import torch
 
         new_info = ArtifactInfo(
-            kind="tensorrt", architecture=info.architecture, labels=list(info.labels), hierarchy=dict(info.hierarchy),
+            kind="tensorrt", architecture=info.architecture, **info.label_fields(),
             thresholds=list(info.thresholds), max_length=max_seq, parent=str(source.resolve()),
             metrics=dict(info.metrics), data_fingerprint=info.data_fingerprint, recipe=dict(info.recipe),
             extra={"precision": precision, "fp16": config.fp16, "int8": config.int8,

@@ -22,13 +22,26 @@ def test_round_trip(tmp_path):
     assert "torch" in info.libraries and info.created
 
 
+def test_exclusive_groups_round_trip_and_old_artifacts_read_without_them(tmp_path):
+    with atomic_artifact_dir(tmp_path / "run") as tmp:
+        write_info(tmp, _info(labels=["a", "b", "c"], hierarchy={"b": "a", "c": "a"}, exclusive=[["b", "c"]],
+                              thresholds=[0.5, 0.5, 0.5]))
+    info = read_info(tmp_path / "run")
+    assert info.exclusive == [["b", "c"]] and info.schema().exclusive == (("b", "c"),)
+    assert ArtifactInfo(kind="onnx", architecture="hf", **info.label_fields()).schema() == info.schema()
+    old = json.loads((tmp_path / "run" / "artifact.json").read_text())
+    del old["exclusive"]
+    (tmp_path / "run" / "artifact.json").write_text(json.dumps(old))
+    assert read_info(tmp_path / "run").schema().exclusive == ()
+
+
 def test_crash_leaves_nothing_and_keeps_previous(tmp_path):
     target = tmp_path / "run"
     with atomic_artifact_dir(target) as tmp:
         write_info(tmp, _info())
     with pytest.raises(RuntimeError):
         with atomic_artifact_dir(target, overwrite=True) as tmp:
-            write_info(tmp, _info(labels=["x", "y"]))
+            write_info(tmp, _info(labels=["x", "y"], hierarchy={"y": "x"}))
             raise RuntimeError("crash mid-write")
     assert read_info(target).labels == ["a", "b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
@@ -70,7 +83,7 @@ def test_replacing_an_earlier_artifact_needs_overwrite(tmp_path):
         with atomic_artifact_dir(target) as tmp:
             pytest.fail("the block must not run")
     with atomic_artifact_dir(target, overwrite=True) as tmp:
-        write_info(tmp, _info(labels=["x", "y"]))
+        write_info(tmp, _info(labels=["x", "y"], hierarchy={"y": "x"}))
     assert read_info(target).labels == ["x", "y"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
@@ -149,6 +162,11 @@ def test_non_finite_metrics_are_written_as_null_strict_json(tmp_path):
     (b'{"kind": "teacher", "architecture": "hf", "labels": ["a"], "extra": 3}', "extra must be an object"),
     (b'{"kind": "weird", "architecture": "hf", "labels": ["a"]}', "kind must be one of"),
     (b'{"kind": "teacher", "architecture": "hf", "labels": ["a", "b"], "thresholds": [0.5]}', "2 labels but 1"),
+    (b'{"kind": "teacher", "architecture": "hf", "labels": ["a", "b"], "exclusive": "ab"}', "exclusive must be"),
+    (b'{"kind": "teacher", "architecture": "hf", "labels": ["a", "b"], "exclusive": [["a", "c"]]}',
+     "unknown label 'c'"),
+    (b'{"kind": "teacher", "architecture": "hf", "labels": ["a", "b"], "hierarchy": {"b": "c"}}',
+     "unknown label 'c'"),
 ])
 def test_corrupt_artifact_json_is_one_line(tmp_path, content, message):
     (tmp_path / "run").mkdir()

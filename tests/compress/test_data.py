@@ -127,6 +127,41 @@ def test_label_schema_rejects_bad_definitions(names, hierarchy, needle):
         D.LabelSchema(names, hierarchy)
 
 
+def test_exclusive_groups_round_trip_and_indices():
+    schema = D.LabelSchema.from_names(["a", "b", "c", "d"], {"b": "a", "c": "a", "d": "a"}, [["b", "c", "d"]])
+    assert schema.exclusive == (("b", "c", "d"),)
+    assert schema.exclusive_indices() == [[1, 2, 3]]
+    assert schema.to_dict()["exclusive"] == [["b", "c", "d"]]
+    assert D.LabelSchema.from_dict(json.loads(json.dumps(schema.to_dict()))) == schema
+    # a schema without groups serialises as before (old readers, pinned fingerprints)
+    assert "exclusive" not in D.JIGSAW_SCHEMA.to_dict()
+
+
+def test_exclusive_groups_do_not_change_the_data_fingerprint():
+    plain = D.LabelSchema(("a", "b", "c"), (("b", "a"), ("c", "a")))
+    grouped = D.LabelSchema(("a", "b", "c"), (("b", "a"), ("c", "a")), (("b", "c"),))
+    labels = np.array([[1, 1, 0], [0, 0, 0]])
+    assert D.LabeledData(["x", "y"], labels, plain).fingerprint() == D.LabeledData(["x", "y"], labels, grouped).fingerprint()
+
+
+@pytest.mark.parametrize("groups, needle", [
+    ((("b",),), "two or more distinct"),
+    ((("b", "b"),), "two or more distinct"),
+    ((("b", "z"),), "unknown label 'z'"),
+    ((("b", "c"), ("c", "d")), "'c' is in two exclusive groups"),
+    ((("a", "b"),), "different parents"),
+])
+def test_exclusive_groups_reject_bad_definitions(groups, needle):
+    with pytest.raises(DataError, match=needle):
+        D.LabelSchema(("a", "b", "c", "d"), (("b", "a"), ("c", "a"), ("d", "a")), groups)
+
+
+def test_adapters_declare_their_exclusive_siblings():
+    assert D.OLID_SCHEMA.exclusive == (("target_individual", "target_group", "target_other"),)
+    assert D.CYBERBULLYING_SCHEMA.exclusive == (D.CYBERBULLYING_TYPES,)
+    assert D.JIGSAW_SCHEMA.exclusive == ()
+
+
 # --------------------------------------------------------------------------------------------
 # Readers and adapters
 # --------------------------------------------------------------------------------------------
