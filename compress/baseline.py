@@ -108,12 +108,14 @@ def baseline(config: BaselineConfig) -> BaselineResult:
     import torch
 
     from compress.artifact import ArtifactInfo, atomic_artifact_dir, check_out, write_info
+    from compress.distributed import is_main_process, quiet_other_processes, wait_for_everyone
     from compress.loop import checkpoint_dir
     from compress.metrics import multilabel_metrics, summary, tune_thresholds
     from compress.tracking import tracked_run
     from compress.train import build_task_loss, load_splits
 
     t_start = time.perf_counter()
+    quiet_other_processes()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.optim.seed)
@@ -146,10 +148,12 @@ def baseline(config: BaselineConfig) -> BaselineResult:
             extra={"num_parameters": n_params, "train_rows": len(train_set), "val_rows": len(val_set),
                    **{k: v for k, v in fit_info.items() if k != "train_examples_per_s"}},
         )
-        with atomic_artifact_dir(out, config.overwrite) as tmp:
-            model.save(tmp / "model")
-            write_info(tmp, info)
-        shutil.rmtree(ckpt, ignore_errors=True)
+        if is_main_process():  # under a launcher every process fits; one writes
+            with atomic_artifact_dir(out, config.overwrite) as tmp:
+                model.save(tmp / "model")
+                write_info(tmp, info)
+            shutil.rmtree(ckpt, ignore_errors=True)
+        wait_for_everyone()  # every process returns once the artifact is in place
         wall = time.perf_counter() - t_start
         speed = float(fit_info.get("train_examples_per_s", 0.0))
         tracker.log_metrics({"wall_time_s": wall, "train_examples_per_s": speed, "num_parameters": n_params,

@@ -131,3 +131,14 @@ def test_distill_on_two_processes_runs_the_teacher_once(tmp_path, tiny_bert_dir,
     assert [p.name for p in cache.iterdir()] == [f"{single.cache_key}.npy"]  # written once, by the main process
     assert [status for _, status in _mlflow_runs(tmp_path)] == ["FINISHED"] and result["mlflow_run_id"]
     assert abs(result["macro_roc_auc"] - single.metrics["macro_roc_auc"]) < TOLERANCE
+
+
+@pytest.mark.slow
+@launched
+def test_fasttext_baseline_on_two_processes_writes_once(tmp_path, jigsaw_csv):
+    out = tmp_path / "fasttext"
+    result = _finish(_launch(tmp_path, "baseline", "fasttext", "--data", str(jigsaw_csv), "--out", str(out), "--json",
+                             "optim.epochs=2", "optim.batch_size=16"))
+    assert read_info(out, kinds=["baseline"]).architecture == "fasttext" and _leftovers(out) == []
+    assert result["artifact"] == str(out) and not loop_mod.checkpoint_dir(out).exists()
+    assert [status for _, status in _mlflow_runs(tmp_path)] == ["FINISHED"] and result["mlflow_run_id"]

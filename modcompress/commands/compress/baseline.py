@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from compress.distributed import is_main_process
 from modcompress.commands.compress.distill import intermix
 from modcompress.commands.compress.train import add_common_options, common_overrides
 
@@ -25,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_baseline_config(args.name, args.config, [*common_overrides(args), *args.overrides])
     result = baseline(config)
+    if not is_main_process():  # under a launcher the result is printed once
+        return 0
     m = result.metrics
     payload = {
         "artifact": str(result.artifact), "macro_roc_auc": m["macro_roc_auc"], "macro_f1": m["macro_f1"],
