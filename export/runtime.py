@@ -43,9 +43,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from compress.batching import Encoded, encode
+from compress.cpu import physical_cores
 from compress.errors import ArtifactError, ConfigError, UserError
 from compress.predict import Forward, batched_logits, sigmoid, torch_forward
-from export.cpu import physical_cores
 from export.ort import ort_providers, ort_session, session_forward
 
 log = logging.getLogger(__name__)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from compress.cpu import physical_cores
 from compress.errors import ArtifactError, ConfigError, UserError
-from export.cpu import physical_cores
 from export.onnx import OnnxExportConfig, export_onnx
 from export.ort import ort_session
 from export.quantize import QuantizeConfig, quantize
