@@ -40,6 +40,7 @@ from compress.loop import (
 from compress.losses import build_loss, pos_weight_from_labels
 from compress.metrics import summary
 from compress.models.teacher import load_teacher
+from compress.precision import PrecisionChoice
 from compress.precision_probe import training_precision
 from compress.tracking import tracked_run
 
@@ -94,6 +95,21 @@ def build_task_loss(name: str, params: dict, pos_weight_rule: str | None, schema
     if name == "weighted_bce" and "pos_weight" not in kwargs:
         kwargs["pos_weight"] = pos_weight_from_labels(train_labels, pos_weight_rule or "balanced")
     return build_loss(name, **kwargs)
+
+
+def auto_precision(config: TrainConfig) -> PrecisionChoice:
+    """What ``config.optim.mixed_precision`` resolves to for this model, data and batch size (the precision
+    :func:`train` would train in), without training: ``bench train-speed`` reports it beside measured epochs."""
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    train_set, _ = load_splits(config.data)
+    model, tokenizer = load_teacher(config.model, train_set.schema.names, dropout=config.dropout)
+    encoded = encode(tokenizer, train_set.texts, config.max_length, train_set.labels)
+    loss_fn = build_task_loss(config.loss.name, dict(config.loss.params), config.loss.pos_weight_rule,
+                              train_set.schema, train_set.labels)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return training_precision(config.optim.mixed_precision, model, encoded, config.optim.batch_size,
+                              label_loss_step(loss_fn), device)
 
 
 # ----------------------------------------------------------------------------------------------
