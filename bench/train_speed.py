@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from bench.measure import CpuWatch, machine_notes
-from compress.config import load_config
+from compress.config import check_num_threads, load_config
 from compress.errors import ConfigError
 from compress.precision import fast_bf16, precision_name
 from compress.train import TrainConfig, auto_precision, load_splits, train
@@ -81,12 +81,12 @@ def hf_trainer_speed(model_name: str, texts: list[str], labels: np.ndarray, batc
 
 
 def _config(model_name: str, data: str, fmt: str | None, n: int, batch_size: int, max_length: int, seed: int,
-            out: Path, mixed_precision: str) -> TrainConfig:
+            out: Path, mixed_precision: str, threads: int | None) -> TrainConfig:
     return load_config(TrainConfig, None, [
         f"model={model_name}", f"data.data={data}", f"out={out}", f"optim.batch_size={batch_size}",
         "optim.epochs=1", f"max_length={max_length}", f"data.max_train_samples={n}", f"optim.seed={seed}",
         f"optim.mixed_precision={mixed_precision}", "tracking.enabled=false",
-        *([f"data.format={fmt}"] if fmt else []),
+        *([f"data.format={fmt}"] if fmt else []), *([f"num_threads={threads}"] if threads else []),
     ])
 
 
@@ -106,9 +106,14 @@ def default_precisions() -> tuple[tuple[str, ...], list[str]]:
 
 
 def run(model: str, data: str, fmt: str | None = None, n: int = 2048, batch_size: int = 32,
-        max_length: int = 128, seed: int = 0, precisions: Sequence[str] | None = None) -> dict:
+        max_length: int = 128, seed: int = 0, precisions: Sequence[str] | None = None,
+        threads: int | None = None) -> dict:
     """Measure our loop in each of ``precisions`` (default :func:`default_precisions`) and the HF Trainer on
-    the same ``n`` training rows; returns the JSON report."""
+    the same ``n`` training rows, all with ``threads`` intra-op threads (None: torch's default); returns
+    the JSON report."""
+    check_num_threads(threads, "threads")
+    if threads:
+        torch.set_num_threads(threads)
     notes: list[str] = []
     if precisions is None:
         precisions, notes = default_precisions()
@@ -119,13 +124,13 @@ def run(model: str, data: str, fmt: str | None = None, n: int = 2048, batch_size
     watch = CpuWatch()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        base = _config(model, data, fmt, n, batch_size, max_length, seed, workdir / "auto", "auto")
+        base = _config(model, data, fmt, n, batch_size, max_length, seed, workdir / "auto", "auto", threads)
         train_set, _ = load_splits(base.data)
         choice = auto_precision(base)
         ours: list[tuple[TrainSpeed, str]] = []
         for i, precision in enumerate(precisions):
             ours.append(ours_speed(_config(model, data, fmt, len(train_set), batch_size, max_length, seed,
-                                           workdir / f"ours{i}", precision), len(train_set)))
+                                           workdir / f"ours{i}", precision, threads), len(train_set)))
         ref = hf_trainer_speed(model, train_set.texts, train_set.labels, batch_size, max_length, seed, workdir)
     env = watch.environment()
     picked = precision_name(choice.precision)

@@ -262,6 +262,8 @@ def auto_torch_backend(model: Any, tokenizer: Any, max_length: int, max_batch_si
                 reason=f"auto -> fp32: bf16 forward pass {speedup:.2f}x faster here, but it moves probabilities by up "
                        f"to {diff:.3g} (> {BF16_MAX_PROB_DIFF:g})")
             log.info(choice.reason)
+        else:
+            choice = dataclasses.replace(choice, reason=f"{choice.reason}; probabilities within {diff:.2g} of fp32")
     return ("torch-bf16" if choice.precision == "bf16" else "torch"), choice
 
 

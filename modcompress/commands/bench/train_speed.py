@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mixed-precision", choices=["auto", "no", "bf16", "fp16"],
                    help="measure our loop in this precision only (default: fp32 and bf16, where the CPU has bf16 "
                         "hardware; fp32 elsewhere)")
+    p.add_argument("--threads", type=int, help="intra-op threads of every loop (default: torch's, the cores)")
     output.add_output_args(p, prints="both")
     p.set_defaults(func=run)
 
@@ -27,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from bench import train_speed
 
     report = train_speed.run(args.model, args.data, args.format, args.examples, args.batch_size,
-                             args.max_length, precisions=[args.mixed_precision] if args.mixed_precision else None)
+                             args.max_length, precisions=[args.mixed_precision] if args.mixed_precision else None,
+                             threads=args.threads)
     output.write_outputs(args, train_speed.dumps(report), train_speed.markdown(report))
     return 0
