@@ -128,7 +128,7 @@ def test_torch_fp32_and_bf16_rows_and_what_auto_chose(hf_artifact, monkeypatch, 
     from compress import precision
     from compress.precision_probe import InferenceProbe
 
-    monkeypatch.delenv(precision.AUTO_INFERENCE_ENV)
+    monkeypatch.delenv(precision.AUTO_INFERENCE_ENV, raising=False)
     monkeypatch.setenv("MODCOMPRESS_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(precision, "fast_bf16", lambda: True)
     monkeypatch.setattr(InferenceProbe, "measure", lambda probe: (0.040, 0.010))  # bf16 4x faster

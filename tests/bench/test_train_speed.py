@@ -33,7 +33,7 @@ def test_fp32_and_bf16_rows_in_one_run_and_what_auto_picked(tiny_bert_dir, jigsa
     from compress import precision
     from compress.precision_probe import TrainingProbe
 
-    monkeypatch.delenv(precision.AUTO_ENV)
+    monkeypatch.delenv(precision.AUTO_ENV, raising=False)
     monkeypatch.setenv("MODCOMPRESS_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(precision, "fast_bf16", lambda: True)
     monkeypatch.setattr(TrainingProbe, "measure", lambda probe: (0.030, 0.020))  # bf16 1.5x faster: auto -> bf16

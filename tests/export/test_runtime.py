@@ -123,7 +123,7 @@ def auto_measures(monkeypatch, tmp_path):
     """auto not forced for inference, a CPU with bf16 hardware, a fresh measurement cache."""
     from compress import precision
 
-    monkeypatch.delenv(precision.AUTO_INFERENCE_ENV)
+    monkeypatch.delenv(precision.AUTO_INFERENCE_ENV, raising=False)
     monkeypatch.setenv("MODCOMPRESS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(precision, "fast_bf16", lambda: True)
     return tmp_path / "cache" / "precision.json"
