@@ -70,7 +70,7 @@ def distill_report(artifacts: Sequence[str | os.PathLike[str]], data: DataConfig
 
     from bench.table import count_parameters
     from compress.artifact import read_info
-    from export.cpu import cpu_model
+    from compress.cpu import cpu_model
     from export.runtime import load
 
     if not artifacts:

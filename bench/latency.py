@@ -28,6 +28,11 @@ to the same backend are measured once. A baseline asked for ``torch`` runs in it
 at ``url``, ...) becomes a ``skipped`` row with the reason; an unexpected failure an ``error`` row;
 neither stops the run.
 
+For a teacher/student, ``auto`` is ``torch`` or ``torch-bf16``, whichever the runtime measured to be
+faster for inference on this machine (:func:`export.runtime.auto_torch_backend`); the report's
+``auto_choices`` (and a line under the table) say which and why, also when that backend's rows
+were measured under its own name (``--runtimes torch,torch-bf16,auto`` gives both rows and the choice).
+
 Ratios compare each row with the named baseline row (``artifact/runtime``) at the same batch size
 and length in the same run: ``speedup`` = baseline p50 / row p50 and ``throughput_ratio`` =
 row examples/s / baseline examples/s (both 1.0 for the baseline itself, > 1 means faster).
@@ -174,13 +179,14 @@ def _one_line(exc: BaseException) -> str:
 
 
 def benchmark_artifact(artifact: Path, runtime: str, config: LatencyConfig,
-                       log: Callable[[str], None] = lambda _m: None, seen: set[str] | None = None
-                       ) -> list[dict[str, Any]]:
+                       log: Callable[[str], None] = lambda _m: None, seen: set[str] | None = None,
+                       auto_choices: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """All rows (batch x length) of one artifact on one runtime; skipped/error rows instead of raising.
 
     Rows are named ``artifact/backend`` with the backend the runtime resolved to (``auto`` ->
-    ``torch``, ``ort``, ``sklearn``...). A runtime resolving to a backend already in ``seen`` is not
-    measured twice: it returns no rows.
+    ``torch`` or ``torch-bf16``, ``ort``, ``sklearn``...). A runtime resolving to a backend already in
+    ``seen`` is not measured twice: it returns no rows. How ``auto`` chose between torch and torch-bf16
+    is appended to ``auto_choices``.
     """
     info = read_info(artifact)
     try:
@@ -191,6 +197,10 @@ def benchmark_artifact(artifact: Path, runtime: str, config: LatencyConfig,
         return [_row(artifact, info, runtime, status="error", batch_size=None, seq_length=None,
                      reason=_one_line(exc))]
     backend = str(getattr(predictor, "backend", runtime))
+    choice = getattr(predictor, "precision_choice", None)
+    if choice and auto_choices is not None:
+        auto_choices.append({"artifact": str(artifact), "artifact_name": artifact.name, "backend": backend, **choice})
+        log(f"{artifact.name}: auto is {backend} ({choice['reason']})")
     rows: list[dict[str, Any]] = []
     try:
         if seen is not None:
@@ -267,10 +277,11 @@ def run(artifacts: Sequence[str | os.PathLike[str]], config: LatencyConfig,
     paths = check_artifacts(artifacts)
     watch = CpuWatch()
     rows: list[dict[str, Any]] = []
+    auto_choices: list[dict[str, Any]] = []
     for artifact in paths:
         seen: set[str] = set()
         for runtime in config.runtimes:
-            rows.extend(benchmark_artifact(artifact, runtime, config, log, seen))
+            rows.extend(benchmark_artifact(artifact, runtime, config, log, seen, auto_choices))
     baseline = add_ratios(rows, config.baseline)
     env = watch.environment()
     notes = machine_notes(env)
@@ -287,6 +298,7 @@ def run(artifacts: Sequence[str | os.PathLike[str]], config: LatencyConfig,
                      "seed": config.seed, "threads": config.threads},
         "baseline": baseline,
         "notes": notes,
+        "auto_choices": auto_choices,
         "rows": rows,
     }
 
@@ -323,6 +335,8 @@ def markdown(report: dict[str, Any]) -> str:
         for r in other:
             lines.append(f"| {r['name']} | {r.get('batch_size') or 'all'} | {r.get('seq_length') or 'all'} | "
                          f"{r['status']} | {r['reason']} |")
+    for choice in report.get("auto_choices", []):
+        lines += ["", f"auto on `{choice['artifact_name']}`: {choice['backend']} ({choice['reason']})."]
     for note in report.get("notes", []):
         lines += ["", f"Note: {note}"]
     return "\n".join(lines) + "\n"

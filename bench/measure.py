@@ -7,7 +7,7 @@
 * :func:`percentiles_ms`: p50 / p90 / p99 (linear interpolation, as :func:`numpy.percentile`) and
   the mean of per-call seconds, in milliseconds.
 * :func:`environment` and :func:`cpu_capabilities`: the CPU (model, SIMD flags, physical cores,
-  from :mod:`export.cpu`), threads and library versions that shape the numbers.
+  from :mod:`compress.cpu`), threads and library versions that shape the numbers.
 * :class:`CpuWatch` and :func:`machine_notes`: how much CPU *other* processes used during the
   run (from ``/proc/stat`` minus this process tree's own CPU time), and a note when that makes
   the numbers pessimistic.
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from export.cpu import cpu_flags, cpu_has_vnni, cpu_model, physical_cores
+from compress.cpu import cpu_flags, cpu_has_vnni, cpu_model, physical_cores
 
 MIN_ITERS = 3
 PROC_STAT = "/proc/stat"

@@ -282,7 +282,7 @@ def run(artifacts: Sequence[str | os.PathLike[str]], config: ScoreSpeedConfig,
     """Measure every artifact; the JSON-ready report (``bench: score-speed``)."""
     from bench.artifacts import check_artifacts
     from bench.measure import CpuWatch, machine_notes
-    from export.cpu import cpu_flags, cpu_model
+    from compress.cpu import cpu_flags, cpu_model
 
     paths = check_artifacts(artifacts)
     with tempfile.TemporaryDirectory(prefix="bench-score-") as tmp:

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from compress.cache import cache_root
 from compress.config import (
     DataConfig,
     LossConfig,
@@ -63,9 +64,8 @@ STUDENT_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/modcompress/soft_labels`` (``~/.cache/...`` by default)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "modcompress" / "soft_labels"
+    """``soft_labels/`` under :func:`compress.cache.cache_root` (``~/.cache/modcompress/soft_labels`` by default)."""
+    return cache_root() / "soft_labels"
 
 
 def is_checkpoint_path(student: str) -> bool:
@@ -673,6 +673,8 @@ class DistillResult:
     cache_key: str
     mlflow_run_id: str | None = None
     model: Any = field(default=None, repr=False)
+    mixed_precision: str = "no"
+    precision_choice: dict | None = None  # PrecisionChoice.record(): what auto chose and why
 
 
 def distill(config: DistillConfig) -> DistillResult:
@@ -687,7 +689,7 @@ def distill(config: DistillConfig) -> DistillResult:
     from compress.metrics import summary
     from compress.models import load_model, num_parameters
     from compress.models.distilbert import hidden_state_pairs
-    from compress.precision import resolve_mixed_precision
+    from compress.precision_probe import training_precision
     from compress.tracking import tracked_run
     from compress.train import build_task_loss
 
@@ -739,13 +741,16 @@ def distill(config: DistillConfig) -> DistillResult:
     step_loss = kd_step_loss(kd, soft.logits, transfer.has_labels, device, teacher, pairs, config.hidden_weight)
 
     # -- train, then write the best epoch
-    mixed_precision = resolve_mixed_precision(config.optim.mixed_precision, device)
+    precision = training_precision(config.optim.mixed_precision, student.model, data.train, config.optim.batch_size,
+                                   step_loss, device)
+    mixed_precision = precision.precision
     recipe = to_dict(config)
     recipe.update({"max_length": max_length, "student_params": student.params, "architecture": student.architecture,
                    "cache_dir": str(cache_dir)})
     fingerprint = resume_fingerprint(soft.key, recipe, ignore=("resume", "tracking", "cache_dir"))
     n_params = num_parameters(student.model)
-    log.info("student %s: %s parameters; teacher %s", student.architecture, f"{n_params:,}", teacher_dir)
+    log.info("student %s: %s parameters; teacher %s; mixed precision %s (%s)", student.architecture, f"{n_params:,}",
+             teacher_dir, mixed_precision, precision.reason)
     with tracked_run(config.tracking.enabled, config.tracking.tracking_uri, config.tracking.experiment,
                      config.tracking.run_name, params=recipe,
                      tags={"stage": "distill", "kind": "student", "student": student.architecture}) as tracker:
@@ -761,7 +766,8 @@ def distill(config: DistillConfig) -> DistillResult:
                    "soft_label_cache_hit": soft.cache_hit, "transfer": transfer.counts,
                    "best_epoch": result.state.best_epoch, "history": result.state.history,
                    "teacher_metrics": summary(info.metrics) if info.metrics else {},
-                   "mixed_precision": mixed_precision, "train_rows": len(train_set), "val_rows": len(val_set)},
+                   "mixed_precision": mixed_precision, "precision_choice": precision.record(),
+                   "train_rows": len(train_set), "val_rows": len(val_set)},
         )
         if is_main_process():
             write_student_artifact(out, info_out, student,
@@ -777,4 +783,4 @@ def distill(config: DistillConfig) -> DistillResult:
              result.metrics["macro_f1"])
     return DistillResult(out, result.metrics, result.state.best_epoch, result.state.epoch, wall,
                          result.examples_per_s, n_params, transfer.counts, soft.cache_hit, soft.key, tracker.run_id,
-                         student.model)
+                         student.model, mixed_precision, precision.record())

@@ -29,11 +29,19 @@ from compress.batching import encode
 from compress.config import DataConfig, TrainConfig, to_dict
 from compress.distributed import is_main_process, quiet_other_processes, wait_for_everyone
 from compress.errors import UserError
-from compress.loop import Checkpointing, LoopData, resumable_checkpoint, resume_fingerprint, run_loop
+from compress.loop import (
+    Checkpointing,
+    LoopData,
+    label_loss_step,
+    resumable_checkpoint,
+    resume_fingerprint,
+    run_loop,
+)
 from compress.losses import build_loss, pos_weight_from_labels
 from compress.metrics import summary
 from compress.models.teacher import load_teacher
-from compress.precision import resolve_mixed_precision
+from compress.precision import PrecisionChoice
+from compress.precision_probe import training_precision
 from compress.tracking import tracked_run
 
 log = logging.getLogger(__name__)
@@ -51,6 +59,7 @@ class TrainResult:
     train_examples_per_s: float
     mlflow_run_id: str | None = None
     mixed_precision: str = "no"
+    precision_choice: dict | None = None  # PrecisionChoice.record(): what auto chose and why
 
 
 # ----------------------------------------------------------------------------------------------
@@ -88,6 +97,21 @@ def build_task_loss(name: str, params: dict, pos_weight_rule: str | None, schema
     return build_loss(name, **kwargs)
 
 
+def auto_precision(config: TrainConfig) -> PrecisionChoice:
+    """What ``config.optim.mixed_precision`` resolves to for this model, data and batch size (the precision
+    :func:`train` would train in), without training: ``bench train-speed`` reports it beside measured epochs."""
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    train_set, _ = load_splits(config.data)
+    model, tokenizer = load_teacher(config.model, train_set.schema.names, dropout=config.dropout)
+    encoded = encode(tokenizer, train_set.texts, config.max_length, train_set.labels)
+    loss_fn = build_task_loss(config.loss.name, dict(config.loss.params), config.loss.pos_weight_rule,
+                              train_set.schema, train_set.labels)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return training_precision(config.optim.mixed_precision, model, encoded, config.optim.batch_size,
+                              label_loss_step(loss_fn), device)
+
+
 # ----------------------------------------------------------------------------------------------
 # The recipe.
 
@@ -110,12 +134,14 @@ def train(config: TrainConfig) -> TrainResult:
     loss_fn = build_task_loss(config.loss.name, dict(config.loss.params), config.loss.pos_weight_rule,
                               schema, train_set.labels)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    mixed_precision = resolve_mixed_precision(config.optim.mixed_precision, device)
+    precision = training_precision(config.optim.mixed_precision, model, data.train, config.optim.batch_size,
+                                   label_loss_step(loss_fn), device)
+    mixed_precision = precision.precision
     recipe = to_dict(config)
     # what must match for a resume: data and recipe, not the resume flag or where we log
     fingerprint = resume_fingerprint(train_set.fingerprint(), recipe, ignore=("resume", "tracking", "overwrite"))
-    log.info("train %d rows, validation %d rows, %d labels, mixed precision %s", len(train_set), len(val_set),
-             schema.num_labels, mixed_precision)
+    log.info("train %d rows, validation %d rows, %d labels, mixed precision %s (%s)", len(train_set), len(val_set),
+             schema.num_labels, mixed_precision, precision.reason)
 
     with tracked_run(config.tracking.enabled, config.tracking.tracking_uri, config.tracking.experiment,
                      config.tracking.run_name, params=recipe, tags={"stage": "train", "kind": "teacher"}) as tracker:
@@ -127,8 +153,8 @@ def train(config: TrainConfig) -> TrainResult:
             max_length=config.max_length, metrics=result.metrics, data_fingerprint=train_set.fingerprint(),
             recipe=recipe,
             extra={"base_model": config.model, "best_epoch": result.state.best_epoch, "history": result.state.history,
-                   "mixed_precision": mixed_precision, "train_rows": len(train_set), "val_rows": len(val_set),
-                   "duplicates_removed": train_set.duplicates_removed,
+                   "mixed_precision": mixed_precision, "precision_choice": precision.record(),
+                   "train_rows": len(train_set), "val_rows": len(val_set), "duplicates_removed": train_set.duplicates_removed,
                    "conflicting_removed": train_set.conflicting_removed},
         )
         if is_main_process():
@@ -143,4 +169,4 @@ def train(config: TrainConfig) -> TrainResult:
                              **summary(result.metrics)})
         tracker.log_artifact_dir(out)
     return TrainResult(out, result.metrics, result.state.best_epoch, result.state.epoch, wall, result.examples_per_s,
-                       tracker.run_id, mixed_precision)
+                       tracker.run_id, mixed_precision, precision.record())

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from compress.batching import Encoded
+from compress.cpu import physical_cores
 from compress.errors import UserError
 from compress.predict import Forward, batched_logits
-from export.cpu import physical_cores
 
 
 def ort_session(path: str | os.PathLike[str], providers: Sequence[Any] = ("CPUExecutionProvider",),

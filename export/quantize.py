@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 
 from compress.batching import pad_batch
+from compress.cpu import cpu_has_vnni
 from compress.errors import ArtifactError, ConfigError, DataError, UserError
 from compress.quantize_torch import int8_module_names, save_torch_int8, torch_int8_dynamic
-from export.cpu import cpu_has_vnni
 from export.onnx import output_dir
 from export.ort import onnx_logits, ort_session
 

@@ -15,8 +15,14 @@ tensorrt   a TensorRT engine (``model.plan``; needs the tensorrt package and a G
 sklearn    baselines (tfidf, fasttext) through ``compress.models.load_baseline``
 ========== ==================================================================================
 
-``auto`` picks by artifact kind: teacher/student -> torch, onnx -> ort, quantized -> the
-``extra.runtime`` its quantizer recorded, tensorrt -> tensorrt, baseline -> sklearn.
+``auto`` picks by artifact kind: teacher/student -> torch or torch-bf16 (below), onnx -> ort,
+quantized -> the ``extra.runtime`` its quantizer recorded, tensorrt -> tensorrt, baseline -> sklearn.
+For a teacher/student, :func:`auto_torch_backend` serves bf16 autocast only where it is measured to
+be faster for inference on this machine (:func:`compress.precision.choose_precision`: bf16 hardware,
+a forward pass at least 10% faster on a (32, 64) batch, cached per CPU / model / shape) and it moves
+that batch's probabilities by at most :data:`BF16_MAX_PROB_DIFF`; otherwise fp32. The choice and its
+reason are the predictor's ``precision_choice``. :func:`resolve_backend` answers before any model
+loads (``serve score`` fingerprints with it), so it says ``torch`` for both.
 
 Text predictors are built on :func:`compress.predict.batched_logits`, the predict core that
 training and distillation also use; each backend is a ``forward(input_ids, attention_mask) ->
@@ -32,6 +38,7 @@ text's probabilities move slightly (~1e-4) with its batch-mates.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -43,9 +50,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from compress.batching import Encoded, encode
+from compress.cpu import physical_cores
 from compress.errors import ArtifactError, ConfigError, UserError
 from compress.predict import Forward, batched_logits, sigmoid, torch_forward
-from export.cpu import physical_cores
 from export.ort import ort_providers, ort_session, session_forward
 
 log = logging.getLogger(__name__)
@@ -54,6 +61,9 @@ BACKENDS = ("auto", "torch", "torch-bf16", "torch-int8", "ort", "ort-cuda", "ort
 TORCH_BACKENDS = ("torch", "torch-bf16", "torch-int8")
 ORT_BACKENDS = ("ort", "ort-cuda", "ort-trt")
 DEFAULT_MAX_BATCH_SIZE = 32
+# auto serves bf16 only if it moves no probability of the probe batch by more than this: the tolerance
+# torch-bf16 predictions are held to against fp32 (tests/export/test_runtime.py)
+BF16_MAX_PROB_DIFF = 2e-2
 
 
 @runtime_checkable
@@ -108,6 +118,8 @@ class TextPredictor:
         min_fill: a text shorter than this fraction of its micro-batch's longest starts a new one.
         source: the :func:`load` arguments that rebuild this predictor in another process (how
             ``serve`` loads one copy per Triton model instance); None when built by hand.
+        precision_choice: how ``auto`` chose between torch and torch-bf16
+            (:meth:`compress.precision.PrecisionChoice.record`); None for other backends.
     """
 
     name: str
@@ -121,6 +133,7 @@ class TextPredictor:
     info: Any = None
     min_fill: float = 0.5
     source: dict[str, Any] | None = None
+    precision_choice: dict[str, Any] | None = None
     pad_id: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -221,13 +234,47 @@ def resolve_backend(info: Any, directory: Path, backend: str) -> str:
     return backend
 
 
+def auto_torch_backend(model: Any, tokenizer: Any, max_length: int, max_batch_size: int) -> tuple[str, Any]:
+    """``torch`` or ``torch-bf16`` for a teacher / student loaded with ``auto``, and the
+    :class:`compress.precision.PrecisionChoice` behind it.
+
+    The probe batch is (min(max_batch_size, 32), min(max_length, 64)) seeded token ids. A bf16 that
+    :func:`compress.precision.choose_precision` measured (or cached) as faster is kept only when it
+    moves none of that batch's probabilities by more than :data:`BF16_MAX_PROB_DIFF` from fp32.
+    """
+    import torch
+
+    from compress.precision import choose_precision
+    from compress.precision_probe import PROBE_LENGTH, InferenceProbe, probe_inputs
+
+    vocab_sizes = [len(tokenizer), getattr(getattr(model, "config", None), "vocab_size", None)]
+    vocab = min(v for v in vocab_sizes if isinstance(v, int) and v > 0)
+    ids, mask = probe_inputs(vocab, min(max_batch_size, DEFAULT_MAX_BATCH_SIZE), min(max_length, PROBE_LENGTH),
+                             getattr(tokenizer, "cls_token_id", None), getattr(tokenizer, "sep_token_id", None))
+    probe = InferenceProbe(model, ids, mask)
+    choice = choose_precision("auto", torch.device("cpu"), probe)
+    if choice.precision == "bf16" and choice.how in ("measured", "cached"):
+        diff = probe.max_prob_diff()
+        if diff > BF16_MAX_PROB_DIFF:
+            speedup = choice.bf16_speedup or 0.0
+            choice = dataclasses.replace(
+                choice, precision="no", how="accuracy",
+                reason=f"auto -> fp32: bf16 forward pass {speedup:.2f}x faster here, but it moves probabilities by up "
+                       f"to {diff:.3g} (> {BF16_MAX_PROB_DIFF:g})")
+            log.info(choice.reason)
+        else:
+            choice = dataclasses.replace(choice, reason=f"{choice.reason}; probabilities within {diff:.2g} of fp32")
+    return ("torch-bf16" if choice.precision == "bf16" else "torch"), choice
+
+
 def load(artifact_dir: str | os.PathLike[str], backend: str = "auto",
          max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, threads: int | None = None) -> Predictor:
     """Load an artifact as a :class:`Predictor`.
 
     Args:
         artifact_dir: any artifact directory.
-        backend: one of :data:`BACKENDS` (``auto`` picks by kind).
+        backend: one of :data:`BACKENDS` (``auto`` picks by kind; for a teacher/student by measuring,
+            :func:`auto_torch_backend`).
         max_batch_size: micro-batch size of ``predict`` (and the Triton max batch size).
         threads: intra-op threads for ONNX Runtime / PyTorch; default the physical cores.
 
@@ -241,11 +288,12 @@ def load(artifact_dir: str | os.PathLike[str], backend: str = "auto",
         raise ConfigError(f"max_batch_size: must be >= 1, got {max_batch_size}")
     directory = Path(artifact_dir)
     info = read_info(directory)
-    backend = resolve_backend(info, directory, backend)
+    requested, backend = backend, resolve_backend(info, directory, backend)
     thresholds = np.asarray(info.thresholds if info.thresholds else [0.5] * len(info.labels), dtype=np.float32)
     name = model_name(directory)
     source = {"artifact_dir": str(directory.resolve()), "backend": backend, "max_batch_size": max_batch_size,
               "threads": threads}
+    precision_choice = None
     if backend == "sklearn":
         from compress.models import load_baseline
 
@@ -272,6 +320,10 @@ def load(artifact_dir: str | os.PathLike[str], backend: str = "auto",
                 model = torch_int8_dynamic(model, int8_module_names(model))
         else:
             model, tokenizer = load_model(directory)
+        if requested == "auto" and backend == "torch":
+            backend, choice = auto_torch_backend(model, tokenizer, info.max_length, max_batch_size)
+            precision_choice = choice.record()
+            source["backend"] = backend  # serve's model instances load what was chosen here, without measuring
         forward = torch_forward(model, "bf16" if backend == "torch-bf16" else "no")
     elif backend in ORT_BACKENDS:
         tokenizer = AutoTokenizer.from_pretrained(str(directory / "tokenizer"))
@@ -288,4 +340,4 @@ def load(artifact_dir: str | os.PathLike[str], backend: str = "auto",
         else info.max_length
     min_fill = 0.0 if backend in ("ort-cuda", "ort-trt", "tensorrt") else 0.5
     return TextPredictor(name, list(info.labels), thresholds, max_batch_size, backend, tokenizer, max_length,
-                         forward, info=info, min_fill=min_fill, source=source)
+                         forward, info=info, min_fill=min_fill, source=source, precision_choice=precision_choice)

@@ -21,6 +21,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 _MLFLOW_DIR = tempfile.mkdtemp(prefix="modcompress-test-mlflow-")
 atexit.register(shutil.rmtree, _MLFLOW_DIR, ignore_errors=True)
 os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{_MLFLOW_DIR}/mlflow.db")
+# `auto` precision is measured on the machine at hand (compress.precision); the suite pins it to fp32 for
+# training and inference, so it never spends time measuring and checks the same numbers on any CPU
+# (tests/test_precision.py runs the precision-sensitive ones again with training auto forced to bf16).
+os.environ.setdefault("MODCOMPRESS_AUTO_PRECISION", "no")
+os.environ.setdefault("MODCOMPRESS_AUTO_INFERENCE_PRECISION", "no")
 
 
 def pytest_collection_modifyitems(config, items):

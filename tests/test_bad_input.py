@@ -170,6 +170,7 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("select-bad-metric", "bench", ["select", "baseline", "--min-metric", "macro_f1"]),
     ("select-missing-table", "bench", ["select", "--from-table", "nope.json"]),
     ("train-speed-missing", "bench", ["train-speed", "--data", "nope.csv"]),
+    ("train-speed-bad-threads", "bench", ["train-speed", "--data", "data.csv", "--threads", "0"]),
     ("quant-speed-wrong-kind", "bench", ["quant-speed", "baseline", "--data", "data.csv"]),
     ("serve-speed-missing", "bench", ["serve-speed", "nope"]),
     ("score-speed-missing", "bench", ["score-speed", "nope"]),

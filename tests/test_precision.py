@@ -2,7 +2,8 @@
 
 On an AVX2-only CPU ``auto`` means fp32; on an AMX / AVX512-BF16 one it means bf16. CI runs on one
 of them, so this runs the checks that depend on it again, in a child pytest, with ``auto`` forced
-to each (``MODCOMPRESS_AUTO_PRECISION``, read by :func:`compress.precision.resolve_mixed_precision`).
+to each (``MODCOMPRESS_AUTO_PRECISION``, read by :func:`compress.precision.choose_precision`; the suite's
+conftest pins it to ``no``, so nothing is measured).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress.precision import AUTO_ENV, resolve_mixed_precision
+from compress.precision import AUTO_ENV, TRAINING, choose_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 SENSITIVE = [
@@ -25,11 +26,23 @@ SENSITIVE = [
 ]
 
 
+class _NotMeasured:
+    """A probe that fails the test if anything measures it."""
+
+    task = TRAINING
+
+    def signature(self) -> dict:
+        return {"model": "none"}
+
+    def measure(self) -> tuple[float, float]:
+        raise AssertionError("a forced auto must not measure")
+
+
 @pytest.mark.parametrize(("forced", "expected"), [("no", "no"), ("fp32", "no"), ("bf16", "bf16")])
 def test_auto_can_be_forced(monkeypatch, forced, expected):
     monkeypatch.setenv(AUTO_ENV, forced)
-    assert resolve_mixed_precision("auto", torch.device("cpu")) == expected
-    assert resolve_mixed_precision("no", torch.device("cpu")) == "no"  # an explicit choice always wins
+    assert choose_precision("auto", torch.device("cpu"), _NotMeasured()).precision == expected
+    assert choose_precision("no", torch.device("cpu"), _NotMeasured()).precision == "no"  # an explicit choice wins
 
 
 @pytest.mark.slow

@@ -15,8 +15,8 @@ TIMED = ("latency", "examples_per_s")  # the measured fields; every other field 
 
 
 def test_rows_of_a_teacher_and_a_baseline(hf_artifact, tfidf_artifact, jigsaw_csv):
+    from compress.cpu import cpu_model
     from compress.models import load_model, num_parameters
-    from export.cpu import cpu_model
 
     data = build_config(DataConfig, {"data": str(jigsaw_csv)})
     report = dr.distill_report([hf_artifact, tfidf_artifact], data=data, calls=4, warmup=1, batch_size=4,

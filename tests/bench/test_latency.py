@@ -122,3 +122,23 @@ def test_cli_rejects_bad_lists_and_unknown_runtimes(tfidf_artifact, capsys):
     assert "--batch-sizes" in capsys.readouterr().err
     assert main(["latency", str(tfidf_artifact), "--runtimes", "onnx"]) == 2
     assert "unknown runtime 'onnx'" in capsys.readouterr().err
+
+
+def test_torch_fp32_and_bf16_rows_and_what_auto_chose(hf_artifact, monkeypatch, tmp_path):
+    from compress import precision
+    from compress.precision_probe import InferenceProbe
+
+    monkeypatch.delenv(precision.AUTO_INFERENCE_ENV, raising=False)
+    monkeypatch.setenv("MODCOMPRESS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(precision, "fast_bf16", lambda: True)
+    monkeypatch.setattr(InferenceProbe, "measure", lambda probe: (0.040, 0.010))  # bf16 4x faster
+    config = latency.LatencyConfig(runtimes=("torch", "torch-bf16", "auto"), batch_sizes=(2,), seq_lengths=(16,),
+                                   **FAST)
+    report = latency.run([hf_artifact], config)
+    assert [(r["name"], r["status"]) for r in report["rows"]] == [("teacher/torch", "ok"), ("teacher/torch-bf16", "ok")]
+    (choice,) = report["auto_choices"]  # auto resolved to torch-bf16, measured above: no third row, but the choice
+    assert choice["artifact_name"] == "teacher" and choice["backend"] == "torch-bf16" and choice["how"] == "measured"
+    assert choice["reason"] == "auto -> bf16: bf16 forward pass 4.00x faster here (measured bf16 10 vs fp32 40 ms)"
+    md = latency.markdown(report)
+    assert f"auto on `teacher`: torch-bf16 ({choice['reason']})." in md
+    assert md.startswith(f"Latency of one `predict` call (one batch, tokenization included); {report['environment']['cpu']}")

@@ -78,8 +78,8 @@ def test_a_slow_call_stops_the_timer_after_the_time_limit_but_not_before_min_ite
 # ---------------------------------------------------------------------------------------------- the machine
 
 
-def test_environment_and_capabilities_come_from_export_cpu():
-    from export.cpu import cpu_flags, cpu_model, physical_cores
+def test_environment_and_capabilities_come_from_compress_cpu():
+    from compress.cpu import cpu_flags, cpu_model, physical_cores
 
     env = measure.environment()
     assert env["cpu"] == cpu_model() and env["logical_cpus"] == os.cpu_count()

@@ -215,6 +215,23 @@ def test_unlabeled_and_augmented_rows_are_counted(tmp_path, teacher, jigsaw_csv)
     assert distill(cfg).transfer == {"labelled": 360, "unlabeled": 0, "augmented": 0, "total": 360}
 
 
+def test_auto_precision_is_measured_on_the_kd_step_and_recorded(tmp_path, teacher, monkeypatch):
+    from compress import precision
+
+    monkeypatch.delenv(precision.AUTO_ENV, raising=False)
+    monkeypatch.setenv("MODCOMPRESS_CACHE_DIR", str(tmp_path / "pcache"))
+    monkeypatch.setattr(precision, "fast_bf16", lambda: True)
+    result = distill(_config(teacher, "textcnn", tmp_path / "s", tmp_path / "cache", "optim.mixed_precision=auto",
+                             "optim.max_steps=1", "optim.epochs=1", *SMALL_CNN))
+    choice = result.precision_choice
+    # the probe really ran the student's KD step (soft labels picked by batch index), in both precisions
+    assert choice["how"] == "measured" and choice["fp32_ms"] > 0 and choice["bf16_ms"] > 0
+    assert result.mixed_precision == choice["precision"] and choice["key"]["model"] == "TextCNN"
+    assert read_info(tmp_path / "s").extra["precision_choice"] == choice
+    entries = json.loads((tmp_path / "pcache" / "precision.json").read_text())["entries"]
+    assert [e["task"] for e in entries.values()] == ["training"]
+
+
 def test_distilbert_copies_every_other_teacher_layer(tmp_path):
     from transformers import BertForSequenceClassification
 

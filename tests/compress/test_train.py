@@ -45,6 +45,33 @@ def test_bf16_autocast_runs_on_cpu(tmp_path, tiny_bert_dir, jigsaw_csv):
     assert result.mixed_precision == "bf16" and np.isfinite(result.metrics["macro_roc_auc"])
 
 
+@pytest.mark.parametrize(("fp32_s", "bf16_s", "expected"), [(0.020, 0.030, "no"), (0.030, 0.020, "bf16")])
+def test_auto_trains_in_the_precision_measured_faster_and_records_why(tmp_path, tiny_bert_dir, jigsaw_csv,
+                                                                      monkeypatch, fp32_s, bf16_s, expected):
+    from compress import precision
+    from compress.precision_probe import TrainingProbe
+
+    monkeypatch.delenv(precision.AUTO_ENV, raising=False)
+    monkeypatch.setenv("MODCOMPRESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(precision, "fast_bf16", lambda: True)
+    probed = []
+
+    def fake_measure(probe):
+        probed.append(probe.signature())
+        return fp32_s, bf16_s
+
+    monkeypatch.setattr(TrainingProbe, "measure", fake_measure)
+    result = train_mod.train(_config(tiny_bert_dir, jigsaw_csv, tmp_path / "t", "optim.mixed_precision=auto",
+                                     "optim.epochs=1", "optim.max_steps=2"))
+    assert result.mixed_precision == expected and result.precision_choice["how"] == "measured"
+    assert result.precision_choice["reason"].startswith(f"auto -> {precision.precision_name(expected)}: bf16 training step")
+    (signature,) = probed
+    assert signature["batch"][0] == 16 and signature["model"] == "BertForSequenceClassification"
+    info = read_info(tmp_path / "t", kinds=["teacher"])
+    assert info.extra["mixed_precision"] == expected and info.extra["precision_choice"] == result.precision_choice
+    assert (tmp_path / "cache" / "precision.json").is_file()
+
+
 def test_early_stopping_with_patience(tmp_path, tiny_bert_dir, jigsaw_csv):
     # an lr this small cannot improve the score after the first epoch
     result = train_mod.train(_config(tiny_bert_dir, jigsaw_csv, tmp_path / "t", "optim.lr=1e-12",

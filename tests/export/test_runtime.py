@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from compress.cpu import physical_cores
 from compress.errors import ArtifactError, ConfigError, UserError
-from export.cpu import physical_cores
 from export.onnx import OnnxExportConfig, export_onnx
 from export.ort import ort_session
 from export.quantize import QuantizeConfig, quantize
@@ -113,3 +113,76 @@ def test_ort_session_uses_physical_cores(kinds):
 def test_ort_cuda_matches_cpu(kinds):
     reference = load(kinds["onnx"], "ort").predict(TEXTS)
     np.testing.assert_allclose(load(kinds["onnx"], "ort-cuda").predict(TEXTS), reference, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- auto: fp32 or bf16
+
+
+@pytest.fixture
+def auto_measures(monkeypatch, tmp_path):
+    """auto not forced for inference, a CPU with bf16 hardware, a fresh measurement cache."""
+    from compress import precision
+
+    monkeypatch.delenv(precision.AUTO_INFERENCE_ENV, raising=False)
+    monkeypatch.setenv("MODCOMPRESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(precision, "fast_bf16", lambda: True)
+    return tmp_path / "cache" / "precision.json"
+
+
+def _fake_probe(monkeypatch, fp32_s: float, bf16_s: float, diff: float = 1e-3) -> list:
+    from compress.precision_probe import InferenceProbe
+
+    shapes = []
+
+    def measure(probe):
+        shapes.append(probe.input_ids.shape)
+        return fp32_s, bf16_s
+
+    monkeypatch.setattr(InferenceProbe, "measure", measure)
+    monkeypatch.setattr(InferenceProbe, "max_prob_diff", lambda probe: diff)
+    return shapes
+
+
+@pytest.mark.parametrize(("fp32_s", "bf16_s", "backend"), [(0.040, 0.010, "torch-bf16"), (0.010, 0.012, "torch")])
+def test_auto_serves_a_teacher_in_the_precision_measured_faster(kinds, auto_measures, monkeypatch, fp32_s, bf16_s,
+                                                                backend):
+    shapes = _fake_probe(monkeypatch, fp32_s, bf16_s)
+    predictor = load(kinds["teacher"], max_batch_size=64)
+    assert predictor.backend == backend and predictor.source["backend"] == backend  # serve's instances load this
+    choice = predictor.precision_choice
+    assert choice["task"] == "inference" and choice["how"] == "measured" and "forward pass" in choice["reason"]
+    assert shapes == [(32, 32)]  # (min(max batch, 32), min(max_length, 64))
+    reference = load(kinds["teacher"], "torch").predict(TEXTS)
+    np.testing.assert_allclose(predictor.predict(TEXTS), reference, atol=2e-2)
+    again = load(kinds["teacher"], max_batch_size=64)  # measured once per machine / model / shape
+    assert again.backend == backend and again.precision_choice["how"] == "cached" and len(shapes) == 1
+
+
+def test_auto_keeps_fp32_when_bf16_moves_the_probabilities_too_much(kinds, auto_measures, monkeypatch):
+    _fake_probe(monkeypatch, 0.040, 0.010, diff=0.05)
+    predictor = load(kinds["teacher"])
+    assert predictor.backend == "torch" and predictor.precision_choice["how"] == "accuracy"
+    assert predictor.precision_choice["reason"] == ("auto -> fp32: bf16 forward pass 4.00x faster here, but it moves "
+                                                    "probabilities by up to 0.05 (> 0.02)")
+
+
+def test_auto_does_not_measure_without_bf16_hardware_or_when_forced(kinds, auto_measures, monkeypatch):
+    from compress import precision
+
+    shapes = _fake_probe(monkeypatch, 0.040, 0.010)
+    monkeypatch.setattr(precision, "fast_bf16", lambda: False)
+    assert load(kinds["teacher"]).precision_choice["how"] == "no-bf16-hardware"
+    monkeypatch.setenv(precision.AUTO_INFERENCE_ENV, "bf16")
+    forced = load(kinds["teacher"])
+    assert forced.backend == "torch-bf16" and forced.precision_choice["how"] == "env" and shapes == []
+    for explicit in ("torch", "torch-bf16"):  # explicit backends are served as asked, unmeasured
+        assert load(kinds["teacher"], explicit).precision_choice is None
+    assert load(kinds["onnx"]).precision_choice is None
+
+
+def test_auto_measures_for_real_on_a_student_sized_model(kinds, auto_measures):
+    predictor = load(kinds["teacher"], max_batch_size=4)
+    choice = predictor.precision_choice
+    assert choice["how"] in ("measured", "accuracy") and choice["fp32_ms"] > 0 and choice["bf16_ms"] > 0
+    assert predictor.backend == ("torch-bf16" if choice["precision"] == "bf16" else "torch")
+    assert choice["key"]["batch"] == [4, 32] and choice["key"]["task"] == "inference" and auto_measures.is_file()

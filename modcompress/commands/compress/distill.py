@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         "macro_pr_auc": m["macro_pr_auc"], "num_parameters": result.num_parameters, "transfer": result.transfer,
         "soft_labels_cached": result.cache_hit, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
         "wall_time_s": round(result.wall_time_s, 1), "train_examples_per_s": round(result.train_examples_per_s, 1),
-        "mlflow_run_id": result.mlflow_run_id,
+        "mlflow_run_id": result.mlflow_run_id, "mixed_precision": result.mixed_precision,
+        "precision_reason": (result.precision_choice or {}).get("reason"),
     }
     if args.json:
         print(json.dumps(payload, indent=2))
@@ -79,4 +80,6 @@ def run(args: argparse.Namespace) -> int:
               f"(best epoch {result.best_epoch} of {result.epochs_run})")
         print(f"transfer set {result.transfer['total']} texts, soft labels "
               f"{'reused from cache' if result.cache_hit else 'computed'}; wall time {result.wall_time_s:.1f} s")
+        if result.precision_choice:
+            print(f"mixed precision: {result.precision_choice['reason']}")
     return 0

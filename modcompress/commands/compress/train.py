@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         "artifact": str(result.artifact), "macro_roc_auc": m["macro_roc_auc"], "macro_f1": m["macro_f1"],
         "macro_pr_auc": m["macro_pr_auc"], "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
         "wall_time_s": round(result.wall_time_s, 1), "train_examples_per_s": round(result.train_examples_per_s, 1),
-        "mlflow_run_id": result.mlflow_run_id,
+        "mlflow_run_id": result.mlflow_run_id, "mixed_precision": result.mixed_precision,
+        "precision_reason": (result.precision_choice or {}).get("reason"),
     }
     if args.json:
         print(json.dumps(payload, indent=2))
@@ -78,4 +79,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"validation macro ROC-AUC {m['macro_roc_auc']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
               f"(best epoch {result.best_epoch} of {result.epochs_run})")
         print(f"wall time {result.wall_time_s:.1f} s, {result.train_examples_per_s:.1f} train examples/s")
+        if result.precision_choice:
+            print(f"mixed precision: {result.precision_choice['reason']}")
     return 0
