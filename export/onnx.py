@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from compress.errors import ArtifactError, ConfigError, UserError
+from compress.errors import ArtifactError, ConfigError, DataError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,9 @@ class OnnxExportConfig:
         batch_sizes / lengths: validation grid; the artifact's max_length is always added.
         seed: seeds the random validation inputs.
         with_tokenizer: also write ``model_with_tokenizer.onnx`` (strings in, WordPiece in the graph).
-        tokenizer_texts / tokenizer_texts_format: a data file (any format compress reads) whose
-            texts the in-graph tokenizer must tokenize exactly as Hugging Face does.
+        tokenizer_texts / tokenizer_texts_format: a data file (any format compress reads, or ``.txt``
+            with one text per line) whose texts the in-graph tokenizer must tokenize exactly as
+            Hugging Face does.
         allow_tokenizer_mismatches: record token-id mismatches instead of failing.
     """
 
@@ -398,8 +399,14 @@ def text_model_inputs(source: Path, architecture: str, config: OnnxExportConfig)
     wordpiece_spec(tokenizer)
     texts, sources = list(CHECK_TEXTS), ["built-in"]
     if config.tokenizer_texts:
-        texts += load_dataset(config.tokenizer_texts, config.tokenizer_texts_format, dedup=False).texts
-        sources.append(str(config.tokenizer_texts))
+        path = Path(config.tokenizer_texts)
+        if path.suffix.lower() == ".txt":  # one text per line, as bench reads them
+            if not path.is_file():
+                raise DataError(f"texts file not found: {path}; check the --tokenizer-texts path")
+            texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            texts += load_dataset(path, config.tokenizer_texts_format, dedup=False).texts
+        sources.append(str(path))
     return tokenizer, texts, sources
 
 
