@@ -17,14 +17,17 @@ itself, on the whole batch at once:
 2. Hugging Face's normalizer and pre-tokenizer (clean-up, CJK spacing, accent stripping,
    lower-casing, punctuation splitting) act on each character on its own, so together they are one
    map character -> string. It is computed at export by running the artifact's own normalizer and
-   pre-tokenizer over every Unicode code point, and applied as RE2 replacements for the large
-   classes (removed: controls, combining marks...; whitespace -> one space; punctuation and CJK
-   ideographs -> ``" c "``) and a table for the rest (``StringRegexSplitWithOffsets`` +
-   ``StringMapping`` + ``StringJoin``: capitals, accented letters, Hangul syllables...). The
-   extensions' ``StringLower`` is not used: it lower-cases some Greek code points Hugging Face
-   leaves alone (U+1F16 -> U+1F36) and others to other letters (U+1F49 -> U+1F69, omicron to omega);
-3. ``WordpieceTokenizer`` (greedy longest match, one ``[UNK]`` per unknown word, as Hugging Face)
-   on the space-separated words, ``StringToVector`` for the ids;
+   pre-tokenizer over every Unicode code point. Every non-ASCII character (and each ASCII one that
+   changes otherwise, such as a capital) is split out (``StringRegexSplitWithOffsets`` on
+   ``[^\x01-\x7F]``), looked up in a table (``StringMapping``) and the pieces joined back
+   (``StringJoin``); ASCII controls, whitespace and punctuation then go through three small RE2
+   replacements. ONNX Runtime extensions compile a pattern on every call, so one class of all
+   ~900 ranges that change costs ~10 ms per batch: hence the split on one range. The extensions'
+   ``StringLower`` is not used: it lower-cases Greek code points Hugging Face leaves alone (U+1F16
+   -> U+1F36) and changes letters (U+1F49 -> U+1F69, omicron to omega);
+3. ``WordpieceTokenizer`` on the whole batch (greedy longest match), ``StringToVector`` for the ids.
+   The operator keeps the pieces it found before an unknown part of a word (``skilled [UNK]``), so a
+   marker word goes before every word, and a word with an unknown piece becomes one ``[UNK]``;
 4. standard ONNX operators: truncation to ``max_length - 2`` word pieces, ``[CLS] ... [SEP]``,
    right padding to the batch's longest row, ``attention_mask``.
 
@@ -73,7 +76,8 @@ CHECK_TEXTS = (
     "",
     "   \t  ",
 )
-REMOVED = "\x01"  # what the table maps a removed character to; a control character, removed with them
+REMOVED = "\x01"
+WORD_MARK = "\x02"  # goes before every word into WordpieceTokenizer; removed from texts like REMOVED  # what the table maps a removed character to; a control character, removed with them
 # Joins code points for one batched normalizer call; a chunk whose output does not split back into
 # as many parts is redone one code point at a time.
 _JOIN = "\u2603"
@@ -293,10 +297,10 @@ def character_map(spec: WordPieceSpec) -> CharacterMap:
 
     Raises:
         TokenizerGraphError: the normalizer keeps control characters (no clean-up), so
-            :data:`REMOVED` could not mark removed characters.
+            :data:`REMOVED` and :data:`WORD_MARK` could not be told from text.
     """
     target = hf_character_strings(spec.backend)
-    if target.get(REMOVED) != "":
+    if target.get(REMOVED) != "" or target.get(WORD_MARK) != "":
         raise TokenizerGraphError("the tokenizer's normalizer keeps control characters (no clean-up); the in-graph "
                                   "tokenizer needs BertNormalizer(clean_text=True); export without --with-tokenizer")
     drop, space, isolate, table, ascii_table = [], [], [], {}, []
@@ -396,7 +400,7 @@ def _apply_table(b: _Builder, text: str, split: str, table: dict[str, str]) -> s
 
 
 def _words(b: _Builder, text: str, spec: WordPieceSpec, chars: CharacterMap) -> str:
-    """(B,) raw texts -> (B,) normalized texts, words separated by single spaces."""
+    """(B,) raw texts -> (B,) normalized texts, words separated by spaces."""
     for k, token in sorted(enumerate(spec.added), key=lambda kv: -len(kv[1])):
         text = _replace(b, text, re.escape(token), " " + PLACEHOLDER.format(k) + " ")
     text = _apply_table(b, text, chars.split, chars.table)
@@ -415,45 +419,54 @@ def _usable(token: str) -> bool:
 
 
 def _word_pieces(b: _Builder, text: str, spec: WordPieceSpec) -> tuple[str, str]:
-    """(B,) space-separated words -> (ids (N,), text row of each (N,)): the word pieces of the whole batch, in order.
+    """(B,) space-separated words -> (ids (N,), kept pieces before each row (B + 1,)): the word pieces of the
+    whole batch, in order.
 
-    ``WordpieceTokenizer`` keeps the pieces it found before an unknown part and appends one unknown
-    token (``skilled😂`` -> ``skilled [UNK]``); Hugging Face makes the whole word one unknown token.
-    So the words go in one per string, and a word with an unknown token keeps only its first piece,
-    as the unknown id.
+    ``WordpieceTokenizer`` keeps the pieces it found before an unknown part of a word and appends one
+    unknown token (``skilled😂`` -> ``skilled [UNK]``); Hugging Face makes the whole word one unknown
+    token. The output does not show where words end, so a marker word (:data:`WORD_MARK`, a control
+    character the character map has removed from the text) goes before every word; a word with the
+    unknown id among its pieces keeps only its first piece, as the unknown id.
     """
-    from onnx import TensorProto, helper
+    from onnx import TensorProto
 
+    unk = spec.vocab[spec.unk_token]
     vocab = {t: i for t, i in spec.vocab.items() if _usable(t)}
     vocab.update({PLACEHOLDER.format(k): i for k, i in enumerate(spec.added.values())})
-    where, words, _shape = b.op("StringSplit", [text, b.const([" "]), b.const(np.array([True]))], 3, CONTRIB)
-    word_row = b.one("Gather", [where, b.const(np.int64(0))], axis=1)  # (W,) text of each word
+    marked = _replace(b, text, "^| +", f" {WORD_MARK} ")
     tokens, offsets, _begins, _ends = b.op(
-        "WordpieceTokenizer", [words, b.const(np.zeros(0, dtype=np.int64))], 4, CONTRIB,
-        vocab=json.dumps(vocab, ensure_ascii=False), suffix_indicator=spec.prefix, unknown_token=spec.unk_token,
-        max_input_chars_per_word=spec.max_chars)
-    ids = b.one("StringToVector", [tokens], domain=CONTRIB, unk=str(spec.vocab[spec.unk_token]),
-                map="\n".join(f"{t}\t{i}" for t, i in vocab.items()))
-    ids = b.one("Reshape", [ids, b.const([-1])])  # (P,) pieces of every word
-    # every word has at least one piece: mark each word's first piece, count the marks -> word of each piece
-    firsts = b.one("Slice", [offsets, b.const([0]), b.const([-1])])  # (W,)
-    pieces = b.one("Shape", [ids])
-    zeros = b.one("ConstantOfShape", [pieces], value=helper.make_tensor("zero", TensorProto.INT64, [1], [0]))
-    first = b.one("ScatterElements", [zeros, firsts, b.one("Expand", [b.const(np.int64(1)), b.one("Shape", [firsts])])],
-                  axis=0)  # (P,) 1 on a word's first piece
-    word = b.one("Sub", [b.one("CumSum", [first, b.const(np.int64(0))]), b.const(np.int64(1))])  # (P,)
+        "WordpieceTokenizer", [marked, b.const(np.zeros(0, dtype=np.int64))], 4, CONTRIB,
+        # the operator reads id -1 as "not found", and outputs tokens, not ids: any other id will do
+        vocab=json.dumps({**vocab, WORD_MARK: 0}, ensure_ascii=False), suffix_indicator=spec.prefix,
+        unknown_token=spec.unk_token, max_input_chars_per_word=spec.max_chars)
+    ids = b.one("StringToVector", [tokens], domain=CONTRIB, unk=str(unk),
+                map="\n".join(f"{t}\t{i}" for t, i in {**vocab, WORD_MARK: -1}.items()))
+    ids = b.one("Reshape", [ids, b.const([-1])])  # (P,) markers (-1) and pieces of every word
+    marker = b.one("Equal", [ids, b.const(np.int64(-1))])
+    word = b.one("Sub", [b.one("CumSum", [b.one("Cast", [marker], to=TensorProto.INT64), b.const(np.int64(0))]),
+                         b.const(np.int64(1))])  # (P,) word of each piece (its marker's)
     # a piece with the unknown id is a failed word; the only other source of that id is a written
     # unknown token (a placeholder word of one piece), which the collapse leaves as it is
-    unknown = b.one("Cast", [b.one("Equal", [ids, b.const(np.int64(spec.vocab[spec.unk_token]))])],
-                    to=TensorProto.INT64)
-    words_zero = b.one("ConstantOfShape", [b.one("Shape", [firsts])],
-                       value=helper.make_tensor("zero", TensorProto.INT64, [1], [0]))
-    bad_word = b.one("ScatterElements", [words_zero, word, unknown], axis=0, reduction="add")  # (W,) unknowns
+    unknown = b.one("Cast", [b.one("Equal", [ids, b.const(np.int64(unk))])], to=TensorProto.INT64)
+    words = b.one("Reshape", [b.one("ReduceSum", [b.one("Cast", [marker], to=TensorProto.INT64)], keepdims=0),
+                              b.const([1])])
+    zeros = b.one("ConstantOfShape", [words], value=_int64_zero())
+    bad_word = b.one("ScatterElements", [zeros, word, unknown], axis=0, reduction="add")  # (W,) unknowns per word
     bad = b.one("Greater", [b.one("Gather", [bad_word, word]), b.const(np.int64(0))])  # (P,)
-    keep = b.one("Or", [b.one("Not", [bad]), b.one("Cast", [first], to=TensorProto.BOOL)])
-    ids = b.one("Where", [bad, b.const(np.int64(spec.vocab[spec.unk_token])), ids])
-    return b.one("Compress", [ids, keep], axis=0), b.one("Compress", [b.one("Gather", [word_row, word]), keep],
-                                                          axis=0)
+    after_marker = b.one("Concat", [b.const(np.array([False])),
+                                    b.one("Slice", [marker, b.const([0]), b.const([-1])])], axis=0)
+    keep = b.one("And", [b.one("Not", [marker]), b.one("Or", [b.one("Not", [bad]), after_marker])])
+    ids = b.one("Compress", [b.one("Where", [bad, b.const(np.int64(unk)), ids]), keep], axis=0)
+    kept_before = b.one("Concat", [b.const(np.zeros(1, dtype=np.int64)),
+                                   b.one("CumSum", [b.one("Cast", [keep], to=TensorProto.INT64), b.const(np.int64(0))])],
+                        axis=0)  # (P + 1,) kept pieces before each piece
+    return ids, b.one("Gather", [kept_before, offsets])
+
+
+def _int64_zero() -> Any:
+    from onnx import TensorProto, helper
+
+    return helper.make_tensor("zero", TensorProto.INT64, [1], [0])
 
 
 def tokenizer_graph(spec: WordPieceSpec, chars: CharacterMap, max_length: int, opset: int) -> Any:
@@ -466,12 +479,8 @@ def tokenizer_graph(spec: WordPieceSpec, chars: CharacterMap, max_length: int, o
 
     b = _Builder()
     text = _words(b, TEXT_INPUT, spec, chars)
-    ids, rows = _word_pieces(b, text, spec)
-    lengths = b.one("ScatterElements", [b.one("ConstantOfShape", [b.one("Shape", [TEXT_INPUT])],
-                                              value=helper.make_tensor("zero", TensorProto.INT64, [1], [0])),
-                                        rows, b.one("Expand", [b.const(np.int64(1)), b.one("Shape", [rows])])],
-                    axis=0, reduction="add")  # (B,) pieces per text
-    starts = b.one("Sub", [b.one("CumSum", [lengths, b.const(np.int64(0))]), lengths])
+    ids, offsets = _word_pieces(b, text, spec)
+    starts, lengths = _ragged_rows(b, offsets)  # (B,) each text's pieces in ids
     kept = b.one("Min", [lengths, b.const(np.int64(max(0, max_length - 2)))])
     width = b.one("Add", [b.one("ReduceMax", [kept], keepdims=0), b.const(np.int64(2))])
     # column j of a row holds piece j - 1: shift the rows one column right, behind [CLS]
