@@ -209,6 +209,16 @@ def test_token_id_mismatches_fail_the_export_or_are_recorded_with_their_texts(tm
     example = next(e for e in report["token_ids"]["examples"] if e["text"] == "THE ARTICLE IS GOOD")
     assert example["hf"] != example["graph"]
     assert report["max_abs_diff_probabilities"] <= 1e-5  # measured on the texts whose ids match
+    # ... and it would see other ids: on the mismatched text the two models disagree
+    from transformers import AutoTokenizer
+
+    from export.ort import ort_session
+    from export.wordpiece_graph import TEXT_MODEL_FILE, probabilities_diff
+
+    diff = probabilities_diff(ort_session(kept.artifact / TEXT_MODEL_FILE, custom_ops=True),
+                              ort_session(kept.artifact / "model.onnx"),
+                              AutoTokenizer.from_pretrained(kept.artifact / "tokenizer"), ["THE ARTICLE IS GOOD"], 32)
+    assert diff > 1e-5
 
 
 def test_with_tokenizer_options_need_the_flag_and_a_wordpiece_tokenizer(tmp_path, tiny_teacher, capsys):
