@@ -19,12 +19,15 @@ Inputs:
   realistic length mix (and of padding to the longest text of each batch) is measured.
 
 Runtimes are :func:`export.runtime.load` backends (``auto``, ``torch``, ``torch-bf16``,
-``torch-int8``, ``ort``, ``sklearn``, ...) and ``triton`` (the endpoint at ``url`` serving the
+``torch-int8``, ``ort``, ``ort-text``, ``sklearn``, ...) and ``triton`` (the endpoint at ``url`` serving the
 artifact under its directory name, through :class:`serve.client.ServeClient`). Rows are named
 ``artifact/backend`` with the backend the runtime resolved to (``auto`` -> ``torch`` for a
 teacher/student, ``ort`` for an onnx artifact, ``sklearn`` for a baseline); two runtimes resolving
 to the same backend are measured once. A baseline asked for ``torch`` runs in its own library
-(``sklearn``). A runtime that does not apply to an artifact (no ``model.onnx``, no GPU, not served
+(``sklearn``). ``ort`` and ``ort-text`` side by side compare tokenize-then-run (the Hugging Face
+tokenizer in Python, then ``model.onnx``) with the tokenizer inside the ONNX graph
+(``model_with_tokenizer.onnx`` of an artifact exported ``--with-tokenizer``, strings in), on the
+same texts. A runtime that does not apply to an artifact (no ``model.onnx``, no GPU, not served
 at ``url``, ...) becomes a ``skipped`` row with the reason; an unexpected failure an ``error`` row;
 neither stops the run.
 

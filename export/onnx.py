@@ -19,6 +19,15 @@ basic (O1) / extended (O2) graph optimizations.
 
 O2 graphs use ONNX Runtime contrib operators: fastest on ONNX Runtime, but TensorRT cannot parse
 them. Export with ``--optimize none`` for ``export tensorrt``.
+
+``--with-tokenizer`` also writes ``model_with_tokenizer.onnx`` (:mod:`export.wordpiece_graph`): raw
+UTF-8 strings ``text`` (B,) -> ``logits`` (B, L), the artifact's WordPiece tokenizer as
+onnxruntime-extensions operators in front of the same model. It is checked like the model: token
+ids identical to the Hugging Face tokenizer's on every check text (built-in tricky texts, plus
+``--tokenizer-texts FILE``; a mismatch fails the export unless ``--allow-tokenizer-mismatches``,
+and is recorded with its text), and probabilities within 1e-5 of ``model.onnx`` fed the Hugging
+Face ids (on up to 512 of the texts). ``artifact.json`` records it under ``extra.text_model``;
+readers that do not know the key ignore it, and ``model.onnx`` is unchanged.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from compress.errors import ArtifactError, ConfigError, UserError
+from compress.errors import ArtifactError, ConfigError, DataError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +63,8 @@ DEFAULT_ATOL = 1e-4
 VALIDATION_BATCH_SIZES = (1, 3, 8)
 VALIDATION_LENGTHS = (5, 17)  # plus the artifact's max_length
 SOURCE_KINDS = ("teacher", "student")
+TEXT_PROBABILITY_ATOL = 1e-5  # in-graph tokenizer model vs model.onnx on the Hugging Face ids
+TEXT_PROBABILITY_TEXTS = 512  # texts the probability check runs on (ids are checked on all)
 
 
 class ValidationError(UserError):
@@ -72,6 +83,10 @@ class AtolError(ValidationError):
     """ONNX and PyTorch outputs differ by more than the declared absolute tolerance."""
 
 
+class TokenizerMismatchError(ValidationError):
+    """The in-graph tokenizer gives other token ids than the Hugging Face tokenizer on some text."""
+
+
 @dataclass(frozen=True)
 class OnnxExportConfig:
     """`export onnx` settings.
@@ -83,6 +98,11 @@ class OnnxExportConfig:
         optimize: ``none``, ``O1`` (general graph optimizations) or ``O2`` (+ transformer fusions).
         batch_sizes / lengths: validation grid; the artifact's max_length is always added.
         seed: seeds the random validation inputs.
+        with_tokenizer: also write ``model_with_tokenizer.onnx`` (strings in, WordPiece in the graph).
+        tokenizer_texts / tokenizer_texts_format: a data file (any format compress reads, or ``.txt``
+            with one text per line) whose texts the in-graph tokenizer must tokenize exactly as
+            Hugging Face does.
+        allow_tokenizer_mismatches: record token-id mismatches instead of failing.
     """
 
     out: str | None = None
@@ -93,6 +113,10 @@ class OnnxExportConfig:
     batch_sizes: tuple[int, ...] = VALIDATION_BATCH_SIZES
     lengths: tuple[int, ...] = VALIDATION_LENGTHS
     seed: int = 0
+    with_tokenizer: bool = False
+    tokenizer_texts: str | None = None
+    tokenizer_texts_format: str | None = None
+    allow_tokenizer_mismatches: bool = False
 
     def __post_init__(self) -> None:
         if self.opset < MIN_OPSET:
@@ -105,6 +129,9 @@ class OnnxExportConfig:
             raise ConfigError(f"batch_sizes: must be positive, got {self.batch_sizes}")
         if not self.lengths or min(self.lengths) < 1:
             raise ConfigError(f"lengths: must be positive, got {self.lengths}")
+        if (self.tokenizer_texts or self.allow_tokenizer_mismatches) and not self.with_tokenizer:
+            raise ConfigError("with_tokenizer: --tokenizer-texts and --allow-tokenizer-mismatches check the in-graph "
+                              "tokenizer; add --with-tokenizer")
 
 
 @dataclass
@@ -117,6 +144,7 @@ class ExportResult:
     exporter: str
     optimize: str
     cases: list[dict[str, Any]] = field(default_factory=list)
+    text_model: dict[str, Any] | None = None  # extra.text_model of the artifact (--with-tokenizer)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -347,6 +375,81 @@ def _vocab_size(model: Any, tokenizer: Any) -> int:
     return max(2, min(sizes)) if sizes else 2
 
 
+def text_model_inputs(source: Path, architecture: str, config: OnnxExportConfig) -> tuple[Any, list[str], list[str]]:
+    """Before any work for ``--with-tokenizer``: (the source's tokenizer, the check texts, where they came from).
+
+    Raises:
+        TokenizerGraphError: the tokenizer is not a WordPiece tokenizer the graph reproduces.
+        UserError: no tokenizer; a bad ``--tokenizer-texts`` file.
+    """
+    from transformers import AutoTokenizer
+
+    from compress.data import load_dataset
+    from export.wordpiece_graph import CHECK_TEXTS, wordpiece_spec
+
+    directory = source / "tokenizer"
+    if not directory.is_dir():
+        raise ArtifactError(f"{source} has no tokenizer/ directory (a {architecture} model); "
+                            "--with-tokenizer needs the artifact's WordPiece tokenizer")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"cannot load the tokenizer in {directory} ({str(exc)[:120]}); --with-tokenizer needs "
+                            "a Hugging Face WordPiece tokenizer") from None
+    wordpiece_spec(tokenizer)
+    texts, sources = list(CHECK_TEXTS), ["built-in"]
+    if config.tokenizer_texts:
+        path = Path(config.tokenizer_texts)
+        if path.suffix.lower() == ".txt":  # one text per line, as bench reads them
+            if not path.is_file():
+                raise DataError(f"texts file not found: {path}; check the --tokenizer-texts path")
+            texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            texts += load_dataset(path, config.tokenizer_texts_format, dedup=False).texts
+        sources.append(str(path))
+    return tokenizer, texts, sources
+
+
+def export_text_model(onnx_path: Path, out_path: Path, tokenizer: Any, texts: Sequence[str], sources: list[str],
+                      max_length: int, allow_mismatches: bool) -> dict[str, Any]:
+    """Write the in-graph tokenizer model beside ``onnx_path`` and check it; returns ``extra.text_model``.
+
+    Checks: token ids identical to the Hugging Face tokenizer's on every text (a mismatch raises
+    :class:`TokenizerMismatchError` naming it, unless ``allow_mismatches``: then it is recorded and
+    logged), then probabilities within :data:`TEXT_PROBABILITY_ATOL` of ``onnx_path`` on the Hugging
+    Face ids (:class:`AtolError`), on up to :data:`TEXT_PROBABILITY_TEXTS` matching texts.
+    """
+    import onnx
+    import onnxruntime_extensions
+
+    from compress.errors import one_line
+    from export.ort import ort_session
+    from export.wordpiece_graph import TEXT_INPUT, compare_ids, probabilities_diff, text_model
+
+    graph, merged = text_model(tokenizer, onnx.load(str(onnx_path)), max_length)
+    onnx.save(merged, str(out_path))
+    ids, bad = compare_ids(ort_session(graph.SerializeToString(), custom_ops=True), tokenizer, texts, max_length)
+    if bad:
+        first = ids["examples"][0]
+        message = (f"the in-graph tokenizer gives other token ids than the Hugging Face tokenizer on {len(bad)} of "
+                   f"{len(texts)} texts, e.g. text {first['index']} {one_line(repr(first['text']))[:120]}")
+        if not allow_mismatches:
+            raise TokenizerMismatchError(f"{message}; export without --with-tokenizer, or pass "
+                                         "--allow-tokenizer-mismatches to keep it (the mismatches go into artifact.json)")
+        log.warning("%s (kept: --allow-tokenizer-mismatches; see extra.text_model in artifact.json)", message)
+    skip = set(bad)
+    matching = [t for i, t in enumerate(texts) if i not in skip][:TEXT_PROBABILITY_TEXTS]
+    diff = probabilities_diff(ort_session(out_path, custom_ops=True), ort_session(onnx_path), tokenizer, matching,
+                              max_length)
+    if diff > TEXT_PROBABILITY_ATOL:
+        raise AtolError(f"the in-graph tokenizer model's probabilities differ from model.onnx's by up to {diff:.3g} "
+                        f"(atol {TEXT_PROBABILITY_ATOL:g}) on the same token ids; export without --with-tokenizer")
+    return {"file": out_path.name, "input": TEXT_INPUT, "output": "logits", "custom_ops": "onnxruntime-extensions",
+            "onnxruntime_extensions": onnxruntime_extensions.__version__,
+            "validation": {"sources": sources, "token_ids": ids, "probability_texts": len(matching),
+                           "max_abs_diff_probabilities": diff, "atol": TEXT_PROBABILITY_ATOL}}
+
+
 def output_dir(source: Path, out: str | None, suffix: str, overwrite: bool = False,
                inputs: Sequence[str | os.PathLike[str] | None] = ()) -> Path:
     """``out``, or ``runs/teacher`` -> ``runs/teacher-<suffix>``, checked before any work.
@@ -381,7 +484,7 @@ def validation_lengths(model: Any, lengths: Sequence[int], max_length: int, hf: 
 
 
 def onnx_info(info: Any, source: Path, exporter: str, opset: int, optimize: str, fused: Any,
-              validation: dict[str, Any], vocab_size: int, pad_id: int) -> Any:
+              validation: dict[str, Any], vocab_size: int, pad_id: int, text_model: dict[str, Any] | None = None) -> Any:
     """artifact.json of the exported artifact: the source's labels and metrics, how it was exported and
     validated, the graph's inputs, outputs and dynamic axes."""
     from compress.artifact import ArtifactInfo
@@ -396,17 +499,21 @@ def onnx_info(info: Any, source: Path, exporter: str, opset: int, optimize: str,
             "inputs": list(INPUT_NAMES), "outputs": list(OUTPUT_NAMES),
             "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in DYNAMIC_AXES.items()},
             "validation": validation, "vocab_size": vocab_size, "pad_id": pad_id,
+            **({"text_model": text_model} if text_model else {}),
         },
     )
 
 
 def write_onnx_artifact(out: Path, onnx_path: Path, source: Path, hf_config: Any, new_info: Any,
-                        overwrite: bool = False) -> None:
-    """Write atomically: ``model.onnx``, ``config.json`` (HF models), the source's tokenizer, ``artifact.json``."""
+                        overwrite: bool = False, text_model_path: Path | None = None) -> None:
+    """Write atomically: ``model.onnx`` (and the in-graph tokenizer model), ``config.json`` (HF models), the
+    source's tokenizer, ``artifact.json``."""
     from compress.artifact import atomic_artifact_dir, copy_artifact_files, write_info
 
     with atomic_artifact_dir(out, overwrite) as tmp:
         shutil.move(str(onnx_path), tmp / "model.onnx")
+        if text_model_path is not None:
+            shutil.move(str(text_model_path), tmp / text_model_path.name)
         if hf_config is not None:
             hf_config.save_pretrained(tmp)  # config.json beside model.onnx: ORTModel / ORTQuantizer read it
         copy_artifact_files(source, tmp, ["tokenizer"])
@@ -429,7 +536,9 @@ def export_onnx(artifact: str | os.PathLike[str], config: OnnxExportConfig | Non
 
     Raises:
         ArtifactError: not a teacher/student artifact. ValidationError subclasses: the export
-        does not reproduce PyTorch (nothing is written).
+        does not reproduce PyTorch, or (``with_tokenizer``) the in-graph tokenizer does not reproduce
+        the Hugging Face tokenizer (nothing is written). TokenizerGraphError: ``with_tokenizer`` on a
+        tokenizer that is not WordPiece (before any work).
     """
     import torch
 
@@ -440,7 +549,9 @@ def export_onnx(artifact: str | os.PathLike[str], config: OnnxExportConfig | Non
     source = Path(artifact)
     info = read_info(source)
     check_export_source(source, info.kind)
-    out = output_dir(source, config.out, "onnx", config.overwrite)
+    out = output_dir(source, config.out, "onnx", config.overwrite, inputs=(config.tokenizer_texts,))
+    if config.with_tokenizer:
+        hf_tokenizer, check_texts, text_sources = text_model_inputs(source, info.architecture, config)
     atol = config.atol if config.atol is not None else DEFAULT_ATOL
     model, tokenizer = load_model(source)
     model = model.float().eval()
@@ -465,8 +576,19 @@ def export_onnx(artifact: str | os.PathLike[str], config: OnnxExportConfig | Non
                                    lengths, config.seed)
         log.info("validated: max |ONNX - PyTorch| = %.3g (atol %g) over %d cases", validation["max_abs_diff"],
                  atol, len(validation["cases"]))
+        text_path, text = None, None
+        if config.with_tokenizer:
+            from export.wordpiece_graph import TEXT_MODEL_FILE
+
+            text_path = staged / TEXT_MODEL_FILE
+            text = export_text_model(onnx_path, text_path, hf_tokenizer, check_texts, text_sources, info.max_length,
+                                     config.allow_tokenizer_mismatches)
+            log.info("in-graph tokenizer: %d token-id mismatches over %d texts, max |p - p_ids| = %.3g",
+                     text["validation"]["token_ids"]["mismatches"], len(check_texts),
+                     text["validation"]["max_abs_diff_probabilities"])
         new_info = onnx_info(info, source, exporter, config.opset, config.optimize, fused, validation, vocab_size,
-                             pad_id)
-        write_onnx_artifact(out, onnx_path, source, model.config if hf else None, new_info, config.overwrite)
+                             pad_id, text)
+        write_onnx_artifact(out, onnx_path, source, model.config if hf else None, new_info, config.overwrite,
+                            text_path)
     return ExportResult(out, validation["max_abs_diff"], atol, new_info.extra["exporter"], config.optimize,
-                        validation["cases"])
+                        validation["cases"], text)

@@ -1,4 +1,9 @@
-"""ONNX Runtime sessions: one set of options for export validation, quantization and the runtime."""
+"""ONNX Runtime sessions: one set of options for export validation, quantization and the runtime.
+
+Models with the tokenizer in the graph (``export onnx --with-tokenizer``) use custom operators of
+onnxruntime-extensions (domain ``ai.onnx.contrib``); their sessions register its library
+(``custom_ops=True``). Other sessions never load it.
+"""
 
 from __future__ import annotations
 
@@ -14,18 +19,36 @@ from compress.errors import UserError
 from compress.predict import Forward, batched_logits
 
 
-def ort_session(path: str | os.PathLike[str], providers: Sequence[Any] = ("CPUExecutionProvider",),
-                threads: int | None = None):
-    """An ONNX Runtime session: all graph optimizations, intra-op threads = physical cores, one inter-op thread."""
+def ort_session(path: str | os.PathLike[str] | bytes, providers: Sequence[Any] = ("CPUExecutionProvider",),
+                threads: int | None = None, custom_ops: bool = False):
+    """An ONNX Runtime session: all graph optimizations, intra-op threads = physical cores, one inter-op thread.
+
+    Args:
+        path: the ONNX file, or a serialized model.
+        custom_ops: register the onnxruntime-extensions operators (string ops, tokenizers) the model uses.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if custom_ops:
+        options.register_custom_ops_library(extensions_library())
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or physical_cores()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, sess_options=options, providers=list(providers))
+
+
+def extensions_library() -> str:
+    """Path of the onnxruntime-extensions custom-operator library; UserError when the package is missing."""
+    try:
+        from onnxruntime_extensions import get_library_path
+    except ImportError:
+        raise UserError("this model runs onnxruntime-extensions operators (the tokenizer in the graph) and the "
+                        "package is not installed; `pip install 'onnxruntime-extensions>=0.15,<0.16'`") from None
+    return str(get_library_path())
 
 
 def ort_providers(backend: str) -> list[Any]:

@@ -9,6 +9,8 @@ torch-bf16 PyTorch under ``torch.autocast(bfloat16)`` (fast only with AMX / AVX5
 torch-int8 ``torch.ao`` dynamic int8 (a torch-int8-dynamic artifact; a teacher/student is
            quantized on load)
 ort        ONNX Runtime, CPU execution provider (onnx and ONNX-quantized artifacts)
+ort-text   ONNX Runtime, CPU, strings in: ``model_with_tokenizer.onnx`` (``export onnx
+           --with-tokenizer``), the WordPiece tokenizer runs inside the graph
 ort-cuda   ONNX Runtime, CUDA execution provider (needs onnxruntime-gpu and a GPU)
 ort-trt    ONNX Runtime, TensorRT execution provider (needs onnxruntime-gpu, TensorRT, a GPU)
 tensorrt   a TensorRT engine (``model.plan``; needs the tensorrt package and a GPU)
@@ -57,7 +59,8 @@ from export.ort import ort_providers, ort_session, session_forward
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "torch-bf16", "torch-int8", "ort", "ort-cuda", "ort-trt", "tensorrt", "sklearn")
+BACKENDS = ("auto", "torch", "torch-bf16", "torch-int8", "ort", "ort-text", "ort-cuda", "ort-trt", "tensorrt",
+            "sklearn")
 TORCH_BACKENDS = ("torch", "torch-bf16", "torch-int8")
 ORT_BACKENDS = ("ort", "ort-cuda", "ort-trt")
 DEFAULT_MAX_BATCH_SIZE = 32
@@ -189,6 +192,67 @@ class BaselinePredictor:
                         "reads texts, not token ids; call predict(texts)")
 
 
+@dataclass
+class StringPredictor:
+    """The in-graph tokenizer model (``model_with_tokenizer.onnx``): texts -> probabilities in one session.
+
+    ``predict`` sorts the texts by length in characters (the graph tokenizes, so there are no token
+    counts to sort by), cuts micro-batches as :class:`TextPredictor` does (``min_fill``, on characters)
+    and runs each: the graph pads a batch to its longest text. NUL characters are removed first
+    (ONNX Runtime's string operators end a string there; Hugging Face's clean-up drops them).
+    ``predict_batch`` (token ids in) runs ``model.onnx`` in a second session, opened on first use.
+
+    Attributes:
+        session: the ONNX Runtime session (custom operators registered).
+        onnx_path / threads: ``model.onnx`` and the thread count, for ``predict_batch``.
+    """
+
+    name: str
+    labels: list[str]
+    thresholds: np.ndarray
+    max_batch_size: int
+    session: Any
+    onnx_path: Path
+    threads: int | None = None
+    backend: str = "ort-text"
+    info: Any = None
+    min_fill: float = 0.5
+    source: dict[str, Any] | None = None
+    _ids_forward: Forward | None = field(default=None, init=False, repr=False)
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        """(N, L) float32 probabilities for N texts, in input order."""
+        from compress.batching import micro_batches
+        from export.wordpiece_graph import TEXT_INPUT, strip_nul
+
+        texts = strip_nul(_check_texts(texts))
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        if not texts:
+            return out
+        lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+        for rows in micro_batches(lengths, self.max_batch_size, self.min_fill):
+            batch = np.array([texts[i] for i in rows], dtype=object)
+            out[rows] = sigmoid(self.session.run(["logits"], {TEXT_INPUT: batch})[0])
+        return out
+
+    def predict_batch(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """One already-tokenized batch through ``model.onnx``: (B, T) ids and mask -> (B, L) probabilities."""
+        if self._ids_forward is None:
+            self._ids_forward = ort_forward(self.onnx_path, "ort", self.threads)
+        ids = np.ascontiguousarray(input_ids, dtype=np.int64)
+        mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
+        return sigmoid(self._ids_forward(ids, mask))
+
+
+def text_model_path(info: Any, directory: Path) -> Path | None:
+    """``model_with_tokenizer.onnx`` of an artifact exported ``--with-tokenizer``, or None."""
+    record = info.extra.get("text_model")
+    if not isinstance(record, dict) or not isinstance(record.get("file"), str):
+        return None
+    path = directory / Path(record["file"]).name
+    return path if path.is_file() else None
+
+
 # ----------------------------------------------------------------------------------------------
 # Backends: each is a compress.predict.Forward, input_ids, attention_mask (B, T) -> logits (B, L)
 # (PyTorch: compress.predict.torch_forward).
@@ -223,6 +287,9 @@ def resolve_backend(info: Any, directory: Path, backend: str) -> str:
     if backend in TORCH_BACKENDS and not has_torch:
         raise ArtifactError(f"{directory} is a {info.kind} artifact without a PyTorch model; backend {backend} needs "
                             "a teacher, student or torch-quantized artifact (try --backend auto)")
+    if backend == "ort-text" and text_model_path(info, directory) is None:
+        raise ArtifactError(f"{directory} has no model_with_tokenizer.onnx; backend ort-text needs an onnx artifact "
+                            "exported with `modcompress-export onnx --with-tokenizer`")
     if backend in ORT_BACKENDS and not (directory / "model.onnx").is_file():
         raise ArtifactError(f"{directory} has no model.onnx; backend {backend} needs an onnx or ONNX-quantized "
                             "artifact (`modcompress-export onnx` makes one)")
@@ -299,6 +366,12 @@ def load(artifact_dir: str | os.PathLike[str], backend: str = "auto",
 
         return BaselinePredictor(name, list(info.labels), thresholds, max_batch_size,
                                  load_baseline(directory), info=info, source=source)
+    if backend == "ort-text":
+        path = text_model_path(info, directory)
+        assert path is not None  # resolve_backend checked it
+        session = ort_session(path, ort_providers("ort"), threads, custom_ops=True)
+        return StringPredictor(name, list(info.labels), thresholds, max_batch_size, session, directory / "model.onnx",
+                               threads, info=info, source=source)
 
     from transformers import AutoTokenizer
 

@@ -17,6 +17,22 @@ For each artifact ``NAME`` (onnx, ONNX-quantized or tensorrt) the repository hol
       config.pbtxt
       1/              (empty; ensembles still need a version directory)
 
+An onnx artifact exported ``--with-tokenizer`` (``model_with_tokenizer.onnx``, the WordPiece
+tokenizer as onnxruntime-extensions operators) needs no Python backend; its entry is one model::
+
+    NAME/             onnxruntime_onnx: TEXT (BYTES, [1], reshaped to the graph's (B,) strings)
+      config.pbtxt      -> PROBABILITIES (FP32, [L]); model_operations names the custom-op library
+      1/model.onnx      the model with input ``TEXT`` and the sigmoid folded in (``PROBABILITIES``)
+      libortextensions.so   the onnxruntime-extensions library, copied from its Python wheel
+      labels.txt
+
+Triton's onnxruntime backend hands ``op_library_filename`` to ONNX Runtime as it is, so the path is
+absolute: ``<repository_path>/NAME/libortextensions.so`` (``--repository-path``, default
+``/models``, where the container mounts the repository). The wheel's library leaves CPython's
+symbols to the process that loads it: ``tritonserver`` can load it only with a libpython preloaded
+(``LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libpython3.X.so.1.0``, whichever the image has), or after
+replacing the file with a standalone ``libortextensions.so`` build of the same release.
+
 Post-processing: for ONNX models the sigmoid is folded into the graph (one ``Sigmoid`` node
 appended, output ``probabilities``): no extra Python hop per request. A TensorRT plan cannot be
 edited, so plans get the ``NAME_postprocess`` Python model instead.
@@ -48,6 +64,8 @@ KINDS = ("cpu", "gpu")
 SERVABLE = ("onnx", "quantized", "tensorrt")
 TEXT_INPUT = "TEXT"
 PROBS_OUTPUT = "PROBABILITIES"
+
+CUSTOM_OPS_LIBRARY = "libortextensions.so"  # the onnxruntime-extensions library, beside an in-graph tokenizer model
 
 # Files of export/triton_model, copied into the repository (see copy_python_model)
 TOKENIZER_MODEL = "tokenizer_model.py"
@@ -81,6 +99,8 @@ class TritonConfig:
         instances: model instances per model (instance_group count).
         kind: ``cpu`` or ``gpu`` instances for the model (tokenizers always run on CPU).
         pad_to_multiple_of: tokenizer pads each request's length up to a multiple of this.
+        repository_path: where the Triton container mounts the repository (the absolute path of
+            the custom-op library of in-graph tokenizer models starts with it).
     """
 
     out: str = "triton_repo"
@@ -91,6 +111,7 @@ class TritonConfig:
     instances: int = 1
     kind: str = "cpu"
     pad_to_multiple_of: int = 16
+    repository_path: str = "/models"
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -107,14 +128,23 @@ class TritonConfig:
             raise ConfigError(f"kind: must be cpu or gpu, got {self.kind!r}")
         if self.pad_to_multiple_of < 1:
             raise ConfigError(f"pad_to_multiple_of: must be >= 1, got {self.pad_to_multiple_of}")
+        if not self.repository_path.startswith("/"):
+            raise ConfigError(f"repository_path: must be an absolute path inside the container (Triton hands the "
+                              f"custom-op library path to ONNX Runtime as it is), got {self.repository_path!r}")
 
 
 # ----------------------------------------------------------------------------------------------
 # Parts
 
 
-def fold_sigmoid(src: Path, dst: Path) -> None:
-    """Copy an ONNX model, appending ``Sigmoid(logits) -> probabilities`` as its only output."""
+def fold_sigmoid(src: Path, dst: Path, output: str = "probabilities", rename_input: tuple[str, str] | None = None
+                 ) -> None:
+    """Copy an ONNX model, appending ``Sigmoid(logits) -> output`` as its only output.
+
+    Args:
+        rename_input: (old, new): also rename that graph input (the in-graph tokenizer model's ``text``
+            becomes Triton's ``TEXT``).
+    """
     import onnx
     from onnx import helper
 
@@ -123,10 +153,17 @@ def fold_sigmoid(src: Path, dst: Path) -> None:
     logits = next((o for o in graph.output if o.name == "logits"), None)
     if logits is None:
         raise ArtifactError(f"{src} has no 'logits' output; re-export it with `modcompress-export onnx`")
-    graph.node.append(helper.make_node("Sigmoid", ["logits"], ["probabilities"], name="modcompress_sigmoid"))
+    if rename_input is not None:
+        old, new = rename_input
+        for value in graph.input:
+            if value.name == old:
+                value.name = new
+        for node in graph.node:
+            node.input[:] = [new if name == old else name for name in node.input]
+    graph.node.append(helper.make_node("Sigmoid", ["logits"], [output], name="modcompress_sigmoid"))
     probs = onnx.ValueInfoProto()
     probs.CopyFrom(logits)
-    probs.name = "probabilities"
+    probs.name = output
     del graph.output[:]
     graph.output.append(probs)
     onnx.save(model, str(dst))
@@ -186,6 +223,40 @@ def model_config(name: str, platform: str, num_labels: int, cfg: TritonConfig, o
     return config
 
 
+def text_model_config(name: str, num_labels: int, cfg: TritonConfig, library: str) -> Any:
+    """ModelConfig of an in-graph tokenizer model: TEXT (BYTES) -> PROBABILITIES, custom-op ``library`` loaded."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    config = mc.ModelConfig(name=name, platform="onnxruntime_onnx", max_batch_size=cfg.max_batch_size)
+    text = config.input.add(name=TEXT_INPUT, data_type=mc.TYPE_STRING, dims=[1])
+    text.reshape.SetInParent()  # reshape {} : each request's [1] becomes the graph's one string per batch row
+    out = config.output.add(name=PROBS_OUTPUT, data_type=mc.TYPE_FP32, dims=[num_labels])
+    out.label_filename = "labels.txt"
+    kind = mc.ModelInstanceGroup.KIND_GPU if cfg.kind == "gpu" else mc.ModelInstanceGroup.KIND_CPU
+    config.instance_group.add(kind=kind, count=cfg.instances)
+    set_dynamic_batching(config, cfg.preferred_batch_sizes, cfg.max_queue_delay_us)
+    config.model_operations.op_library_filename.append(library)
+    return config
+
+
+def add_text_model(repo: Path, artifact: Path, name: str, info: Any, text_model: Path, cfg: TritonConfig
+                   ) -> dict[str, Any]:
+    """Write one onnxruntime model TEXT -> PROBABILITIES for an in-graph tokenizer artifact (no Python backend)."""
+    from export.ort import extensions_library
+    from export.wordpiece_graph import TEXT_INPUT as GRAPH_TEXT
+
+    model_dir = repo / name
+    library = f"{cfg.repository_path.rstrip('/')}/{name}/{CUSTOM_OPS_LIBRARY}"
+    write_config(model_dir, text_model_config(name, len(info.labels), cfg, library))
+    (model_dir / "1").mkdir(parents=True)
+    fold_sigmoid(text_model, model_dir / "1" / "model.onnx", PROBS_OUTPUT, rename_input=(GRAPH_TEXT, TEXT_INPUT))
+    shutil.copy2(extensions_library(), model_dir / CUSTOM_OPS_LIBRARY)
+    (model_dir / "labels.txt").write_text("\n".join(info.labels) + "\n")
+    return {"name": name, "artifact": str(artifact), "platform": "onnxruntime_onnx", "models": [name],
+            "labels": list(info.labels), "tokenizer": "the tokenizer in the graph (onnxruntime-extensions)",
+            "custom_ops_library": library}
+
+
 def postprocess_config(name: str, num_labels: int, cfg: TritonConfig) -> Any:
     """ModelConfig of the Python-backend sigmoid (TensorRT plans)."""
     from tritonclient.grpc import model_config_pb2 as mc
@@ -225,7 +296,7 @@ def write_config(directory: Path, config: Any) -> None:
 def add_model(repo: Path, artifact: Path, cfg: TritonConfig) -> dict[str, Any]:
     """Write the tokenizer, model, (postprocess) and ensemble of one artifact into ``repo``."""
     from compress.artifact import copy_artifact_files, read_info
-    from export.runtime import model_name
+    from export.runtime import model_name, text_model_path
 
     info = read_info(artifact)
     if info.kind not in SERVABLE:
@@ -237,6 +308,9 @@ def add_model(repo: Path, artifact: Path, cfg: TritonConfig) -> dict[str, Any]:
         raise ArtifactError(f"{artifact} has no model.onnx (a {info.extra.get('quantization', {}).get('mode', 'torch')} "
                             "artifact runs in PyTorch); Triton's stock backends need ONNX or TensorRT, quantize "
                             "with --mode int8-dynamic or int8-static instead")
+    text_model = text_model_path(info, artifact) if info.kind == "onnx" else None
+    if text_model is not None:
+        return add_text_model(repo, artifact, name, info, text_model, cfg)
     if plan and cfg.kind != "gpu":
         raise ConfigError(f"{artifact} is a TensorRT plan; it runs on GPU instances only, pass --kind gpu")
     if plan and cfg.max_batch_size > int(info.extra.get("profile", {}).get("max_batch", cfg.max_batch_size)):

@@ -114,3 +114,41 @@ def write_tfidf_artifact(directory: Path, n: int = 300, seed: int = 0) -> Path:
         thresholds=[float(t) for t in thresholds], max_length=0, metrics=metrics,
         extra={"num_parameters": model.num_parameters()}))
     return directory
+
+
+def olid_path() -> Path | None:
+    """The real OLID training file of the shared data folder (beside the repository, or /work/shared), if present."""
+    root = Path(__file__).resolve().parents[1]
+    for shared in (root / "shared", root.parent / "shared", Path("/work/shared")):
+        path = shared / "data" / "olid" / "olid-training-v1.0.tsv.gz"
+        if path.is_file():
+            return path
+    return None
+
+
+def olid_texts() -> list[str]:
+    """Every tweet of the OLID training file, raw (no dedup, no cleaning), in file order."""
+    import csv
+    import gzip
+
+    path = olid_path()
+    assert path is not None
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [row[1] for row in rows[1:]]
+
+
+def write_wordpiece_tokenizer(directory: str | Path, texts: list[str], vocab_size: int = 2000, lower: bool = True,
+                              strip_accents: bool | None = None, chinese: bool = True) -> Path:
+    """A BertTokenizerFast whose WordPiece vocabulary is trained here on ``texts`` (tokenizers' trainer)."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizerFast
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    trainer = BertWordPieceTokenizer(lowercase=lower, strip_accents=strip_accents, handle_chinese_chars=chinese)
+    trainer.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, show_progress=False)
+    trainer.save_model(str(directory))
+    BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=lower, strip_accents=strip_accents,
+                      tokenize_chinese_chars=chinese).save_pretrained(directory)
+    return directory

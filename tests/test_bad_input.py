@@ -48,7 +48,26 @@ def workspace(tmp_path_factory) -> Path:
     (ws / "a-file").write_text("not a directory")
     (ws / "notanartifact").mkdir()
     fixtures.write_tiny_bert(ws / "tiny-bert")
+    _tokenizer_artifacts(ws)
     return ws
+
+
+def _tokenizer_artifacts(ws: Path) -> None:
+    """Artifacts for export onnx --with-tokenizer: a TextCNN with its own word-level vocabulary, one without a
+    tokenizer, and a teacher with a WordPiece tokenizer (its model is never reached: each case fails first)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1, "hello": 2}, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(
+        ws / "wordlevel" / "tokenizer")
+    (ws / "no-tokenizer").mkdir()
+    fixtures.write_tokenizer(ws / "wp-teacher" / "tokenizer")
+    for name, kind, architecture in (("wordlevel", "student", "textcnn"), ("no-tokenizer", "student", "bilstm"),
+                                     ("wp-teacher", "teacher", "hf")):
+        (ws / name / "artifact.json").write_text(json.dumps({
+            "kind": kind, "architecture": architecture, "labels": ["toxic", "insult"], "format_version": 1}))
 
 
 def _snapshot(root: Path) -> dict[str, object]:
@@ -126,11 +145,21 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("onnx-missing", "export", ["onnx", "nope", "--out", "o"]),
     ("onnx-bad-opset", "export", ["onnx", "baseline", "--out", "o", "--opset", "5"]),
     *[(f"onnx-{name}", "export", ["onnx", "baseline", "--out", out]) for name, out in OUT_CASES.items()],
+    ("onnx-with-tokenizer-not-wordpiece", "export", ["onnx", "wordlevel", "--out", "o", "--with-tokenizer"]),
+    ("onnx-with-tokenizer-baseline", "export", ["onnx", "baseline", "--out", "o", "--with-tokenizer"]),
+    ("onnx-with-tokenizer-none", "export", ["onnx", "no-tokenizer", "--out", "o", "--with-tokenizer"]),
+    ("onnx-tokenizer-texts-without-flag", "export", ["onnx", "wp-teacher", "--out", "o", "--tokenizer-texts",
+                                                     "data.csv"]),
+    ("onnx-tokenizer-texts-missing", "export", ["onnx", "wp-teacher", "--out", "o", "--with-tokenizer",
+                                                "--tokenizer-texts", "nope.txt"]),
+    ("onnx-tokenizer-texts-garbage", "export", ["onnx", "wp-teacher", "--out", "o", "--with-tokenizer",
+                                                "--tokenizer-texts", "garbage.csv"]),
     ("tensorrt-corrupt", "export", ["tensorrt", "corrupt", "--out", "e"]),
     ("tensorrt-wrong-kind", "export", ["tensorrt", "baseline", "--out", "e"]),
     ("triton-corrupt", "export", ["triton", "corrupt", "--out", "repo"]),
     ("triton-wrong-kind", "export", ["triton", "baseline", "--out", "repo"]),
     ("triton-batch-sizes", "export", ["triton", "baseline", "--out", "repo", "--preferred-batch-sizes", "a,b"]),
+    ("triton-repository-path", "export", ["triton", "baseline", "--out", "repo", "--repository-path", "models"]),
     *[(f"triton-{name}", "export", ["triton", "baseline", "--out", out]) for name, out in OUT_CASES.items()],
     # serve
     ("serve-start-missing", "serve", ["start", "nope"]),

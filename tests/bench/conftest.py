@@ -37,6 +37,15 @@ def hf_artifact(tmp_path_factory) -> Path:
     return write_hf_artifact(tmp_path_factory.mktemp("runs_hf") / "teacher")
 
 
+@pytest.fixture(scope="session")
+def text_onnx_artifact(tmp_path_factory, hf_artifact) -> Path:
+    """The tiny teacher exported to ONNX ``--with-tokenizer`` (model.onnx + model_with_tokenizer.onnx)."""
+    from export.onnx import OnnxExportConfig, export_onnx
+
+    out = tmp_path_factory.mktemp("runs_text") / "teacher-onnx"
+    return export_onnx(hf_artifact, OnnxExportConfig(out=str(out), with_tokenizer=True)).artifact
+
+
 @pytest.fixture
 def runs_dir(tmp_path, tfidf_artifact) -> Path:
     """A runs/ directory holding copies of the TF-IDF artifact under two names."""

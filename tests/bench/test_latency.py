@@ -85,6 +85,24 @@ def test_hf_artifact_grid_skips_lengths_over_max_length(hf_artifact):
     assert over and all(r["status"] == "skipped" and "max_length 32" in r["reason"] for r in over)
 
 
+def test_in_graph_tokenizer_row_beside_tokenize_then_run(text_onnx_artifact, hf_artifact):
+    """ort (Hugging Face tokenizer, then model.onnx) and ort-text (strings into model_with_tokenizer.onnx)."""
+    from bench.inputs import DEFAULT_TEXTS
+
+    config = latency.LatencyConfig(runtimes=("ort", "ort-text"), batch_sizes=(1, 4), real_texts=tuple(DEFAULT_TEXTS),
+                                   real_source="built-in", baseline="teacher-onnx/ort", **FAST)
+    report = latency.run([text_onnx_artifact, hf_artifact], config)
+    rows = {(r["name"], r["batch_size"]): r for r in report["rows"]}
+    for batch in (1, 4):
+        ids, text = rows[("teacher-onnx/ort", batch)], rows[("teacher-onnx/ort-text", batch)]
+        assert ids["status"] == text["status"] == "ok" and text["runtime"] == "ort-text"
+        assert text["mean_length"] == ids["mean_length"]  # the same sampled texts
+        assert text["speedup"] == pytest.approx(ids["p50_ms"] / text["p50_ms"])
+    skipped = rows[("teacher/ort-text", None)]
+    assert skipped["status"] == "skipped" and "no model_with_tokenizer.onnx" in skipped["reason"]
+    assert "| teacher-onnx/ort-text | 4 | real (mean" in latency.markdown(report)
+
+
 def test_triton_endpoint_as_a_runtime(tfidf_artifact, server):
     config = latency.LatencyConfig(runtimes=("auto", "triton"), batch_sizes=(1, 32), seq_lengths=(8,),
                                    url=server.http_url, **FAST)

@@ -96,3 +96,12 @@ def trained_onnx(tmp_path_factory, trained_teacher) -> Path:
     from export.onnx import OnnxExportConfig, export_onnx
 
     return export_onnx(trained_teacher, OnnxExportConfig(out=str(tmp_path_factory.mktemp("art") / "onnx"))).artifact
+
+
+@pytest.fixture(scope="session")
+def text_onnx(tmp_path_factory, tiny_teacher) -> Path:
+    """The untrained tiny teacher exported to ONNX with the tokenizer in the graph (``--with-tokenizer``)."""
+    from export.onnx import OnnxExportConfig, export_onnx
+
+    out = tmp_path_factory.mktemp("art") / "text-onnx"
+    return export_onnx(tiny_teacher, OnnxExportConfig(out=str(out), with_tokenizer=True)).artifact

@@ -151,3 +151,120 @@ def test_cli_exports(tmp_path, tiny_teacher, capsys):
     payload = json.loads(capsys.readouterr().out)
     assert payload["artifact"] == str(tmp_path / "cli") and payload["max_abs_diff"] <= payload["atol"]
     assert payload["cases"] == 9
+
+
+# ----------------------------------------------------------------------------------------------
+# --with-tokenizer: model_with_tokenizer.onnx, strings in
+
+
+def test_with_tokenizer_adds_a_string_model_checked_against_hf(text_onnx, tiny_teacher):
+    from export.wordpiece_graph import CHECK_TEXTS, CONTRIB, TEXT_MODEL_FILE
+
+    model = onnx.load(str(text_onnx / TEXT_MODEL_FILE))
+    assert [i.name for i in model.graph.input] == ["text"] and [o.name for o in model.graph.output] == ["logits"]
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.STRING
+    assert any(o.domain == CONTRIB for o in model.opset_import)
+    ids_model = onnx.load(str(text_onnx / "model.onnx"))  # the token-id model is as before
+    assert [i.name for i in ids_model.graph.input] == ["input_ids", "attention_mask"]
+    assert not any(o.domain == CONTRIB for o in ids_model.opset_import)
+
+    record = read_info(text_onnx).extra["text_model"]
+    assert record["file"] == TEXT_MODEL_FILE and record["input"] == "text" and record["output"] == "logits"
+    check = record["validation"]
+    assert check["token_ids"] == {"texts": len(CHECK_TEXTS), "mismatches": 0, "examples": []}
+    assert check["sources"] == ["built-in"] and check["probability_texts"] == len(CHECK_TEXTS)
+    assert 0 <= check["max_abs_diff_probabilities"] <= check["atol"] == 1e-5
+
+    texts = [*TRICKY_TEXTS, *(t.upper() for t in TRICKY_TEXTS), "a\x00b"]
+    np.testing.assert_allclose(load(text_onnx, "ort-text").predict(texts), load(text_onnx, "ort").predict(texts),
+                               atol=1e-5)
+    np.testing.assert_allclose(load(text_onnx, "ort-text").predict(texts), load(tiny_teacher).predict(texts),
+                               atol=1e-4)
+
+
+def test_token_id_mismatches_fail_the_export_or_are_recorded_with_their_texts(tmp_path, tiny_teacher,
+                                                                              monkeypatch):
+    from export import wordpiece_graph
+
+    real = wordpiece_graph.hf_character_strings
+
+    def no_capitals(backend):  # a broken character map: capitals stay capitals in the graph
+        return {c: s for c, s in real(backend).items() if not ("A" <= c <= "Z")}
+
+    monkeypatch.setattr(wordpiece_graph, "hf_character_strings", no_capitals)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("the article is good\nTHE ARTICLE IS GOOD\n")
+    config = OnnxExportConfig(out=str(tmp_path / "out"), with_tokenizer=True, tokenizer_texts=str(texts))
+    with pytest.raises(onnx_mod.TokenizerMismatchError, match=r"on \d+ of \d+ texts, e\.g\. text 0 'you idiot, i "
+                                                              r"will KILL you!!!'.*--allow-tokenizer-mismatches"):
+        export_onnx(tiny_teacher, config)
+    assert not (tmp_path / "out").exists()
+
+    kept = export_onnx(tiny_teacher, OnnxExportConfig(out=str(tmp_path / "out"), with_tokenizer=True,
+                                                      tokenizer_texts=str(texts), allow_tokenizer_mismatches=True))
+    report = read_info(kept.artifact).extra["text_model"]["validation"]
+    assert report["sources"] == ["built-in", str(texts)]
+    mismatched = {e["text"] for e in report["token_ids"]["examples"]}
+    assert "THE ARTICLE IS GOOD" in mismatched and "the article is good" not in mismatched
+    example = next(e for e in report["token_ids"]["examples"] if e["text"] == "THE ARTICLE IS GOOD")
+    assert example["hf"] != example["graph"]
+    assert report["max_abs_diff_probabilities"] <= 1e-5  # measured on the texts whose ids match
+    # ... and it would see other ids: on the mismatched text the two models disagree
+    from transformers import AutoTokenizer
+
+    from export.ort import ort_session
+    from export.wordpiece_graph import TEXT_MODEL_FILE, probabilities_diff
+
+    diff = probabilities_diff(ort_session(kept.artifact / TEXT_MODEL_FILE, custom_ops=True),
+                              ort_session(kept.artifact / "model.onnx"),
+                              AutoTokenizer.from_pretrained(kept.artifact / "tokenizer"), ["THE ARTICLE IS GOOD"], 32)
+    assert diff > 1e-5
+
+
+def test_with_tokenizer_options_need_the_flag_and_a_wordpiece_tokenizer(tmp_path, tiny_teacher, capsys):
+    with pytest.raises(ConfigError, match="add --with-tokenizer"):
+        OnnxExportConfig(tokenizer_texts="x.csv")
+    for missing in ("missing.csv", "missing.txt"):
+        assert main(["onnx", str(tiny_teacher), "--out", str(tmp_path / "x"), "--with-tokenizer",
+                     "--tokenizer-texts", str(tmp_path / missing)]) == 2
+        assert missing in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_cli_with_tokenizer_reports_the_check(tmp_path, tiny_teacher, capsys):
+    assert main(["onnx", str(tiny_teacher), "--out", str(tmp_path / "cli"), "--with-tokenizer"]) == 0
+    out = capsys.readouterr().out
+    assert "model_with_tokenizer.onnx (strings in, tokenizer in the graph): token ids differ from Hugging Face's " \
+           "on 0 of 14 texts" in out
+
+
+@pytest.mark.slow
+def test_with_tokenizer_on_every_olid_tweet(tmp_path):
+    """A BERT whose WordPiece vocabulary is trained on OLID, exported with --tokenizer-texts OLID."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from compress.artifact import ArtifactInfo, atomic_artifact_dir, write_info
+    from export.wordpiece_graph import CHECK_TEXTS
+    from tests import fixtures
+
+    if fixtures.olid_path() is None:
+        pytest.skip("the shared OLID file (shared/data/olid) is not on this machine")
+    vocab = fixtures.write_wordpiece_tokenizer(tmp_path / "vocab", fixtures.olid_texts(), vocab_size=3000)
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=3000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, num_labels=3)
+    with atomic_artifact_dir(tmp_path / "teacher") as tmp:
+        BertForSequenceClassification(config).save_pretrained(tmp / "model")
+        shutil.copytree(vocab, tmp / "tokenizer")
+        write_info(tmp, ArtifactInfo(kind="teacher", architecture="hf", labels=["off", "tin", "grp"], max_length=128))
+    result = export_onnx(tmp_path / "teacher", OnnxExportConfig(
+        out=str(tmp_path / "onnx"), with_tokenizer=True, tokenizer_texts=str(fixtures.olid_path())))
+    check = result.text_model["validation"]
+    assert check["token_ids"]["texts"] == 13240 + len(CHECK_TEXTS) and check["token_ids"]["mismatches"] == 0
+    assert check["probability_texts"] == 512 and check["max_abs_diff_probabilities"] <= 1e-5
+    tweets = fixtures.olid_texts()[:300]
+    np.testing.assert_allclose(load(result.artifact, "ort-text").predict(tweets),
+                               load(result.artifact, "ort").predict(tweets), atol=1e-5)

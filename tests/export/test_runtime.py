@@ -186,3 +186,27 @@ def test_auto_measures_for_real_on_a_student_sized_model(kinds, auto_measures):
     assert choice["how"] in ("measured", "accuracy") and choice["fp32_ms"] > 0 and choice["bf16_ms"] > 0
     assert predictor.backend == ("torch-bf16" if choice["precision"] == "bf16" else "torch")
     assert choice["key"]["batch"] == [4, 32] and choice["key"]["task"] == "inference" and auto_measures.is_file()
+
+def test_ort_text_runs_raw_strings_through_the_in_graph_tokenizer(text_onnx, kinds):
+    from export.runtime import BACKENDS, StringPredictor
+
+    assert "ort-text" in BACKENDS
+    predictor = load(text_onnx, "ort-text", max_batch_size=4)
+    assert isinstance(predictor, StringPredictor) and isinstance(predictor, Predictor)
+    assert predictor.backend == "ort-text" and predictor.labels == LABELS and predictor.max_batch_size == 4
+    assert load(text_onnx).backend == "ort"  # auto keeps tokenize-then-run; ort-text is asked for by name
+    texts = [*TEXTS, "a\x00b", "nul\x00"]  # string operators stop at NUL: the predictor removes it, as HF does
+    probs = predictor.predict(texts)
+    assert probs.shape == (len(texts), 6) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs, load(text_onnx, "ort").predict(texts), atol=1e-5)
+    np.testing.assert_allclose(probs[:12], np.concatenate([predictor.predict([t]) for t in texts[:12]]), atol=1e-5)
+    ids, mask = np.array([[2, 10, 11, 3, 0]]), np.array([[1, 1, 1, 1, 0]])
+    np.testing.assert_allclose(predictor.predict_batch(ids, mask), load(text_onnx, "ort").predict_batch(ids, mask),
+                               atol=1e-6)
+    assert predictor.predict([]).shape == (0, 6)
+    with pytest.raises(UserError, match="list of texts"):
+        predictor.predict("one string")
+    with pytest.raises(ArtifactError, match="no model_with_tokenizer.onnx.*--with-tokenizer"):
+        load(kinds["onnx"], "ort-text")
+    with pytest.raises(ArtifactError, match="no model_with_tokenizer.onnx"):
+        load(kinds["teacher"], "ort-text")

@@ -360,3 +360,50 @@ def test_unservable_inputs_are_one_line_errors(tmp_path, tiny_teacher, onnx_arti
     assert len(err) == 2 and all(e.startswith("error: ") for e in err)
     assert main(["triton", str(onnx_dir), str(int8), "--out", str(tmp_path / "r4"), "--instances", "2"]) == 0
     assert "teacher-onnx: TEXT -> PROBABILITIES" in capsys.readouterr().out
+
+
+def test_an_in_graph_tokenizer_artifact_is_one_onnxruntime_model_with_string_input(tmp_path, text_onnx, onnx_artifacts,
+                                                                                   capsys):
+    """No Python backend: TEXT (string) -> PROBABILITIES in one onnxruntime model, custom-op library declared."""
+    import onnxruntime as ort
+
+    from export.runtime import load
+    from export.triton import CUSTOM_OPS_LIBRARY
+
+    onnx_dir, _ = onnx_artifacts
+    cfg = TritonConfig(out=str(tmp_path / "repo"), max_batch_size=16, preferred_batch_sizes=(4, 8), instances=2,
+                       repository_path="/srv/triton/")
+    repo, summary = write_repository([text_onnx, onnx_dir], cfg)
+    name = text_onnx.name
+    assert sorted(p.name for p in repo.iterdir() if p.is_dir() and p.name.startswith(name)) == [name]
+    assert summary[0]["models"] == [name] and summary[0]["platform"] == "onnxruntime_onnx"
+    assert summary[1]["models"][-1] == "teacher-onnx"  # token-id artifacts keep the tokenizer + model ensemble
+    config = _config(repo / name / "config.pbtxt")
+    assert config.platform == "onnxruntime_onnx" and not config.backend and config.max_batch_size == 16
+    (text,) = config.input
+    assert (text.name, text.data_type, list(text.dims)) == ("TEXT", mc.TYPE_STRING, [1])
+    assert text.HasField("reshape") and list(text.reshape.shape) == []  # [1] per request -> the graph's (B,)
+    assert [(o.name, o.data_type, list(o.dims), o.label_filename) for o in config.output] == [
+        ("PROBABILITIES", mc.TYPE_FP32, [6], "labels.txt")]
+    assert list(config.model_operations.op_library_filename) == [f"/srv/triton/{name}/{CUSTOM_OPS_LIBRARY}"]
+    assert [(g.kind, g.count) for g in config.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, 2)]
+    assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]
+    assert (repo / name / "labels.txt").read_text().split() == LABELS
+    assert '  reshape {\n  }\n' in (repo / name / "config.pbtxt").read_text()
+
+    # the model as Triton's onnxruntime backend runs it: the copied library registered, strings in
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(str(repo / name / CUSTOM_OPS_LIBRARY))
+    served = ort.InferenceSession(str(repo / name / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    assert [(i.name, i.type) for i in served.get_inputs()] == [("TEXT", "tensor(string)")]
+    assert [o.name for o in served.get_outputs()] == ["PROBABILITIES"]
+    texts = TRICKY_TEXTS[:4]
+    probs = served.run(["PROBABILITIES"], {"TEXT": np.array(texts, dtype=object)})[0]
+    np.testing.assert_allclose(probs, load(text_onnx, "ort-text").predict(texts), atol=1e-6)
+
+    assert main(["triton", str(text_onnx), "--out", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out
+    assert f"{name}: TEXT -> PROBABILITIES (6 labels) via the tokenizer in the graph" in out and "LD_PRELOAD" in out
+    assert f"/models/{name}/{CUSTOM_OPS_LIBRARY}" in (tmp_path / "cli" / name / "config.pbtxt").read_text()
+    with pytest.raises(ConfigError, match="repository_path: must be an absolute path"):
+        TritonConfig(repository_path="models")

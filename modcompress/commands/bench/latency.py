@@ -19,8 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="artifact directories (default: every runs/*/artifact.json)")
     p.add_argument("--runs-dir", default="runs", help="where to look when no ARTIFACT is given (default: runs)")
     p.add_argument("--runtimes", default="auto",
-                   help="comma-separated: auto, torch, torch-bf16, torch-int8, ort, ort-cuda, ort-trt, tensorrt, "
-                        "sklearn, triton (default: auto = each artifact's own; triton is added when --url is given)")
+                   help="comma-separated: auto, torch, torch-bf16, torch-int8, ort, ort-text, ort-cuda, ort-trt, "
+                        "tensorrt, sklearn, triton (default: auto = each artifact's own; ort-text = the tokenizer in "
+                        "the ONNX graph, strings in; triton is added when --url is given)")
     p.add_argument("--batch-sizes", default="1,8,32", help="comma-separated (default: 1,8,32)")
     p.add_argument("--seq-lengths", default="16,64,128", help="comma-separated token counts (default: 16,64,128)")
     p.add_argument("--real-lengths", metavar="DATAFILE",

@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kind", default="cpu", choices=["cpu", "gpu"], help="instance kind of the models")
     p.add_argument("--pad-to-multiple-of", type=int, default=16,
                    help="tokenizer pads each request to a multiple of this, so the batcher can merge requests")
+    p.add_argument("--repository-path", default="/models",
+                   help="where the container mounts the repository: artifacts exported --with-tokenizer name their "
+                        "onnxruntime-extensions library by this absolute path (default /models)")
     p.set_defaults(func=run)
 
 
@@ -30,13 +33,21 @@ def run(args: argparse.Namespace) -> int:
         out=args.out, overwrite=args.overwrite, max_batch_size=args.max_batch_size,
         preferred_batch_sizes=parse_batch_sizes(args.preferred_batch_sizes),
         max_queue_delay_us=args.max_queue_delay_us, instances=args.instances, kind=args.kind,
-        pad_to_multiple_of=args.pad_to_multiple_of,
+        pad_to_multiple_of=args.pad_to_multiple_of, repository_path=args.repository_path,
     )
     out, summary = write_repository(args.artifacts, config)
     print(f"Triton repository written to {out}")
     for model in summary:
-        print(f"  {model['name']}: TEXT -> PROBABILITIES ({len(model['labels'])} labels) via "
-              f"{' -> '.join(model['models'][:-1])} [{model['platform']}]")
-    print(f"serve it: docker run --rm -p8000:8000 -p8001:8001 -v {out.resolve()}:/models "
-          "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models")
+        via = model.get("tokenizer") or " -> ".join(model["models"][:-1])
+        print(f"  {model['name']}: TEXT -> PROBABILITIES ({len(model['labels'])} labels) via {via} "
+              f"[{model['platform']}]")
+    in_graph = [m for m in summary if m.get("custom_ops_library")]
+    preload = ""
+    if in_graph:
+        print(f"  {', '.join(m['name'] for m in in_graph)}: the copied onnxruntime-extensions library (from its "
+              "Python wheel) needs libpython's symbols in tritonserver: set LD_PRELOAD to the image's "
+              "libpython3.X.so.1.0, or replace the file with a standalone libortextensions.so build")
+        preload = "-e LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libpython3.X.so.1.0 "
+    print(f"serve it: docker run --rm -p8000:8000 -p8001:8001 {preload}-v {out.resolve()}:{config.repository_path} "
+          f"nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository={config.repository_path}")
     return 0
