@@ -212,6 +212,7 @@ def test_cli_reports_the_ranking_and_the_excluded_nodes(tmp_path, fragile, jigsa
     payload = json.loads(capsys.readouterr().out)
     assert payload["sensitivity"]["ranking"][0]["node"] == FRAGILE and payload["chosen"] == "requested+exclude-1"
     assert payload["excluded"] == [{"node": FRAGILE, "op": "MatMul", "why": "guard"}]
+    assert payload["sensitivity"]["inputs"] == q.PROBE_TEXTS  # of the 128 calibration texts (the default)
     assert main([*args, "--out", str(tmp_path / "b"), "--exclude-nodes", f"{FRAGILE}, dense2"]) == 0
     text = capsys.readouterr().out
     assert "kept in float: dense1 (MatMul, user), dense2 (MatMul, user)" in text
