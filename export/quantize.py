@@ -20,10 +20,13 @@ ONNX modes take an ``onnx`` artifact, or a teacher/student that is exported firs
 
 Accuracy guard: with ``data``, validation macro ROC-AUC is measured before (fp32) and after on the
 held-out split of that file (the same seeded split ``compress train`` uses by default; the whole
-file when it is too small to split). If the drop exceeds ``max_auc_drop`` the documented fallbacks
-are tried in order (see :func:`attempts_for`); the first that passes is written, with every
-attempt's numbers in ``artifact.json`` ``extra.guard``; if none passes, a UserError lists each
-attempt's drop and nothing is written.
+file when it is too small to split). If the drop exceeds ``max_auc_drop`` (ONNX int8 modes) the
+most sensitive nodes are kept in float one more at a time, up to ``max_excluded``
+(:func:`exclusion_attempts`, ranked by :mod:`export.quantize_sensitivity`), then the documented
+fallbacks are tried in order (see :func:`attempts_for`); the first that passes is written, with every
+attempt's numbers in ``artifact.json`` ``extra.guard`` (and the ranking in ``extra.sensitivity``); if
+none passes, a UserError lists each attempt's drop and nothing is written. ``exclude_nodes`` keeps a
+user's nodes in float in every attempt.
 
 ONNX graph quantization lives here, in export, beside the exporter it starts from and the ONNX
 Runtime sessions it evaluates with; the PyTorch-only parts (``torch.ao`` int8) are
@@ -33,12 +36,15 @@ Runtime sessions it evaluates with; the PyTorch-only parts (``torch.ao`` int8) a
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +56,13 @@ from compress.errors import ArtifactError, ConfigError, DataError, UserError
 from compress.quantize_torch import int8_module_names, save_torch_int8, torch_int8_dynamic
 from export.onnx import output_dir
 from export.ort import onnx_logits, ort_session
+from export.quantize_sensitivity import (
+    SENSITIVITY_MEASURES,
+    quantizable_nodes,
+    rank_nodes,
+    sensitivity_record,
+    unknown_nodes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +79,12 @@ HEAD_NODES = 2  # the last weight-carrying ops (classifier + pooler / pre-classi
 # 2.3x slower than the fp32 Conv (TextCNN on OLID, bench quant-speed); int8-static's QLinearConv
 # is the fast int8 path for convolutions.
 DYNAMIC_OPS = ("MatMul", "Attention", "LSTM", "Gather", "Transpose", "EmbedLayerNormalization")
+INT8_MODES = ("int8-dynamic", "int8-static")
+# Texts the sensitivity ranking measures each node-only model on. Evaluating them is most of a ranked
+# node's cost (MiniLM-L6: ~1.5 s of CPU for 64 texts, the quantization ~0.7 s), and the ranking needs
+# the order of the errors, which a broken node makes plain on a few dozen texts.
+PROBE_TEXTS = 64
+SENSITIVITY_CHOICES = ("off", *SENSITIVITY_MEASURES)
 
 
 @dataclass(frozen=True)
@@ -93,6 +112,16 @@ class QuantizeConfig:
         optimize: graph optimization when a PyTorch artifact is exported first: ``auto`` = O2
             (transformer fusions) for int8-dynamic on Hugging Face models, none otherwise.
         seed: split, sampling.
+        sensitivity: rank the quantizable nodes (ONNX int8 modes) before the attempts and record
+            the ranking: ``output`` = mean absolute logit change on (up to :data:`PROBE_TEXTS`)
+            calibration texts when only that node is int8; ``metric`` = also the guard's macro ROC-AUC drop (ranked by it);
+            ``off`` = rank only when the guard fails and the exclusion loop needs it (``output``).
+        sensitivity_nodes: rank at most this many nodes, those with the most weights first (each is
+            one quantization + one evaluation); the rest are never excluded automatically.
+        exclude_nodes: node names (ONNX modes) or ``nn.Linear`` module names (torch-int8-dynamic)
+            kept in float in every attempt.
+        max_excluded: when the first int8 attempt fails the guard, keep its 1, 2, ... most
+            sensitive nodes in float, at most this many, before the fallbacks; 0 = never.
     """
 
     mode: str = ""
@@ -110,8 +139,14 @@ class QuantizeConfig:
     max_eval_samples: int | None = None
     optimize: str = "auto"
     seed: int = 0
+    sensitivity: str = "off"
+    sensitivity_nodes: int = 64
+    exclude_nodes: tuple[str, ...] = ()
+    max_excluded: int = 8
 
     def __post_init__(self) -> None:
+        names = self.exclude_nodes.split(",") if isinstance(self.exclude_nodes, str) else self.exclude_nodes
+        object.__setattr__(self, "exclude_nodes", tuple(names))
         if self.mode not in MODES:
             raise ConfigError(f"mode: must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.calibration_method not in CALIBRATION_METHODS:
@@ -131,6 +166,22 @@ class QuantizeConfig:
         if self.mode == "int8-static" and not self.data:
             raise ConfigError("data: int8-static calibrates on real texts; pass --data FILE (labelled, "
                               "with the artifact's labels)")
+        if self.sensitivity not in SENSITIVITY_CHOICES:
+            raise ConfigError(f"sensitivity: must be one of {', '.join(SENSITIVITY_CHOICES)}, got {self.sensitivity!r}")
+        if self.sensitivity != "off" and self.mode not in INT8_MODES:
+            raise ConfigError(f"sensitivity: ranks the nodes ONNX Runtime quantizes to int8; --mode {self.mode} has "
+                              "none, use int8-dynamic or int8-static")
+        if self.sensitivity != "off" and not self.data:
+            raise ConfigError("sensitivity: measures each node on real texts; pass --data FILE")
+        if self.sensitivity_nodes < 1:
+            raise ConfigError(f"sensitivity_nodes: must be >= 1, got {self.sensitivity_nodes}")
+        if self.max_excluded < 0:
+            raise ConfigError(f"max_excluded: must be >= 0, got {self.max_excluded}")
+        if any(not n.strip() for n in self.exclude_nodes):
+            raise ConfigError(f"exclude_nodes: empty node name in {list(self.exclude_nodes)}")
+        if self.exclude_nodes and self.mode == "bf16":
+            raise ConfigError("exclude_nodes: bf16 runs the whole PyTorch model under autocast, there are no nodes "
+                              "to keep in float; use an ONNX mode or torch-int8-dynamic")
 
 
 def resolve_reduce_range(requested: bool | None) -> tuple[bool, str]:
@@ -207,23 +258,51 @@ class TextCalibrationReader:
 
 
 def int8_dynamic_onnx(src: Path, dst: Path, per_channel: bool, reduce_range: bool,
-                      nodes_to_exclude: Sequence[str] = ()) -> None:
-    """``quantize_dynamic``: int8 weights (QOperator: MatMulInteger, QAttention), uint8 activations."""
+                      nodes_to_exclude: Sequence[str] = (), nodes_to_quantize: Sequence[str] = ()) -> None:
+    """``quantize_dynamic``: int8 weights (QOperator: MatMulInteger, QAttention), uint8 activations.
+
+    ``nodes_to_quantize`` (non-empty) limits it to those nodes (the sensitivity ranking's node-only models).
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with quiet_onnxruntime_logs():
         quantize_dynamic(
             str(src), str(dst), per_channel=per_channel, reduce_range=reduce_range, weight_type=QuantType.QInt8,
-            nodes_to_exclude=list(nodes_to_exclude), op_types_to_quantize=list(DYNAMIC_OPS),
+            nodes_to_exclude=list(nodes_to_exclude), nodes_to_quantize=list(nodes_to_quantize),
+            op_types_to_quantize=list(DYNAMIC_OPS),
             # fused contrib ops (Attention, SkipLayerNormalization) defeat ONNX shape inference: say float
             extra_options={"DefaultTensorType": 1},
         )
 
 
+def static_op_types(weight_ops_only: bool) -> list[str]:
+    """The op types int8-static quantizes: MatMul/Gemm/Conv only, or ONNX Runtime's default (its QLinear and
+    QDQ registries, what ``quantize_static`` takes when given none)."""
+    if weight_ops_only:
+        return list(WEIGHT_OPS)
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+
+
+def calibration_cache_supported() -> bool:
+    """Whether this onnxruntime's ``quantize_static`` can save and reuse calibrated ranges (newer releases)."""
+    from onnxruntime.quantization import quantize_static
+
+    return "calibration_cache_path" in inspect.signature(quantize_static).parameters
+
+
 def int8_static_onnx(src: Path, dst: Path, reader: TextCalibrationReader, method: str, per_channel: bool,
                      reduce_range: bool, nodes_to_exclude: Sequence[str] = (),
-                     op_types: Sequence[str] | None = None) -> None:
-    """``quantize_static`` in QDQ format: uint8 activations, int8 weights (ORT's CPU recommendation)."""
+                     op_types: Sequence[str] | None = None, nodes_to_quantize: Sequence[str] = (),
+                     calibration_cache: Path | None = None) -> None:
+    """``quantize_static`` in QDQ format: uint8 activations, int8 weights (ORT's CPU recommendation).
+
+    ``nodes_to_quantize`` (non-empty) limits it to those nodes. ``calibration_cache``: a JSON file of
+    calibrated ranges, written by the first call and read by the next ones (one calibration per run,
+    not one per attempt or ranked node) where this onnxruntime supports it; the ranges of an op type
+    set do not depend on the nodes or weights quantized, so one file per ``op_types`` is exact.
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -231,13 +310,17 @@ def int8_static_onnx(src: Path, dst: Path, reader: TextCalibrationReader, method
     # Not CalibMaxIntermediateOutputs: in onnxruntime 1.31 it drops the collected outputs without
     # folding them into the ranges. Calibration memory grows with calibration_samples instead.
     extra: dict[str, Any] = {"DefaultTensorType": 1}
+    cache: dict[str, Any] = {}
+    if calibration_cache is not None and calibration_cache_supported():
+        cache["calibration_cache_path"] = str(calibration_cache)
     reader.rewind()
     with quiet_onnxruntime_logs():
         quantize_static(
             str(src), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
             reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            nodes_to_exclude=list(nodes_to_exclude), op_types_to_quantize=list(op_types) if op_types else None,
-            calibrate_method=methods[method], extra_options=extra,
+            nodes_to_exclude=list(nodes_to_exclude), nodes_to_quantize=list(nodes_to_quantize),
+            op_types_to_quantize=list(op_types) if op_types else None,
+            calibrate_method=methods[method], extra_options=extra, **cache,
         )
 
 
@@ -291,10 +374,15 @@ def load_guard_data(path: str, fmt: str | None, labels: Sequence[str], hierarchy
     return GuardData(list(val.texts), val.labels, list(train.texts), split, str(path))
 
 
+def usable_texts(texts: Sequence[str]) -> list[str]:
+    """The texts with something in them (empty and whitespace-only ones tell a model nothing)."""
+    return [t for t in texts if t and t.strip()]
+
+
 def calibration_ids(tokenizer: Any, texts: Sequence[str], n: int, max_length: int, seed: int,
                     source: str) -> list[list[int]]:
     """Token ids of ``n`` texts sampled (seeded) for calibration; DataError when there are fewer."""
-    usable = [t for t in texts if t and t.strip()]
+    usable = usable_texts(texts)
     if len(usable) < n:
         raise DataError(f"{source}: only {len(usable)} texts are available for calibration, fewer than "
                         f"--calibration-samples {n}; pass more data or --calibration-samples "
@@ -349,6 +437,7 @@ class Attempt:
         per_channel / reduce_range: weight quantization (ONNX int8 modes).
         keep_head: leave the last weight-carrying ops (classifier head) in float.
         weight_ops_only: int8-static: quantize only MatMul/Gemm/Conv (Softmax, Add, ... stay float).
+        exclude: nodes kept in float because the guard failed (the most sensitive first).
     """
 
     name: str
@@ -356,6 +445,7 @@ class Attempt:
     reduce_range: bool = False
     keep_head: bool = False
     weight_ops_only: bool = False
+    exclude: tuple[str, ...] = ()
 
 
 def attempts_for(mode: str, per_channel: bool, reduce_range: bool, fallbacks: bool = True) -> list[Attempt]:
@@ -391,6 +481,17 @@ def attempts_for(mode: str, per_channel: bool, reduce_range: bool, fallbacks: bo
     return unique if fallbacks else unique[:1]
 
 
+def exclusion_attempts(first: Attempt, ranking: Sequence[dict[str, Any]], max_excluded: int) -> list[Attempt]:
+    """``first`` with its 1, 2, ... ``max_excluded`` most sensitive nodes in float, one more each time.
+
+    ``ranking``: ``extra.sensitivity.ranking`` rows (``node``, ``error``), most sensitive first. Nodes
+    whose int8 form changed nothing (error 0) are skipped: keeping them in float cannot help.
+    """
+    harmful = [r["node"] for r in ranking if r["error"] > 0.0][:max_excluded]
+    return [replace(first, name=f"{first.name}+exclude-{k}", exclude=tuple(harmful[:k]))
+            for k in range(1, len(harmful) + 1)]
+
+
 # ----------------------------------------------------------------------------------------------
 # The recipe
 
@@ -421,8 +522,36 @@ def _export_first(source: Path, info: Any, config: QuantizeConfig, workdir: Path
                    export_extra={k: exported.extra[k] for k in ("exporter", "opset", "optimize", "validation")})
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """int8-static calibration: token ids of the calibration texts, and where their ranges are cached.
+
+    Attributes:
+        ids: N lists of token ids (truncated, unpadded).
+        cache_dir: the run's work directory; one ranges file per op-type set, shared by every attempt
+            and every ranked node (see :func:`int8_static_onnx`).
+    """
+
+    ids: list[list[int]]
+    cache_dir: Path
+
+    def cache(self, op_types: Sequence[str] | None) -> Path:
+        return self.cache_dir / ("calibration-weight-ops.json" if op_types else "calibration-all.json")
+
+
+def excluded_nodes(attempt: Attempt, user: Sequence[str], head: Sequence[str], ops: dict[str, str]
+                   ) -> list[dict[str, Any]]:
+    """The nodes an attempt keeps in float, each once with its op and why: ``user`` (--exclude-nodes),
+    ``guard`` (the exclusion loop) or ``float-head`` (the classifier-head fallback)."""
+    why: dict[str, str] = {}
+    for names, reason in ((user, "user"), (attempt.exclude, "guard"), (head, "float-head")):
+        for name in names:
+            why.setdefault(name, reason)
+    return [{"node": name, "op": ops.get(name), "why": reason} for name, reason in why.items()]
+
+
 def _build(mode: str, attempt: Attempt, src: _Source, target: Path, config: QuantizeConfig,
-           calibration: list[list[int]] | None) -> tuple[Any, dict[str, Any]]:
+           calibration: Calibration | None) -> tuple[Any, dict[str, Any]]:
     """Make one candidate in ``target``; returns (torch model or None, recipe details)."""
     details: dict[str, Any] = {"mode": mode, "keep_head": attempt.keep_head}
     if mode in ("int8-dynamic", "int8-static"):
@@ -434,13 +563,18 @@ def _build(mode: str, attempt: Attempt, src: _Source, target: Path, config: Quan
         target.mkdir(parents=True, exist_ok=True)
         # the last ops this mode would quantize: dynamic leaves Gemm/Conv in float anyway
         head_ops = ("MatMul",) if mode == "int8-dynamic" else WEIGHT_OPS
-        excluded = head_nodes(src.onnx, ops=head_ops) if attempt.keep_head else []
+        head = head_nodes(src.onnx, ops=head_ops) if attempt.keep_head else []
+        ops = {n.name: n.op_type for n in _graph_nodes(src.onnx)}
+        records = excluded_nodes(attempt, config.exclude_nodes, head, ops)
+        excluded = [r["node"] for r in records]
         details["nodes_excluded"] = excluded
+        if records:
+            details["excluded"] = records
         dst = target / "model.onnx"
         if mode == "int8-dynamic":
             details.update(format="QOperator (MatMulInteger / QAttention)", activations="uint8, per batch",
                            op_types=list(DYNAMIC_OPS))
-            if any(n.op_type == "Conv" for n in _graph_nodes(src.onnx)):
+            if "Conv" in ops.values():
                 details["note"] = ("Conv stays fp32 (ONNX Runtime's ConvInteger is slower than fp32 on CPU); "
                                    "int8-static quantizes convolutions (QLinearConv)")
                 log.warning("this model has convolutions; int8-dynamic keeps them fp32 (ConvInteger is slow on CPU), "
@@ -449,19 +583,24 @@ def _build(mode: str, attempt: Attempt, src: _Source, target: Path, config: Quan
         elif mode == "int8-static":
             assert calibration is not None
             op_types = list(WEIGHT_OPS) if attempt.weight_ops_only else None
-            details.update(calibration_method=config.calibration_method, calibration_samples=len(calibration),
+            details.update(calibration_method=config.calibration_method, calibration_samples=len(calibration.ids),
                            op_types=op_types or "onnxruntime default (QDQ registry)", format="QDQ",
                            activations="uint8")
-            int8_static_onnx(src.onnx, dst, TextCalibrationReader(calibration), config.calibration_method,
-                             attempt.per_channel, attempt.reduce_range, excluded, op_types)
+            int8_static_onnx(src.onnx, dst, TextCalibrationReader(calibration.ids), config.calibration_method,
+                             attempt.per_channel, attempt.reduce_range, excluded, op_types,
+                             calibration_cache=calibration.cache(op_types))
         else:
             details.update(keep_io_types=True, note="fp16 is for GPUs (CUDA / TensorRT EPs); on CPU it is slower "
                                                     "than fp32")
             fp16_onnx(src.onnx, dst, excluded)
         return None, details
     if mode == "torch-int8-dynamic":
-        names = int8_module_names(src.model, skip_last=HEAD_NODES if attempt.keep_head else 0)
+        names = [n for n in int8_module_names(src.model, skip_last=HEAD_NODES if attempt.keep_head else 0)
+                 if n not in config.exclude_nodes]
         details.update(modules=names, dtype="qint8", backend="torch.ao.quantization.quantize_dynamic")
+        if config.exclude_nodes:
+            details["excluded"] = [{"node": n, "op": type(src.model.get_submodule(n)).__name__, "why": "user"}
+                                   for n in config.exclude_nodes]
         return torch_int8_dynamic(src.model, names), details
     details.update(inference="torch.autocast(device_type, dtype=torch.bfloat16); weights stay fp32")
     return src.model, details
@@ -563,17 +702,88 @@ class _Candidate:
     probs: np.ndarray | None
 
 
-def first_passing(src: _Source, config: QuantizeConfig, guard: _Guard | None, calibration: list[list[int]] | None,
-                  workdir: Path) -> tuple[_Candidate | None, list[dict[str, Any]]]:
-    """Build and judge the attempts in their documented order; (the first that passes or None, every record)."""
+def probe_inputs(tokenizer: Any, guard: _Guard, calibration: Calibration | None, n: int, max_length: int,
+                 seed: int) -> Any:
+    """:class:`compress.batching.Encoded` rows the sensitivity ranking measures on: the first ``n`` of
+    int8-static's (already sampled) calibration texts, else up to ``n`` texts sampled (seeded) from the
+    part of ``--data`` the guard does not evaluate (its evaluation rows when that part has no usable text)."""
+    from compress.batching import Encoded, encode
+
+    pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+    if calibration is not None:
+        return Encoded(calibration.ids[:n], None, pad_id)
+    pool = usable_texts(guard.data.calibration_texts) or usable_texts(guard.data.texts)
+    rng = np.random.default_rng(seed)
+    chosen = [pool[i] for i in np.sort(rng.choice(len(pool), min(n, len(pool)), replace=False))]
+    return encode(tokenizer, chosen, max_length)
+
+
+def node_sensitivity(src: _Source, config: QuantizeConfig, guard: _Guard, calibration: Calibration | None,
+                     max_length: int, workdir: Path, why: str) -> dict[str, Any]:
+    """Rank the nodes the first int8 attempt quantizes by what each costs when it alone is int8
+    (:func:`export.quantize_sensitivity.rank_nodes`); the record ``extra.sensitivity`` keeps.
+
+    The node-only models use the first attempt's recipe (``per_channel``, ``reduce_range``); only the
+    ``sensitivity_nodes`` candidates with the most weights are ranked; the user's excluded nodes are not.
+    """
+    assert src.onnx is not None
+    started = time.perf_counter()
+    reduce_range, _ = resolve_reduce_range(config.reduce_range)
+    dynamic = config.mode == "int8-dynamic"
+    op_types = DYNAMIC_OPS if dynamic else static_op_types(weight_ops_only=False)
+    every = [n for n in quantizable_nodes(src.onnx, op_types) if n.name not in config.exclude_nodes]
+    candidates = every[: config.sensitivity_nodes]
+    probe = probe_inputs(src.tokenizer, guard, calibration, min(config.calibration_samples, PROBE_TEXTS), max_length,
+                         config.seed)
+    log.info("sensitivity (%s): quantizing %d of %d nodes one at a time, measured on %d texts", why,
+             len(candidates), len(every), len(probe))
+
+    def quantize_one(name: str, dst: Path) -> None:
+        if dynamic:
+            int8_dynamic_onnx(src.onnx, dst, config.per_channel, reduce_range, nodes_to_quantize=[name])
+        else:
+            assert calibration is not None
+            int8_static_onnx(src.onnx, dst, TextCalibrationReader(calibration.ids), config.calibration_method,
+                             config.per_channel, reduce_range, nodes_to_quantize=[name],
+                             calibration_cache=calibration.cache(None))
+
+    def logits_of(path: Path) -> np.ndarray:
+        return onnx_logits(ort_session(path), probe)
+
+    def drop_of(path: Path) -> float:
+        return guard.baseline - macro_auc(guard.data.labels, onnx_probs(path, guard.encoded), guard.labels)
+
+    ranking = rank_nodes(candidates, quantize_one, logits_of, logits_of(src.onnx), workdir / "sensitivity",
+                         drop_of if config.sensitivity == "metric" else None)
+    record = sensitivity_record(ranking, "metric" if config.sensitivity == "metric" else "output", len(every),
+                                config.sensitivity_nodes, len(probe),
+                                {"per_channel": config.per_channel, "reduce_range": reduce_range},
+                                why, time.perf_counter() - started)
+    top = ", ".join(f"{r['node']} ({r['op']}) {r['error']:.4f}" for r in record["ranking"][:3])
+    log.info("sensitivity: %d nodes in %.1f s; most sensitive: %s", len(ranking), record["seconds"], top)
+    return record
+
+
+def first_passing(src: _Source, config: QuantizeConfig, guard: _Guard | None, calibration: Calibration | None,
+                  workdir: Path, rank: Callable[[str], dict[str, Any]] | None = None,
+                  sensitivity: dict[str, Any] | None = None
+                  ) -> tuple[_Candidate | None, list[dict[str, Any]], dict[str, Any] | None]:
+    """Build and judge the attempts in order; (the first that passes or None, every record, the ranking).
+
+    The order: the requested recipe; when it fails the guard (ONNX int8, fallbacks on), the same recipe
+    with its 1, 2, ... ``max_excluded`` most sensitive nodes in float (:func:`exclusion_attempts`,
+    ranked by ``rank`` unless ``sensitivity`` already holds a ranking); then the documented fallbacks
+    (:func:`attempts_for`).
+    """
     mode = config.mode
-    int8 = mode in ("int8-dynamic", "int8-static")
+    int8 = mode in INT8_MODES
     reduce_range, reduce_why = resolve_reduce_range(config.reduce_range)
     if int8:
         log.info("reduce_range=%s (%s)", reduce_range, reduce_why)
     attempts: list[dict[str, Any]] = []
-    for i, attempt in enumerate(attempts_for(mode, config.per_channel, reduce_range, config.fallbacks)):
-        target = workdir / f"attempt{i}"
+
+    def attempt_once(attempt: Attempt) -> _Candidate | None:
+        target = workdir / f"attempt{len(attempts)}"
         qmodel, details = _build(mode, attempt, src, target, config, calibration)
         record: dict[str, Any] = {"name": attempt.name, **details}
         if int8:
@@ -581,15 +791,28 @@ def first_passing(src: _Source, config: QuantizeConfig, guard: _Guard | None, ca
         verdict, probs = judge(guard, mode, attempt.name, qmodel, target / "model.onnx" if mode in ONNX_MODES else None)
         record.update(verdict)
         attempts.append(record)
-        if record["passed"]:
-            return _Candidate(target, qmodel, record, probs), attempts
-    return None, attempts
+        return _Candidate(target, qmodel, record, probs) if record["passed"] else None
+
+    first, *fallbacks = attempts_for(mode, config.per_channel, reduce_range, config.fallbacks)
+    chosen = attempt_once(first)
+    if chosen is None and int8 and guard is not None and config.fallbacks and config.max_excluded and rank:
+        sensitivity = sensitivity or rank("the first attempt failed the guard")
+        for attempt in exclusion_attempts(first, sensitivity["ranking"], config.max_excluded):
+            if (chosen := attempt_once(attempt)) is not None:
+                break
+    for attempt in fallbacks:
+        if chosen is not None:
+            break
+        chosen = attempt_once(attempt)
+    return chosen, attempts, sensitivity
 
 
 def quantized_info(info: Any, source: Path, config: QuantizeConfig, chosen: _Candidate,
-                   attempts: list[dict[str, Any]], guard: _Guard | None, export_extra: dict[str, Any]) -> Any:
+                   attempts: list[dict[str, Any]], guard: _Guard | None, export_extra: dict[str, Any],
+                   sensitivity: dict[str, Any] | None = None) -> Any:
     """artifact.json of the quantized artifact: the source's labels and thresholds, the chosen attempt's
-    recipe, every attempt's guard numbers, the runtime that runs it."""
+    recipe (its float-kept nodes and why), every attempt's guard numbers, the sensitivity ranking when
+    one was made, the runtime that runs it."""
     from compress.artifact import ArtifactInfo
     from compress.metrics import multilabel_metrics
 
@@ -610,8 +833,27 @@ def quantized_info(info: Any, source: Path, config: QuantizeConfig, chosen: _Can
         extra={"quantization": {k: v for k, v in chosen.record.items()
                                 if k not in ("name", "macro_roc_auc", "drop", "passed")},
                "guard": guard_extra, "runtime": runtime, "source_kind": info.kind,
+               **({"sensitivity": sensitivity} if sensitivity else {}),
                **({"onnx_export": export_extra} if export_extra else {})},
     )
+
+
+def check_exclude_nodes(src: _Source, mode: str, names: Sequence[str]) -> None:
+    """ConfigError naming every ``names`` entry that is no node of the source (ONNX modes) or no module
+    torch-int8-dynamic quantizes."""
+    if not names:
+        return
+    if mode in ONNX_MODES:
+        assert src.onnx is not None
+        missing, known = unknown_nodes(src.onnx, names)
+        where = "model.onnx"
+    else:
+        known = int8_module_names(src.model)
+        missing, where = [n for n in names if n not in known], "the nn.Linear / nn.LSTM modules"
+    if missing:
+        raise ConfigError(f"exclude_nodes: no node named {', '.join(missing)} in {where} ({len(known)} nodes, "
+                          f"e.g. {', '.join(known[:3])}); `compress quantize --sensitivity` lists the ones it "
+                          "quantizes, most sensitive first")
 
 
 def write_quantized(out: Path, mode: str, chosen: _Candidate, src: _Source, new_info: Any,
@@ -663,20 +905,25 @@ def quantize(artifact: str | os.PathLike[str], config: QuantizeConfig) -> Path:
     with tempfile.TemporaryDirectory(prefix=".quantize-", dir=out.parent if out.parent.exists() else None) as t:
         work = Path(t)
         src = load_source(source, info, config, work)
+        check_exclude_nodes(src, mode, config.exclude_nodes)
         calibration = None
         if mode == "int8-static":
             assert guard_data is not None
-            calibration = calibration_ids(src.tokenizer, guard_data.calibration_texts, config.calibration_samples,
-                                          info.max_length, config.seed, guard_data.source)
+            calibration = Calibration(calibration_ids(src.tokenizer, guard_data.calibration_texts,
+                                                      config.calibration_samples, info.max_length, config.seed,
+                                                      guard_data.source), work)
         guard = None if guard_data is None else \
             fp32_guard(guard_data, src, info.max_length, info.labels, mode, config.max_auc_drop)
-        chosen, attempts = first_passing(src, config, guard, calibration, work)
+        rank = None if guard is None or mode not in INT8_MODES else \
+            functools.partial(node_sensitivity, src, config, guard, calibration, info.max_length, work)
+        sensitivity = rank("requested (--sensitivity)") if rank and config.sensitivity != "off" else None
+        chosen, attempts, sensitivity = first_passing(src, config, guard, calibration, work, rank, sensitivity)
         if chosen is None:
             listing = "; ".join(f"{a['name']} drop {a['drop']:.4f}" for a in attempts)
             raise UserError(f"{mode} loses too much accuracy: validation macro ROC-AUC {guard.baseline:.4f} fp32, "
                             f"limit drop {config.max_auc_drop:g}; attempts: {listing}; raise --max-auc-drop or pick "
                             "another --mode")
         write_quantized(out, mode, chosen, src,
-                        quantized_info(info, source, config, chosen, attempts, guard, src.export_extra),
+                        quantized_info(info, source, config, chosen, attempts, guard, src.export_extra, sensitivity),
                         config.overwrite)
     return out

@@ -151,4 +151,80 @@ def write_wordpiece_tokenizer(directory: str | Path, texts: list[str], vocab_siz
     trainer.save_model(str(directory))
     BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=lower, strip_accents=strip_accents,
                       tokenize_chinese_chars=chinese).save_pretrained(directory)
+
+
+FRAGILE_NODE = "dense1"  # the node of :func:`write_fragile_onnx_artifact` that int8 breaks
+
+
+def write_fragile_onnx_artifact(directory: str | Path, max_length: int = 32) -> Path:
+    """An ``onnx`` artifact (model.onnx, tokenizer, artifact.json) whose node :data:`FRAGILE_NODE` breaks under int8.
+
+    A bag-of-words classifier with hand-set weights, good in fp32 on :func:`synthetic_rows` (each
+    label's marker words light one feature)::
+
+        embed (Gather, V x 7) -> masked mean pool (B, 7) -> dense1 (MatMul 7x7) -> relu -> dense2 (MatMul 7x7)
+        -> relu -> classifier (MatMul 7x6) + bias -> logits (B, 6)
+
+    Feature 6 is zero for every token, so dense1's row 6 never reaches the output in fp32; that row
+    holds 1e4. Per-tensor and per-column int8 scales alike become 1e4 / 127, which rounds the
+    row's real weights (4.0) to zero: dense1 alone in int8 sends the model to chance, every other node
+    alone moves the logits by a few thousandths. dense1 is not among the last two weight ops, so the
+    float-head fallback does not save it.
+    """
+    import onnx
+    from onnx import TensorProto, numpy_helper
+    from onnx import helper as oh
+
+    from compress.artifact import ArtifactInfo, atomic_artifact_dir, write_info
+
+    vocab = vocabulary()
+    n_labels = len(JIGSAW_LABELS)
+    dim = n_labels + 1  # + the dead feature
+    embed = np.zeros((len(vocab), dim), np.float32)
+    for j, name in enumerate(JIGSAW_LABELS):
+        for word in MARKERS[name]:
+            embed[vocab.index(word), j] = 1.0
+    embed[:, :n_labels] += np.random.default_rng(0).normal(0, 0.01, (len(vocab), n_labels)).astype(np.float32)
+    dense1 = np.eye(dim, dtype=np.float32) * 4.0
+    dense1[n_labels, :] = 1e4
+    classifier = np.zeros((dim, n_labels), np.float32)
+    classifier[:n_labels] = np.eye(n_labels) * 8.0
+    initializers = [
+        numpy_helper.from_array(embed, "embed.weight"), numpy_helper.from_array(dense1, "dense1.weight"),
+        numpy_helper.from_array(np.eye(dim, dtype=np.float32), "dense2.weight"),
+        numpy_helper.from_array(classifier, "classifier.weight"),
+        numpy_helper.from_array(np.full(n_labels, -1.0, np.float32), "classifier.bias"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis_sequence"),
+        numpy_helper.from_array(np.array([-1], np.int64), "axis_last"),
+    ]
+    nodes = [
+        oh.make_node("Gather", ["embed.weight", "input_ids"], ["embedded"], name="embed"),
+        oh.make_node("Cast", ["attention_mask"], ["mask_float"], to=TensorProto.FLOAT, name="mask_cast"),
+        oh.make_node("Unsqueeze", ["mask_float", "axis_last"], ["mask"], name="mask_unsqueeze"),
+        oh.make_node("Mul", ["embedded", "mask"], ["masked"], name="mask_mul"),
+        oh.make_node("ReduceSum", ["masked", "axis_sequence"], ["summed"], keepdims=0, name="pool_sum"),
+        oh.make_node("ReduceSum", ["mask", "axis_sequence"], ["count"], keepdims=0, name="pool_count"),
+        oh.make_node("Div", ["summed", "count"], ["pooled"], name="pool_mean"),
+        oh.make_node("MatMul", ["pooled", "dense1.weight"], ["hidden1"], name=FRAGILE_NODE),
+        oh.make_node("Relu", ["hidden1"], ["act1"], name="relu1"),
+        oh.make_node("MatMul", ["act1", "dense2.weight"], ["hidden2"], name="dense2"),
+        oh.make_node("Relu", ["hidden2"], ["act2"], name="relu2"),
+        oh.make_node("MatMul", ["act2", "classifier.weight"], ["scores"], name="classifier"),
+        oh.make_node("Add", ["scores", "classifier.bias"], ["logits"], name="classifier_bias"),
+    ]
+    graph = oh.make_graph(
+        nodes, "fragile",
+        [oh.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"])
+         for name in ("input_ids", "attention_mask")],
+        [oh.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", n_labels])], initializers)
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    directory = Path(directory)
+    with atomic_artifact_dir(directory) as tmp:
+        onnx.save(model, str(tmp / "model.onnx"))
+        write_tokenizer(tmp / "tokenizer")
+        write_info(tmp, ArtifactInfo(kind="onnx", architecture="fragile-bow", labels=list(JIGSAW_LABELS),
+                                     hierarchy={"severe_toxic": "toxic"}, thresholds=[0.5] * n_labels,
+                                     max_length=max_length))
     return directory

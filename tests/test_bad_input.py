@@ -49,6 +49,7 @@ def workspace(tmp_path_factory) -> Path:
     (ws / "notanartifact").mkdir()
     fixtures.write_tiny_bert(ws / "tiny-bert")
     _tokenizer_artifacts(ws)
+    fixtures.write_fragile_onnx_artifact(ws / "fragile")
     return ws
 
 
@@ -130,6 +131,13 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("quantize-missing", "compress", ["quantize", "nope", "--mode", "int8-dynamic", "--out", "q"]),
     ("quantize-bad-mode", "compress", ["quantize", "corrupt", "--mode", "int4"]),
     ("quantize-static-no-data", "compress", ["quantize", "corrupt", "--mode", "int8-static", "--out", "q"]),
+    ("quantize-unknown-node", "compress", ["quantize", "fragile", "--mode", "int8-dynamic", "--out", "q",
+                                           "--exclude-nodes", "dense1,no-such-node"]),
+    ("quantize-sensitivity-fp16", "compress", ["quantize", "fragile", "--mode", "fp16", "--sensitivity",
+                                               "--data", "data.csv", "--out", "q"]),
+    ("quantize-sensitivity-no-data", "compress", ["quantize", "fragile", "--mode", "int8-dynamic", "--sensitivity",
+                                                  "--out", "q"]),
+    ("quantize-max-excluded", "compress", ["quantize", "fragile", "--mode", "int8-dynamic", "--max-excluded", "-1"]),
     *[(f"quantize-{name}", "compress", ["quantize", "baseline", "--mode", "int8-dynamic", "--out", out])
       for name, out in OUT_CASES.items()],
     ("tune-zero-trials", "compress", ["tune", "--model", "tiny-bert", "--data", "data.csv", "--n-trials", "0"]),
