@@ -87,7 +87,7 @@ def run(model: str, data: str, fmt: str | None = None, n: int = 2048, batch_size
         config = load_config(TrainConfig, None, [f"model={model}", f"data.data={data}",
                                                  f"data.max_train_samples={n}", f"optim.seed={seed}",
                                                  *([f"data.format={fmt}"] if fmt else [])])
-        train_set, _ = load_splits(config.data)
+        train_set = load_splits(config.data).train
         ours = ours_speed(model, data, fmt, len(train_set), batch_size, max_length, seed, workdir, mixed_precision)
         ref = hf_trainer_speed(model, train_set.texts, train_set.labels, batch_size, max_length, seed, workdir)
     return {

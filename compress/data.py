@@ -848,15 +848,64 @@ def train_val_split(data: LabeledData, val_fraction: float = 0.1, seed: int = 0)
     n = len(data)
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}; pass e.g. 0.1")
-    n_val = int(round(val_fraction * n))
+    return _held_out(data, int(round(val_fraction * n)), seed, f"val_fraction={val_fraction} of {n} rows")
+
+
+def _held_out(data: LabeledData, n_val: int, seed: int, what: str) -> tuple[LabeledData, LabeledData]:
+    """(rest, ``n_val`` held-out rows) of ``data`` by :func:`train_val_split`'s method."""
+    n = len(data)
     if n_val < 1 or n_val > n - 1:
-        raise DataError(f"val_fraction={val_fraction} of {n} rows gives {n_val} validation rows; "
+        raise DataError(f"{what} gives {n_val} validation rows; "
                         f"use more data or another val_fraction (or a separate validation file)")
     rng = np.random.default_rng(seed)
     y = data.labels > 0.5
     fold = _iterative_stratification(y, n_val, rng)
     _repair_coverage(y, fold, rng)
     return data.subset(np.flatnonzero(fold == 0)), data.subset(np.flatnonzero(fold == 1))
+
+
+def hold_out_test(data: LabeledData, test_fraction: float, seed: int = 0, keep: int = 1
+               ) -> tuple[LabeledData, LabeledData | None]:
+    """(rest, test): ``round(test_fraction * N)`` rows held out as a test set, by :func:`train_val_split`'s
+    stratified method.
+
+    ``keep``: rows the rest must still hold (training + validation). Data too small for one test row
+    beside them gets no test split (None) and a logged warning; ``test_fraction=0`` gives (data, None).
+    """
+    n = len(data)
+    if not 0.0 <= test_fraction < 1.0:
+        raise DataError(f"test_fraction must be in [0, 1), got {test_fraction}; pass e.g. 0.1 (or 0 for none)")
+    n_test = int(round(test_fraction * n))
+    if test_fraction > 0 and (n_test < 1 or n - n_test < keep):
+        log.warning("%s: %d rows are too few for a test split of test_fraction=%g; no test split "
+                    "(pass more data or a test file)", data.source or "data", n, test_fraction)
+        n_test = 0
+    if n_test == 0:
+        return data, None
+    return _held_out(data, n_test, seed, f"test_fraction={test_fraction} of {n} rows")
+
+
+def train_val_test_split(data: LabeledData, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
+                         ) -> tuple[LabeledData, LabeledData, LabeledData | None]:
+    """(train, val, test): :func:`hold_out_test` first, then :func:`train_val_split` of the rest.
+
+    The test rows are held out before the validation split, so nothing chosen on validation (early
+    stopping, thresholds, tuning) has seen them. Both shares are of all N rows (``round(val_fraction * N)``
+    validation rows whatever ``test_fraction`` is); ``test_fraction=0``, or data too small for a test
+    row, gives :func:`train_val_split` exactly and no test (None).
+
+    Returns:
+        (train, val, test or None); the parts are disjoint and keep the original row order.
+    """
+    n = len(data)
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}; pass e.g. 0.1")
+    n_val = int(round(val_fraction * n))
+    rest, test = hold_out_test(data, test_fraction, seed, keep=n_val + 1)
+    if test is None:
+        return (*train_val_split(data, val_fraction, seed), None)
+    train, val = _held_out(rest, n_val, seed, f"val_fraction={val_fraction} of {n} rows")
+    return train, val, test
 
 
 def hierarchy_violations(labels: np.ndarray, schema: LabelSchema) -> dict[str, int]:
@@ -1002,5 +1051,5 @@ __all__ = [
     "CYBERBULLYING_SCHEMA", "DAVIDSON_SCHEMA", "FORMATS", "JIGSAW_LABELS", "JIGSAW_SCHEMA", "LabelSchema",
     "LabeledData", "OLID_SCHEMA", "align_to_schema", "dataset_stats", "deduplicate", "detect_format",
     "format_stats_markdown", "hierarchy_violations", "load_dataset", "token_length_percentiles",
-    "train_val_split",
+    "hold_out_test", "train_val_split", "train_val_test_split",
 ]
