@@ -702,6 +702,35 @@ def load_dataset(path: str | Path, format: str | None = None, text_column: str |
     return data
 
 
+TEXT_COLUMNS = ("comment_text", "text", "tweet", "comment", "sentence")  # looked for, in order, when not named
+
+
+def read_text_table(path: str | Path, columns: Sequence[str], text_column: str | None = None,
+                    format: str | None = None, fix: str = "name existing columns") -> tuple[list[str], pd.DataFrame]:
+    """The texts and the raw table of a file, row for row: side data that is not a label table
+    (identity annotations, scores), read by the readers :func:`load_dataset` uses, without dedup.
+
+    Args:
+        columns: columns the file must have.
+        text_column: the text column; None = the first of :data:`TEXT_COLUMNS` in the file.
+        format: csv / tsv / parquet / jsonl; None (or a fixed-column format) = by the file's extension.
+        fix: what to tell the user when a column is missing.
+
+    Returns:
+        (N texts, the file's N-row DataFrame as read: strings for CSV/TSV). DataError names a missing
+        column or an empty text.
+    """
+    p = _check_path(path)
+    frame = _read_frame(p, format if format in GENERIC_FORMATS else _extension_kind(p) or "csv")
+    if text_column is None:
+        text_column = next((c for c in TEXT_COLUMNS if c in frame.columns), None)
+        if text_column is None:
+            raise DataError(f"{p}: no text column among {', '.join(TEXT_COLUMNS)} (columns are: "
+                            f"{', '.join(str(c) for c in frame.columns)}); name the text column")
+    _require_columns(frame, [text_column, *columns], p, fix)
+    return _texts(frame, text_column, p), frame.reset_index(drop=True)
+
+
 def one_class_labels(data: LabeledData) -> list[str]:
     """Names of the labels whose column is all 0 or all 1 in ``data``."""
     if len(data) == 0:
@@ -1050,6 +1079,6 @@ def format_stats_markdown(stats: dict) -> str:
 __all__ = [
     "CYBERBULLYING_SCHEMA", "DAVIDSON_SCHEMA", "FORMATS", "JIGSAW_LABELS", "JIGSAW_SCHEMA", "LabelSchema",
     "LabeledData", "OLID_SCHEMA", "align_to_schema", "dataset_stats", "deduplicate", "detect_format",
-    "format_stats_markdown", "hierarchy_violations", "load_dataset", "token_length_percentiles",
+    "format_stats_markdown", "hierarchy_violations", "load_dataset", "read_text_table", "token_length_percentiles",
     "hold_out_test", "train_val_split", "train_val_test_split",
 ]
