@@ -69,8 +69,8 @@ class Splits(NamedTuple):
 def load_splits(cfg: DataConfig) -> Splits:
     """Train, validation and test sets.
 
-    The test set is a separate file (``test_data``; texts also in ``data`` are dropped from it, so
-    train and validation never hold a test text), or ``test_fraction`` of ``data`` held out first
+    The test set is a separate file (``test_data``; rows of ``data`` with one of its texts are dropped,
+    so train and validation never hold a test text), or ``test_fraction`` of ``data`` held out first
     (:func:`compress.data.train_val_test_split`). Validation is a separate file, or a seeded stratified
     split of the rest.
     """

@@ -80,13 +80,13 @@ def open_study(config: TuneConfig):
         raise UserError(f"cannot use study {config.study_name!r} in {masked_url(config.storage)} ({exc}); "
                         "pass another --study-name") from None
     target = study.user_attrs.get("modcompress.target")
-    if target is None:
-        study.set_user_attr("modcompress.target", config.target)
-        study.set_user_attr("modcompress.metric", config.metric)
-    elif target != config.target:
+    if target is not None and target != config.target:
         raise UserError(f"study {config.study_name!r} in {masked_url(config.storage)} tunes a {target}, "
                         f"not a {config.target}; pass another --study-name")
     _check_metric(study, config)
+    if target is None:
+        study.set_user_attr("modcompress.target", config.target)
+        study.set_user_attr("modcompress.metric", config.metric)
     return study
 
 

@@ -249,8 +249,8 @@ def test_a_study_tunes_one_thing(tmp_path, tiny_bert_dir, jigsaw_csv):
 def test_tune_maximises_the_select_metric(tmp_path, tiny_bert_dir, jigsaw_csv, capsys):
     space = tmp_path / "space.yaml"
     space.write_text("optim.lr: {low: 3.0e-3, high: 1.0e-2, log: true}\n")
-    assert main(_argv(tiny_bert_dir, jigsaw_csv, tmp_path, "--space", str(space), "--pruner", "none", "--no-tracking",
-                      "--n-trials", "1", "optim.select_metric=level_macro_f1")) == 0
+    assert main(_argv(tiny_bert_dir, jigsaw_csv, tmp_path, "optim.select_metric=level_macro_f1", "--space", str(space),
+                      "--pruner", "none", "--no-tracking", "--n-trials", "1")) == 0
     out = capsys.readouterr().out
     assert re.search(r"^trial\s+state\s+level_macro_f1", out, re.MULTILINE), out
     info = read_info(tmp_path / "best")
