@@ -1,15 +1,17 @@
 """`compress distill-report`: one table comparing a teacher, its students and the baselines.
 
 Columns: parameters, validation macro ROC-AUC and macro-F1 (as stored in each artifact: thresholds
-tuned on the same validation split), macro-F1 kept relative to the teacher, batch-1 latency
-percentiles (PyTorch / scikit-learn, fp32, text in -> probabilities out, tokenization included)
-over real validation texts after a warm-up, and throughput at batch 32. Reported as JSON plus a
-Markdown table.
+tuned on the same validation split) beside the test split's (scored once at the end, at those
+thresholds; "-" for an artifact made without one), macro-F1 kept relative to the teacher on each,
+batch-1 latency percentiles (PyTorch / scikit-learn, fp32, text in -> probabilities out, tokenization
+included) over real validation texts after a warm-up, and throughput at batch 32. Reported as JSON
+plus a Markdown table.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from bench.measure import percentiles_ms, time_calls
-from compress.config import DataConfig, build_config
+from compress.config import DataConfig, build_config, recorded_data_values
 from compress.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -32,12 +34,11 @@ def _validation_texts(infos: Sequence[Any], data: DataConfig | None) -> list[str
         for info in infos:
             recorded = (info.recipe or {}).get("data")
             if isinstance(recorded, dict) and recorded.get("data"):
-                data = build_config(DataConfig, {k: v for k, v in recorded.items() if v is not None})
+                data = build_config(DataConfig, recorded_data_values(recorded))
                 break
     if data is None:
         raise ConfigError("data: none of the artifacts records its data; pass --data PATH")
-    _, val = load_splits(data)
-    return list(val.texts)
+    return list(load_splits(data).val.texts)
 
 
 def measure_latency(predict: Callable[[list[str]], np.ndarray], texts: Sequence[str], calls: int = 200,
@@ -62,9 +63,10 @@ def distill_report(artifacts: Sequence[str | os.PathLike[str]], data: DataConfig
     """Measure every artifact; returns ``{"rows": [...], "environment": {...}, "settings": {...}}``.
 
     Rows keep the given order and hold ``name``, ``kind``, ``architecture``, ``parameters``,
-    ``macro_roc_auc``, ``macro_f1``, ``f1_vs_teacher`` (fraction of the teacher's macro-F1, where a
-    teacher is among the artifacts or is the students' parent), ``latency`` percentiles (ms) and
-    ``examples_per_s``.
+    ``macro_roc_auc``, ``macro_f1``, ``level_macro_f1`` (validation, as stored), ``test`` (the same three
+    on the test split, or None), ``f1_vs_teacher`` and ``test_f1_vs_teacher`` (fraction of the teacher's
+    macro-F1, where a teacher is among the artifacts or is the students' parent), ``latency``
+    percentiles (ms) and ``examples_per_s``.
     """
     import torch
 
@@ -85,16 +87,13 @@ def distill_report(artifacts: Sequence[str | os.PathLike[str]], data: DataConfig
     if not texts:
         raise DataError("the validation split is empty; pass --data with more rows")
 
-    teacher_f1: float | None = None
-    for info in infos:
-        if info.kind == "teacher":
-            teacher_f1 = float(info.metrics.get("macro_f1", float("nan")))
-            break
-    if teacher_f1 is None:
+    teacher = next((info for info in infos if info.kind == "teacher"), None)
+    if teacher is None:
         parents = {i.parent for i in infos if i.parent}
         if len(parents) == 1:
-            parent = read_info(parents.pop())
-            teacher_f1 = float(parent.metrics.get("macro_f1", float("nan")))
+            teacher = read_info(parents.pop())
+    teacher_f1 = _stored(teacher.metrics, "macro_f1") if teacher else None
+    teacher_test_f1 = _stored(teacher.metrics.get("test") or {}, "macro_f1") if teacher else None
 
     rows = []
     for path, info in zip(paths, infos, strict=True):
@@ -105,11 +104,15 @@ def distill_report(artifacts: Sequence[str | os.PathLike[str]], data: DataConfig
         latency = measure_latency(predictor.predict, texts, calls, warmup)
         speed = measure_throughput(predictor.predict, texts, batch_size, throughput_batches)
         f1 = float(info.metrics.get("macro_f1", float("nan")))
+        test = _test_metrics(info.metrics)
         rows.append({
             "name": path.name, "path": str(path), "kind": info.kind, "architecture": info.architecture,
             "parameters": int(params) if params is not None else None,
             "macro_roc_auc": float(info.metrics.get("macro_roc_auc", float("nan"))), "macro_f1": f1,
+            "level_macro_f1": _stored(info.metrics, "level_macro_f1"), "test": test,
             "f1_vs_teacher": f1 / teacher_f1 if teacher_f1 else None,
+            "test_f1_vs_teacher": (test["macro_f1"] / teacher_test_f1
+                                   if test and test["macro_f1"] is not None and teacher_test_f1 else None),
             "alpha": (info.recipe or {}).get("alpha"), "temperature": (info.recipe or {}).get("temperature"),
             "latency": latency, "examples_per_s": speed,
         })
@@ -122,16 +125,38 @@ def distill_report(artifacts: Sequence[str | os.PathLike[str]], data: DataConfig
     }
 
 
+def _stored(metrics: dict[str, Any], key: str) -> float | None:
+    """A stored metric as a float; None when it is missing or null (an artifact.json NaN)."""
+    value = metrics.get(key)
+    return float(value) if isinstance(value, (int, float)) and not math.isnan(float(value)) else None
+
+
+def _test_metrics(metrics: dict[str, Any]) -> dict[str, float | None] | None:
+    """The headline test-split metrics an artifact stores (``metrics["test"]``), None when it has none."""
+    test = metrics.get("test")
+    if not isinstance(test, dict):
+        return None
+    return {"rows": test.get("n"), **{k: _stored(test, k) for k in ("macro_roc_auc", "macro_f1", "level_macro_f1")}}
+
+
+def _cell(value: float | None, fmt: str = ".4f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
 def format_markdown(report: dict[str, Any]) -> str:
-    """The report as a Markdown table (one row per artifact)."""
-    head = ("| artifact | kind | architecture | parameters | val macro ROC-AUC | val macro-F1 | F1 vs teacher "
-            "| p50 batch-1 (ms) | p99 batch-1 (ms) | examples/s (batch 32) |")
+    """The report as a Markdown table (one row per artifact): validation and test side by side."""
+    head = ("| artifact | kind | architecture | parameters | val macro ROC-AUC | val macro-F1 | test macro ROC-AUC "
+            "| test macro-F1 | level macro-F1 (val / test) | F1 vs teacher (val / test) | p50 batch-1 (ms) | p99 batch-1 (ms) "
+            "| examples/s (batch 32) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in report["rows"]:
-        kept = f"{100 * r['f1_vs_teacher']:.1f}%" if r["f1_vs_teacher"] is not None else "-"
+        kept = " / ".join("-" if v is None else f"{100 * v:.1f}%" for v in (r["f1_vs_teacher"], r["test_f1_vs_teacher"]))
         params = f"{r['parameters']:,}" if r["parameters"] is not None else "-"
+        test = r["test"] or {}
+        levels = f"{_cell(r['level_macro_f1'])} / {_cell(test.get('level_macro_f1'))}"
         lines.append(f"| {r['name']} | {r['kind']} | {r['architecture']} | {params} | {r['macro_roc_auc']:.4f} "
-                     f"| {r['macro_f1']:.4f} | {kept} | {r['latency']['p50_ms']:.2f} | {r['latency']['p99_ms']:.2f} "
+                     f"| {r['macro_f1']:.4f} | {_cell(test.get('macro_roc_auc'))} | {_cell(test.get('macro_f1'))} "
+                     f"| {levels} | {kept} | {r['latency']['p50_ms']:.2f} | {r['latency']['p99_ms']:.2f} "
                      f"| {r['examples_per_s']:.0f} |")
     s = report["settings"]
     env = report["environment"]

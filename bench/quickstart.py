@@ -456,8 +456,7 @@ def _validation_texts(data: DataConfig, limit: int = 256) -> list[str]:
     """Up to ``limit`` validation texts of the split ``data`` (a DataConfig) makes (real lengths for the benchmark)."""
     from compress.train import load_splits
 
-    _, val = load_splits(data)
-    return list(val.texts[:limit])
+    return list(load_splits(data).val.texts[:limit])
 
 
 def _table_metrics(report: dict[str, Any]) -> dict[str, float]:

@@ -125,7 +125,7 @@ def run(model: str, data: str, fmt: str | None = None, n: int = 2048, batch_size
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         base = _config(model, data, fmt, n, batch_size, max_length, seed, workdir / "auto", "auto", threads)
-        train_set, _ = load_splits(base.data)
+        train_set = load_splits(base.data).train
         choice = auto_precision(base)
         ours: list[tuple[TrainSpeed, str]] = []
         for i, precision in enumerate(precisions):

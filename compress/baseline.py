@@ -2,7 +2,7 @@
 
 Recipe: load + split the data (as ``compress train`` does) -> ``BASELINES[name](num_labels, **params)``
 -> ``fit`` (scikit-learn for ``tfidf``; the shared training loop for ``fasttext``) -> thresholds
-tuned on validation -> validation metrics -> a ``baseline`` artifact written atomically
+tuned on validation -> validation metrics, and the test split's at those thresholds -> a ``baseline`` artifact written atomically
 (``model/`` holds the baseline's own files; there is no ``tokenizer/``) and logged to MLflow.
 """
 
@@ -120,9 +120,10 @@ def baseline(config: BaselineConfig) -> BaselineResult:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.optim.seed)
     params = baseline_params(config.name, config.params)
-    out = check_out(config.out, config.overwrite, inputs=(config.data.data, config.data.val_data))
+    out = check_out(config.out, config.overwrite,
+                    inputs=(config.data.data, config.data.val_data, config.data.test_data))
 
-    train_set, val_set = load_splits(config.data)
+    train_set, val_set, test_set = load_splits(config.data)
     schema = train_set.schema
     model = build_baseline(config.name, params, schema.num_labels)
     loss_fn = build_task_loss(config.loss.name, dict(config.loss.params), config.loss.pos_weight_rule, schema,
@@ -136,16 +137,22 @@ def baseline(config: BaselineConfig) -> BaselineResult:
                      config.tracking.run_name, params=recipe,
                      tags={"stage": "baseline", "kind": "baseline", "baseline": config.name}) as tracker:
         fit_info = model.fit(train_set.texts, train_set.labels, val_set.texts, val_set.labels, schema.names,
-                             optim=config.optim, tracker=tracker, workdir=ckpt, loss_fn=loss_fn)
+                             optim=config.optim, tracker=tracker, workdir=ckpt, loss_fn=loss_fn, schema=schema)
         probs = model.predict_proba(val_set.texts)  # (N_val, L)
         thresholds = tune_thresholds(val_set.labels, probs)
-        metrics = multilabel_metrics(val_set.labels, probs, schema.names, thresholds)
+        metrics = multilabel_metrics(val_set.labels, probs, schema.names, thresholds, schema)
+        if test_set is not None:  # once, at the validation thresholds
+            test = multilabel_metrics(test_set.labels, model.predict_proba(test_set.texts), schema.names,
+                                      thresholds, schema)
+            tracker.log_metrics({f"test_{k}": v for k, v in summary(test).items()})
+            metrics["test"] = test
         n_params = model.num_parameters()
         info = ArtifactInfo(
             kind="baseline", architecture=config.name, **ArtifactInfo.fields_of(schema),
             thresholds=[float(t) for t in thresholds],
             max_length=0, metrics=metrics, data_fingerprint=train_set.fingerprint(), recipe=recipe,
             extra={"num_parameters": n_params, "train_rows": len(train_set), "val_rows": len(val_set),
+                   "test_rows": len(test_set) if test_set else 0,
                    **{k: v for k, v in fit_info.items() if k != "train_examples_per_s"}},
         )
         if is_main_process():  # under a launcher every process fits; one writes

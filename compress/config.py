@@ -49,6 +49,9 @@ class DataConfig:
         text_column / label_columns: for generic files.
         val_data: a separate validation file; if None, ``val_fraction`` of ``data`` is held out.
         val_fraction: share held out for validation (stratified, seeded).
+        test_data: a separate test file; if None, ``test_fraction`` of ``data`` is held out as the test split.
+        test_fraction: share of ``data`` held out for testing before the validation split (stratified,
+            seeded; 0 = none): scored once, after training, never used for a choice.
         max_train_samples: cap on training rows (quick runs), None for all.
     """
 
@@ -58,14 +61,36 @@ class DataConfig:
     label_columns: tuple[str, ...] | None = None
     val_data: str | None = None
     val_fraction: float = 0.1
+    test_data: str | None = None
+    test_fraction: float = 0.1
     max_train_samples: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
         _check(bool(self.data), "data", "is required; pass data=PATH (a Jigsaw-format CSV or another supported file)")
         _check(0.0 < self.val_fraction < 1.0, "val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+        _check(0.0 <= self.test_fraction < 1.0, "test_fraction",
+               f"must be in [0, 1) (0 for no test split), got {self.test_fraction}")
+        _check(self.val_fraction + self.test_fraction < 1.0, "test_fraction",
+               f"val_fraction + test_fraction must be < 1, got {self.val_fraction} + {self.test_fraction}")
         _check(self.max_train_samples is None or self.max_train_samples > 0, "max_train_samples",
                f"must be positive, got {self.max_train_samples}")
+
+
+def recorded_data_values(recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """An artifact's recorded ``recipe.data`` as :class:`DataConfig` values that rebuild its split.
+
+    Fields this version does not know are dropped, unset ones left to the defaults, except
+    ``test_fraction``: an artifact that records none was made before the test split existed and held
+    no test rows out, so it is 0 (a default of 0.1 would move a tenth of its training rows).
+    """
+    known = {f.name for f in dataclasses.fields(DataConfig)}
+    values = {k: v for k, v in recorded.items() if k in known and v is not None}
+    values.setdefault("test_fraction", 0.0)
+    return values
+
+
+SELECT_METRICS = ("macro_roc_auc", "level_macro_f1")
 
 
 @dataclass(frozen=True)
@@ -84,6 +109,7 @@ class OptimConfig:
     patience: int = 2
     max_steps: int | None = None
     seed: int = 0
+    select_metric: str = "macro_roc_auc"  # what the best epoch (and compress tune's best trial) maximises
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
@@ -98,6 +124,8 @@ class OptimConfig:
                f"must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
         _check(self.patience >= 1, "patience", f"must be >= 1, got {self.patience}")
         _check(self.max_steps is None or self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
+        _check(self.select_metric in SELECT_METRICS, "select_metric",
+               f"must be one of {', '.join(SELECT_METRICS)}, got {self.select_metric!r}")
 
 
 @dataclass(frozen=True)

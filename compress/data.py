@@ -702,6 +702,35 @@ def load_dataset(path: str | Path, format: str | None = None, text_column: str |
     return data
 
 
+TEXT_COLUMNS = ("comment_text", "text", "tweet", "comment", "sentence")  # looked for, in order, when not named
+
+
+def read_text_table(path: str | Path, columns: Sequence[str], text_column: str | None = None,
+                    format: str | None = None, fix: str = "name existing columns") -> tuple[list[str], pd.DataFrame]:
+    """The texts and the raw table of a file, row for row: side data that is not a label table
+    (identity annotations, scores), read by the readers :func:`load_dataset` uses, without dedup.
+
+    Args:
+        columns: columns the file must have.
+        text_column: the text column; None = the first of :data:`TEXT_COLUMNS` in the file.
+        format: csv / tsv / parquet / jsonl; None (or a fixed-column format) = by the file's extension.
+        fix: what to tell the user when a column is missing.
+
+    Returns:
+        (N texts, the file's N-row DataFrame as read: strings for CSV/TSV). DataError names a missing
+        column or an empty text.
+    """
+    p = _check_path(path)
+    frame = _read_frame(p, format if format in GENERIC_FORMATS else _extension_kind(p) or "csv")
+    if text_column is None:
+        text_column = next((c for c in TEXT_COLUMNS if c in frame.columns), None)
+        if text_column is None:
+            raise DataError(f"{p}: no text column among {', '.join(TEXT_COLUMNS)} (columns are: "
+                            f"{', '.join(str(c) for c in frame.columns)}); name the text column")
+    _require_columns(frame, [text_column, *columns], p, fix)
+    return _texts(frame, text_column, p), frame.reset_index(drop=True)
+
+
 def one_class_labels(data: LabeledData) -> list[str]:
     """Names of the labels whose column is all 0 or all 1 in ``data``."""
     if len(data) == 0:
@@ -848,15 +877,64 @@ def train_val_split(data: LabeledData, val_fraction: float = 0.1, seed: int = 0)
     n = len(data)
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}; pass e.g. 0.1")
-    n_val = int(round(val_fraction * n))
+    return _held_out(data, int(round(val_fraction * n)), seed, f"val_fraction={val_fraction} of {n} rows")
+
+
+def _held_out(data: LabeledData, n_val: int, seed: int, what: str) -> tuple[LabeledData, LabeledData]:
+    """(rest, ``n_val`` held-out rows) of ``data`` by :func:`train_val_split`'s method."""
+    n = len(data)
     if n_val < 1 or n_val > n - 1:
-        raise DataError(f"val_fraction={val_fraction} of {n} rows gives {n_val} validation rows; "
+        raise DataError(f"{what} gives {n_val} validation rows; "
                         f"use more data or another val_fraction (or a separate validation file)")
     rng = np.random.default_rng(seed)
     y = data.labels > 0.5
     fold = _iterative_stratification(y, n_val, rng)
     _repair_coverage(y, fold, rng)
     return data.subset(np.flatnonzero(fold == 0)), data.subset(np.flatnonzero(fold == 1))
+
+
+def hold_out_test(data: LabeledData, test_fraction: float, seed: int = 0, keep: int = 1
+               ) -> tuple[LabeledData, LabeledData | None]:
+    """(rest, test): ``round(test_fraction * N)`` rows held out as a test set, by :func:`train_val_split`'s
+    stratified method.
+
+    ``keep``: rows the rest must still hold (training + validation). Data too small for one test row
+    beside them gets no test split (None) and a logged warning; ``test_fraction=0`` gives (data, None).
+    """
+    n = len(data)
+    if not 0.0 <= test_fraction < 1.0:
+        raise DataError(f"test_fraction must be in [0, 1), got {test_fraction}; pass e.g. 0.1 (or 0 for none)")
+    n_test = int(round(test_fraction * n))
+    if test_fraction > 0 and (n_test < 1 or n - n_test < keep):
+        log.warning("%s: %d rows are too few for a test split of test_fraction=%g; no test split "
+                    "(pass more data or a test file)", data.source or "data", n, test_fraction)
+        n_test = 0
+    if n_test == 0:
+        return data, None
+    return _held_out(data, n_test, seed, f"test_fraction={test_fraction} of {n} rows")
+
+
+def train_val_test_split(data: LabeledData, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
+                         ) -> tuple[LabeledData, LabeledData, LabeledData | None]:
+    """(train, val, test): :func:`hold_out_test` first, then :func:`train_val_split` of the rest.
+
+    The test rows are held out before the validation split, so nothing chosen on validation (early
+    stopping, thresholds, tuning) has seen them. Both shares are of all N rows (``round(val_fraction * N)``
+    validation rows whatever ``test_fraction`` is); ``test_fraction=0``, or data too small for a test
+    row, gives :func:`train_val_split` exactly and no test (None).
+
+    Returns:
+        (train, val, test or None); the parts are disjoint and keep the original row order.
+    """
+    n = len(data)
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}; pass e.g. 0.1")
+    n_val = int(round(val_fraction * n))
+    rest, test = hold_out_test(data, test_fraction, seed, keep=n_val + 1)
+    if test is None:
+        return (*train_val_split(data, val_fraction, seed), None)
+    train, val = _held_out(rest, n_val, seed, f"val_fraction={val_fraction} of {n} rows")
+    return train, val, test
 
 
 def hierarchy_violations(labels: np.ndarray, schema: LabelSchema) -> dict[str, int]:
@@ -1001,6 +1079,6 @@ def format_stats_markdown(stats: dict) -> str:
 __all__ = [
     "CYBERBULLYING_SCHEMA", "DAVIDSON_SCHEMA", "FORMATS", "JIGSAW_LABELS", "JIGSAW_SCHEMA", "LabelSchema",
     "LabeledData", "OLID_SCHEMA", "align_to_schema", "dataset_stats", "deduplicate", "detect_format",
-    "format_stats_markdown", "hierarchy_violations", "load_dataset", "token_length_percentiles",
-    "train_val_split",
+    "format_stats_markdown", "hierarchy_violations", "load_dataset", "read_text_table", "token_length_percentiles",
+    "hold_out_test", "train_val_split", "train_val_test_split",
 ]

@@ -6,7 +6,9 @@ texts + unlabelled texts + augmented copies (Tang et al. 2019) -> teacher logits
 set, computed once and cached on disk -> student from the registry (DistilBERT initialised from
 the teacher's layers, or TextCNN / BiLSTM on the teacher's tokenizer and embeddings) -> the shared
 training loop (:func:`compress.loop.run_loop`) with a multi-label KD objective -> thresholds tuned
-on validation -> a ``student`` artifact written atomically and logged to MLflow.
+on validation -> the teacher's test split scored once -> a ``student`` artifact written atomically and
+logged to MLflow. Validation and test texts never enter the transfer set (unlabelled texts among them
+are dropped).
 
 Under a launcher (``torchrun``, ``accelerate launch``) every process runs this recipe: the teacher's
 soft labels are computed (or read from the cache) once, on the main process, and sent to the others;
@@ -19,7 +21,6 @@ per training step only when hidden-state matching (``hidden_weight > 0``) is on.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import inspect
 import json
@@ -45,6 +46,7 @@ from compress.config import (
     merge,
     parse_overrides,
     read_yaml_file,
+    recorded_data_values,
     to_dict,
 )
 from compress.errors import ConfigError, DataError
@@ -165,7 +167,7 @@ def load_distill_config(teacher: str, student: str, path: str | None = None,
         user = merge(user, read_yaml_file(path))
     user = merge(user, parse_overrides(overrides))
     user_data = user.get("data") if isinstance(user.get("data"), Mapping) else None
-    if not (user_data and user_data.get("data")):
+    if not (user_data and user_data.get("data")):  # the teacher's data and its train / validation / test split
         inherited = _teacher_data_config(user.get("teacher", teacher))
         if inherited is not None:
             values["data"] = inherited
@@ -181,8 +183,7 @@ def _teacher_data_config(teacher: str) -> dict[str, Any] | None:
         return None
     if not isinstance(data, Mapping) or not data.get("data"):
         return None
-    known = {f.name for f in dataclasses.fields(DataConfig)}
-    return {k: v for k, v in data.items() if k in known and v is not None}
+    return recorded_data_values(data)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -326,23 +327,25 @@ def build_transfer_set(texts: Sequence[str], labels: np.ndarray, unlabeled: Sequ
     return TransferSet([*base, *aug], all_labels, has, counts)
 
 
-def teacher_splits(data: DataConfig, schema: Any) -> tuple[Any, Any, Any]:
-    """(label schema, train, validation) of ``data``, checked against and ordered as the teacher's
-    ``schema`` (a ``LabelSchema``)."""
+def teacher_splits(data: DataConfig, schema: Any) -> tuple[Any, Any, Any, Any]:
+    """(label schema, train, validation, test or None) of ``data``, checked against and ordered as the
+    teacher's ``schema`` (a ``LabelSchema``)."""
     from compress import data as data_mod
     from compress.train import load_splits
 
-    train, val = load_splits(data)
-    return schema, data_mod.align_to_schema(train, schema), data_mod.align_to_schema(val, schema)
+    train, val, test = load_splits(data)
+    return (schema, data_mod.align_to_schema(train, schema), data_mod.align_to_schema(val, schema),
+            data_mod.align_to_schema(test, schema) if test is not None else None)
 
 
-def unlabeled_transfer_texts(path: str | Path, column: str | None, val_texts: Sequence[str]) -> list[str]:
-    """:func:`read_unlabeled`, minus texts that are validation texts (they would leak into the score)."""
+def unlabeled_transfer_texts(path: str | Path, column: str | None, held_out: Sequence[str]) -> list[str]:
+    """:func:`read_unlabeled`, minus texts that are validation or test texts (``held_out``: they would
+    leak into the scores)."""
     unlabeled = read_unlabeled(path, column)
-    val = set(val_texts)
-    kept = [t for t in unlabeled if t not in val]
+    drop = set(held_out)
+    kept = [t for t in unlabeled if t not in drop]
     if len(kept) < len(unlabeled):
-        log.info("dropped %d unlabeled texts that are validation texts", len(unlabeled) - len(kept))
+        log.info("dropped %d unlabeled texts that are validation or test texts", len(unlabeled) - len(kept))
     return kept
 
 
@@ -699,8 +702,8 @@ def distill(config: DistillConfig) -> DistillResult:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.optim.seed)
     teacher_dir = Path(config.teacher)
-    out = check_out(config.out, config.overwrite, inputs=(teacher_dir, config.unlabeled,
-                                                          *((config.data.data, config.data.val_data) if config.data else ())))
+    data_files = (config.data.data, config.data.val_data, config.data.test_data) if config.data else ()
+    out = check_out(config.out, config.overwrite, inputs=(teacher_dir, config.unlabeled, *data_files))
     info = read_info(teacher_dir, kinds=["teacher"])
     ckpt = resumable_checkpoint(out, config.resume)
     if config.data is None:
@@ -709,8 +712,9 @@ def distill(config: DistillConfig) -> DistillResult:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     # -- data, checked against the teacher's labels
-    schema, train_set, val_set = teacher_splits(config.data, info.schema())
-    unlabeled = (unlabeled_transfer_texts(config.unlabeled, config.unlabeled_column, val_set.texts)
+    schema, train_set, val_set, test_set = teacher_splits(config.data, info.schema())
+    held_out = [*val_set.texts, *(test_set.texts if test_set else [])]
+    unlabeled = (unlabeled_transfer_texts(config.unlabeled, config.unlabeled_column, held_out)
                  if config.unlabeled else [])
 
     # -- models
@@ -732,7 +736,9 @@ def distill(config: DistillConfig) -> DistillResult:
     if not hidden:
         teacher = None  # not run per step: free it
     data = LoopData(student_encoding(student.tokenizer, teacher_tok, soft.encoded, transfer, max_length),
-                    encode(student.tokenizer, val_set.texts, max_length), val_set.labels, schema.names)
+                    encode(student.tokenizer, val_set.texts, max_length), val_set.labels, schema.names, schema,
+                    encode(student.tokenizer, test_set.texts, max_length) if test_set else None,
+                    test_set.labels if test_set else None)
 
     # -- objective
     hard_loss = build_task_loss(config.loss.name, dict(config.loss.params), config.loss.pos_weight_rule, schema,
@@ -767,7 +773,8 @@ def distill(config: DistillConfig) -> DistillResult:
                    "best_epoch": result.state.best_epoch, "history": result.state.history,
                    "teacher_metrics": summary(info.metrics) if info.metrics else {},
                    "mixed_precision": mixed_precision, "precision_choice": precision.record(),
-                   "train_rows": len(train_set), "val_rows": len(val_set)},
+                   "train_rows": len(train_set), "val_rows": len(val_set),
+                   "test_rows": len(test_set) if test_set else 0},
         )
         if is_main_process():
             write_student_artifact(out, info_out, student,

@@ -1,8 +1,10 @@
 """The Accelerate training loop shared by teachers, students and baselines (a part, not a recipe).
 
 ``run_loop`` runs epochs of length-bucketed batches with gradient accumulation, clipping and
-mixed precision, evaluates validation macro ROC-AUC after each epoch, stops early with patience,
-keeps the best epoch's weights and thresholds, and checkpoints each epoch for ``--resume``.
+mixed precision, evaluates validation metrics after each epoch (thresholds tuned on validation first),
+stops early with patience on ``optim.select_metric`` (macro ROC-AUC by default), keeps the best epoch's
+weights and thresholds, and checkpoints each epoch for ``--resume``. A test set, when given, is scored
+once at the end, at the best epoch's thresholds (:func:`score_held_out`).
 Under a launcher every process runs it on its slice of each (global) batch, predicts its shard of
 the validation set, and decides on the gathered metrics, so all processes stop at the same epoch.
 Recipes (``compress.train``, ``compress.distill``, the fastText baseline) build the model, data
@@ -20,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,20 +60,37 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, devic
     return torch.optim.AdamW(groups, lr=lr, fused=fused)
 
 
-def evaluate(model, encoded: Encoded, labels: np.ndarray, names, batch_size: int, mixed_precision: str,
-             device, accelerator=None) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Validation metrics at thresholds tuned on this set; returns (metrics, thresholds, probs (N, L)).
+def predicted_probs(model, encoded: Encoded, num_labels: int, batch_size: int, mixed_precision: str, device,
+                    accelerator=None) -> np.ndarray:
+    """(N, L) probabilities over ``encoded``.
 
     With an ``accelerator`` of several processes each predicts its shard and the logits are gathered
-    (:func:`sharded_logits`), so every process computes the same metrics over all N rows.
+    (:func:`sharded_logits`), so every process holds all N rows.
     """
     if accelerator is not None and accelerator.num_processes > 1:
-        logits = sharded_logits(accelerator, model, encoded, labels.shape[1], batch_size, mixed_precision)
+        logits = sharded_logits(accelerator, model, encoded, num_labels, batch_size, mixed_precision)
     else:
         logits = predict_logits(model, encoded, batch_size, mixed_precision, device)
-    probs = sigmoid(logits)
+    return sigmoid(logits)
+
+
+def evaluate(model, encoded: Encoded, labels: np.ndarray, names, batch_size: int, mixed_precision: str,
+             device, accelerator=None, schema=None) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Validation metrics at thresholds tuned on this set; returns (metrics, thresholds, probs (N, L)).
+
+    Every process computes the same metrics over all N rows (:func:`predicted_probs`). With the label
+    ``schema`` the metrics include the per-level ones (``level_macro_f1``), at the same tuned thresholds.
+    """
+    probs = predicted_probs(model, encoded, labels.shape[1], batch_size, mixed_precision, device, accelerator)
     thresholds = tune_thresholds(labels, probs)
-    return multilabel_metrics(labels, probs, names, thresholds), thresholds, probs
+    return multilabel_metrics(labels, probs, names, thresholds, schema), thresholds, probs
+
+
+def score_held_out(model, encoded: Encoded, labels: np.ndarray, names, thresholds: np.ndarray, batch_size: int,
+                   device, accelerator=None, schema=None) -> dict:
+    """Metrics of a held-out (test) set at the given thresholds: nothing is tuned or chosen on it."""
+    probs = predicted_probs(model, encoded, labels.shape[1], batch_size, "no", device, accelerator)
+    return multilabel_metrics(labels, probs, names, thresholds, schema)
 
 
 def sharded_logits(accelerator, model, encoded: Encoded, num_labels: int, batch_size: int,
@@ -165,12 +185,18 @@ class LoopData:
         val: encoded validation rows.
         val_labels: (N_val, L) 0/1 validation labels.
         label_names: the L label names, in column order.
+        schema: their ``LabelSchema`` (hierarchy, exclusive groups) for the per-level metrics; None = flat.
+        test / test_labels: encoded test rows and their (N_test, L) labels, scored once after training;
+            None = no test set.
     """
 
     train: Encoded
     val: Encoded
     val_labels: np.ndarray
     label_names: Sequence[str]
+    schema: Any = None
+    test: Encoded | None = None
+    test_labels: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -194,7 +220,8 @@ class LoopResult:
 
     Attributes:
         state: epochs run, best epoch and per-epoch history.
-        metrics / thresholds: the best epoch's validation metrics and (L,) tuned thresholds.
+        metrics / thresholds: the best epoch's validation metrics and (L,) tuned thresholds; ``metrics["test"]``
+            holds the test set's metrics (same keys) when there is one.
         train_seconds / examples_seen: time spent in training steps (not validation) and rows trained on.
     """
 
@@ -309,17 +336,18 @@ def train_epoch(accelerator, model, optimizer, scheduler, step_loss: Callable, t
     return running / max(count, 1), seen
 
 
-def selection_score(metrics: dict) -> float:
-    """Validation macro ROC-AUC, or macro-F1 where no label has an AUC."""
-    score = metrics["macro_roc_auc"]
+def selection_score(metrics: dict, select_metric: str = "macro_roc_auc") -> float:
+    """Validation ``select_metric`` (``macro_roc_auc`` or ``level_macro_f1``, see ``OptimConfig``), or
+    macro-F1 where it is undefined (no label has an AUC, no level has rows)."""
+    score = float(metrics.get(select_metric, float("nan")))
     return score if np.isfinite(score) else metrics["macro_f1"]
 
 
 def keep_if_best(state: LoopState, best: BestEpoch, model: torch.nn.Module, epoch: int, metrics: dict,
-                 thresholds: np.ndarray) -> bool:
-    """Record ``epoch`` in ``best`` (weights copied to the CPU) when it beats the best so far, else count
-    a bad epoch for patience. Returns whether it improved."""
-    score = selection_score(metrics)
+                 thresholds: np.ndarray, select_metric: str = "macro_roc_auc") -> bool:
+    """Record ``epoch`` in ``best`` (weights copied to the CPU) when it beats the best so far on
+    ``select_metric``, else count a bad epoch for patience. Returns whether it improved."""
+    score = selection_score(metrics, select_metric)
     if not score > state.best_metric:
         state.bad_epochs += 1
         return False
@@ -334,8 +362,9 @@ def log_epoch(state: LoopState, tracker, epoch: int, train_loss: float, metrics:
     record = {"epoch": epoch, "train_loss": train_loss, **summary(metrics)}
     state.history.append(record)
     tracker.log_metrics(record, step=epoch)
-    log.info("epoch %d: loss %.4f  val macro ROC-AUC %.4f  macro-F1 %.4f%s", epoch, record["train_loss"],
-             metrics["macro_roc_auc"], metrics["macro_f1"], "  (best)" if improved else "")
+    levels = f"  level macro-F1 {metrics['level_macro_f1']:.4f}" if "level_macro_f1" in metrics else ""
+    log.info("epoch %d: loss %.4f  val macro ROC-AUC %.4f  macro-F1 %.4f%s%s", epoch, record["train_loss"],
+             metrics["macro_roc_auc"], metrics["macro_f1"], levels, "  (best)" if improved else "")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -372,8 +401,8 @@ def run_loop(
     best = BestEpoch(None, {}, np.full(len(data.label_names), 0.5, dtype=np.float32))
     if checkpointing.resume:
         state, best = _load_checkpoint(checkpointing.directory, accelerator, checkpointing.fingerprint)
-        log.info("resumed after epoch %d (best macro ROC-AUC %.4f at epoch %d)",
-                 state.epoch, state.best_metric, state.best_epoch)
+        log.info("resumed after epoch %d (best %s %.4f at epoch %d)",
+                 state.epoch, optim.select_metric, state.best_metric, state.best_epoch)
 
     unwrapped = accelerator.unwrap_model(model)
     train_seconds, seen = 0.0, 0
@@ -389,9 +418,9 @@ def run_loop(
             train_loss = float(accelerator.reduce(torch.tensor(train_loss, device=device), reduction="mean"))
         with own_forward(unwrapped):
             metrics, thresholds, _ = evaluate(unwrapped, data.val, data.val_labels, data.label_names,
-                                              optim.eval_batch_size, "no", device, accelerator)
+                                              optim.eval_batch_size, "no", device, accelerator, data.schema)
         state.epoch = epoch
-        improved = keep_if_best(state, best, unwrapped, epoch, metrics, thresholds)
+        improved = keep_if_best(state, best, unwrapped, epoch, metrics, thresholds, optim.select_metric)
         log_epoch(state, tracker, epoch, train_loss, metrics, improved)
         _save_checkpoint(checkpointing.directory, accelerator, state, best, checkpointing.fingerprint)
         if state.bad_epochs >= optim.patience:
@@ -403,7 +432,16 @@ def run_loop(
     accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     if world > 1:  # rows trained on by all processes together
         seen = int(accelerator.reduce(torch.tensor(seen, device=device), reduction="sum").item())
-    return LoopResult(state, best.metrics, best.thresholds, train_seconds, seen)
+    metrics = best.metrics
+    if data.test is not None and best.metrics:
+        with own_forward(unwrapped):
+            test = score_held_out(unwrapped, data.test, data.test_labels, data.label_names, best.thresholds,
+                                  optim.eval_batch_size, device, accelerator, data.schema)
+        tracker.log_metrics({f"test_{k}": v for k, v in summary(test).items()})
+        log.info("test (%d rows, once, at the best epoch's thresholds): macro ROC-AUC %.4f  macro-F1 %.4f",
+                 test["n"], test["macro_roc_auc"], test["macro_f1"])
+        metrics = {**best.metrics, "test": test}
+    return LoopResult(state, metrics, best.thresholds, train_seconds, seen)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -2,15 +2,20 @@
 
 A label whose validation column holds only one class has no ROC-AUC; it is reported as NaN and
 left out of the macro average (``labels_without_auc`` names them) rather than silently counted.
+Given the label schema, the per-level and conditional metrics of :mod:`compress.hierarchy_metrics`
+are added (``levels``, ``level_macro_f1``, ``conditional``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import f1_score, precision_recall_curve
+
+from compress.hierarchy_metrics import hierarchy_metrics, nanmean, roc_pr_auc
 
 
 def tune_thresholds(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -36,27 +41,27 @@ def tune_thresholds(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return thresholds
 
 
-def _nanmean(values: Sequence[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
 def multilabel_metrics(
     y_true: np.ndarray,
     probs: np.ndarray,
     labels: Sequence[str],
     thresholds: np.ndarray | None = None,
+    schema: Any = None,
 ) -> dict:
     """All validation metrics for (N, L) labels and probabilities.
 
     Returns a dict with ``macro_roc_auc``, ``macro_pr_auc``, ``macro_f1``, ``micro_f1``,
     ``subset_accuracy``, ``label_accuracy`` and ``per_label`` ({name: {roc_auc, pr_auc, f1,
-    threshold, support}}). ``thresholds`` default to 0.5.
+    threshold, support}}). ``thresholds`` default to 0.5. With ``schema`` (a ``LabelSchema`` whose
+    names are ``labels``) also ``levels``, ``level_macro_f1`` and, for a hierarchy, ``conditional``
+    (:func:`compress.hierarchy_metrics.hierarchy_metrics`, at the same thresholds).
     """
     y_true = np.asarray(y_true).astype(np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     if y_true.shape != probs.shape or y_true.ndim != 2 or y_true.shape[1] != len(labels):
         raise ValueError(f"shape mismatch: labels {y_true.shape}, probs {probs.shape}, {len(labels)} names")
+    if schema is not None and list(schema.names) != list(labels):
+        raise ValueError(f"schema labels {list(schema.names)} are not the metric's labels {list(labels)}")
     if thresholds is None:
         thresholds = np.full(len(labels), 0.5, dtype=np.float32)
     preds = (probs >= np.asarray(thresholds)[None, :]).astype(np.int64)
@@ -64,10 +69,8 @@ def multilabel_metrics(
     no_auc = []
     for j, name in enumerate(labels):
         col = y_true[:, j]
-        has_both = 0 < col.sum() < len(col)
-        roc = float(roc_auc_score(col, probs[:, j])) if has_both else float("nan")
-        pr = float(average_precision_score(col, probs[:, j])) if col.sum() > 0 else float("nan")
-        if not has_both:
+        roc, pr = roc_pr_auc(col, probs[:, j])
+        if math.isnan(roc):
             no_auc.append(name)
         per_label[name] = {
             "roc_auc": roc,
@@ -76,9 +79,9 @@ def multilabel_metrics(
             "threshold": float(thresholds[j]),
             "support": int(col.sum()),
         }
-    return {
-        "macro_roc_auc": _nanmean([m["roc_auc"] for m in per_label.values()]),
-        "macro_pr_auc": _nanmean([m["pr_auc"] for m in per_label.values()]),
+    metrics = {
+        "macro_roc_auc": nanmean([m["roc_auc"] for m in per_label.values()]),
+        "macro_pr_auc": nanmean([m["pr_auc"] for m in per_label.values()]),
         "macro_f1": float(np.mean([m["f1"] for m in per_label.values()])),
         "micro_f1": float(f1_score(y_true, preds, average="micro", zero_division=0)),
         "subset_accuracy": float((preds == y_true).all(axis=1).mean()),
@@ -87,9 +90,12 @@ def multilabel_metrics(
         "per_label": per_label,
         "n": int(len(y_true)),
     }
+    if schema is not None:
+        metrics.update(hierarchy_metrics(y_true, probs, thresholds, schema))
+    return metrics
 
 
 def summary(metrics: dict) -> dict[str, float]:
     """The scalar headline metrics (for MLflow and one-line prints)."""
-    keys = ("macro_roc_auc", "macro_pr_auc", "macro_f1", "micro_f1", "subset_accuracy")
+    keys = ("macro_roc_auc", "macro_pr_auc", "macro_f1", "micro_f1", "subset_accuracy", "level_macro_f1")
     return {k: float(metrics[k]) for k in keys if k in metrics}

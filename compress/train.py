@@ -2,10 +2,10 @@
 
 Recipe, top to bottom: load + split data -> load checkpoint -> tokenize once -> AdamW (no decay
 on biases and LayerNorm) with linear warmup/decay -> epochs of length-bucketed batches with
-gradient accumulation, clipping and mixed precision -> validation macro ROC-AUC each epoch,
-early stopping with patience -> thresholds tuned on validation -> best epoch written as an
-artifact (atomically) and logged to MLflow. ``resume=True`` continues from the per-epoch
-checkpoint kept in ``<out>.checkpoint/`` after a crash.
+gradient accumulation, clipping and mixed precision -> validation metrics each epoch, early
+stopping with patience on ``optim.select_metric`` -> thresholds tuned on validation -> the test
+split scored once -> best epoch written as an artifact (atomically) and logged to MLflow.
+``resume=True`` continues from the per-epoch checkpoint kept in ``<out>.checkpoint/`` after a crash.
 
 Under a launcher (``torchrun``, ``accelerate launch``) every process runs this recipe and trains its
 share of each batch; all check ``--out`` before any work, and only the main one writes the artifact
@@ -19,6 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -66,23 +67,46 @@ class TrainResult:
 # Parts shared with distillation and tuning (the loop itself is compress.loop).
 
 
-def load_splits(cfg: DataConfig) -> tuple[data_mod.LabeledData, data_mod.LabeledData]:
-    """Train and validation sets: a separate file, or a seeded stratified split of ``cfg.data``."""
-    full = data_mod.load_dataset(cfg.data, format=cfg.format, text_column=cfg.text_column,
-                                 label_columns=cfg.label_columns)
+class Splits(NamedTuple):
+    """Train, validation and (when there is one) test rows of a data config."""
+
+    train: data_mod.LabeledData
+    val: data_mod.LabeledData
+    test: data_mod.LabeledData | None
+
+
+def load_splits(cfg: DataConfig) -> Splits:
+    """Train, validation and test sets.
+
+    The test set is a separate file (``test_data``; rows of ``data`` with one of its texts are dropped,
+    so train and validation never hold a test text), or ``test_fraction`` of ``data`` held out first
+    (:func:`compress.data.train_val_test_split`). Validation is a separate file, or a seeded stratified
+    split of the rest.
+    """
+    def read(path: str) -> data_mod.LabeledData:
+        return data_mod.load_dataset(path, format=cfg.format, text_column=cfg.text_column,
+                                     label_columns=cfg.label_columns)
+
+    full = read(cfg.data)
+    test = data_mod.align_to_schema(read(cfg.test_data), full.schema) if cfg.test_data else None
+    if test is not None:
+        test_texts = set(test.texts)
+        kept = [i for i, t in enumerate(full.texts) if t not in test_texts]
+        if len(kept) < len(full):
+            log.warning("dropped %d rows of %s whose texts are in the test file %s", len(full) - len(kept),
+                        cfg.data, cfg.test_data)
+            full = full.subset(kept)
     if cfg.val_data:
-        train = full
-        val = data_mod.align_to_schema(
-            data_mod.load_dataset(cfg.val_data, format=cfg.format, text_column=cfg.text_column,
-                                  label_columns=cfg.label_columns),
-            full.schema,
-        )
-    else:
+        val = data_mod.align_to_schema(read(cfg.val_data), full.schema)
+        train, test = (full, test) if test is not None else data_mod.hold_out_test(full, cfg.test_fraction, cfg.seed)
+    elif test is not None:
         train, val = data_mod.train_val_split(full, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    else:
+        train, val, test = data_mod.train_val_test_split(full, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     if cfg.max_train_samples and cfg.max_train_samples < len(train):
         rng = np.random.default_rng(cfg.seed)
         train = train.subset(np.sort(rng.choice(len(train), cfg.max_train_samples, replace=False)))
-    return train, val
+    return Splits(train, val, test)
 
 
 def build_task_loss(name: str, params: dict, pos_weight_rule: str | None, schema, train_labels: np.ndarray):
@@ -102,7 +126,7 @@ def auto_precision(config: TrainConfig) -> PrecisionChoice:
     :func:`train` would train in), without training: ``bench train-speed`` reports it beside measured epochs."""
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    train_set, _ = load_splits(config.data)
+    train_set = load_splits(config.data).train
     model, tokenizer = load_teacher(config.model, train_set.schema.names, dropout=config.dropout)
     encoded = encode(tokenizer, train_set.texts, config.max_length, train_set.labels)
     loss_fn = build_task_loss(config.loss.name, dict(config.loss.params), config.loss.pos_weight_rule,
@@ -123,14 +147,17 @@ def train(config: TrainConfig) -> TrainResult:
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.optim.seed)
-    out = check_out(config.out, config.overwrite, inputs=(config.data.data, config.data.val_data, config.model))
+    out = check_out(config.out, config.overwrite,
+                    inputs=(config.data.data, config.data.val_data, config.data.test_data, config.model))
     ckpt = resumable_checkpoint(out, config.resume)
 
-    train_set, val_set = load_splits(config.data)
+    train_set, val_set, test_set = load_splits(config.data)
     schema = train_set.schema
     model, tokenizer = load_teacher(config.model, schema.names, dropout=config.dropout)
     data = LoopData(encode(tokenizer, train_set.texts, config.max_length, train_set.labels),
-                    encode(tokenizer, val_set.texts, config.max_length), val_set.labels, schema.names)
+                    encode(tokenizer, val_set.texts, config.max_length), val_set.labels, schema.names, schema,
+                    encode(tokenizer, test_set.texts, config.max_length) if test_set else None,
+                    test_set.labels if test_set else None)
     loss_fn = build_task_loss(config.loss.name, dict(config.loss.params), config.loss.pos_weight_rule,
                               schema, train_set.labels)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -140,8 +167,8 @@ def train(config: TrainConfig) -> TrainResult:
     recipe = to_dict(config)
     # what must match for a resume: data and recipe, not the resume flag or where we log
     fingerprint = resume_fingerprint(train_set.fingerprint(), recipe, ignore=("resume", "tracking", "overwrite"))
-    log.info("train %d rows, validation %d rows, %d labels, mixed precision %s (%s)", len(train_set), len(val_set),
-             schema.num_labels, mixed_precision, precision.reason)
+    log.info("train %d rows, validation %d rows, test %d rows, %d labels, mixed precision %s (%s)", len(train_set),
+             len(val_set), len(test_set) if test_set else 0, schema.num_labels, mixed_precision, precision.reason)
 
     with tracked_run(config.tracking.enabled, config.tracking.tracking_uri, config.tracking.experiment,
                      config.tracking.run_name, params=recipe, tags={"stage": "train", "kind": "teacher"}) as tracker:
@@ -154,7 +181,8 @@ def train(config: TrainConfig) -> TrainResult:
             recipe=recipe,
             extra={"base_model": config.model, "best_epoch": result.state.best_epoch, "history": result.state.history,
                    "mixed_precision": mixed_precision, "precision_choice": precision.record(),
-                   "train_rows": len(train_set), "val_rows": len(val_set), "duplicates_removed": train_set.duplicates_removed,
+                   "train_rows": len(train_set), "val_rows": len(val_set),
+                   "test_rows": len(test_set) if test_set else 0, "duplicates_removed": train_set.duplicates_removed,
                    "conflicting_removed": train_set.conflicting_removed},
         )
         if is_main_process():

@@ -4,12 +4,13 @@ Recipe, top to bottom: a base recipe (a :class:`~compress.config.TrainConfig`, o
 :class:`~compress.distill.DistillConfig` for ``--student NAME --teacher DIR``) + a search space
 (:mod:`compress.search_space`) -> an Optuna study in an RDB storage (:mod:`compress.tune_study`;
 SQLite by default, any SQLAlchemy URL lets several workers share one study, resumed by name) -> each
-trial samples the space, trains into its own directory under ``<out>.trials/`` and reports validation
-macro ROC-AUC after every epoch, so the pruner can stop it early (:class:`Objective`) -> the best
-trial's artifact is copied atomically to ``out`` (retrained from its parameters when its directory is
-gone, e.g. when another worker on another machine ran it), with ``artifact.json`` ``extra.tune`` and a
-``tune.json`` summary of every trial (:mod:`compress.tune_report`). Each trial is an MLflow run
-nested under one run per worker.
+trial samples the space, trains into its own directory under ``<out>.trials/`` and reports its
+validation ``optim.select_metric`` (macro ROC-AUC by default) after every epoch, so the pruner can stop
+it early (:class:`Objective`) -> the best trial's artifact is copied atomically to ``out`` (retrained
+from its parameters when its directory is gone, e.g. when another worker on another machine ran it),
+with ``artifact.json`` ``extra.tune`` and a ``tune.json`` summary of every trial
+(:mod:`compress.tune_report`). Each trial is an MLflow run nested under one run per worker. The test
+split (when the data has one) is never part of the choice: trials are compared on validation.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from compress.artifact import check_out
 from compress.config import TrainConfig, build_config, to_dict
 from compress.errors import UserError, one_line
 from compress.search_space import sample, trial_values
-from compress.tune_config import METRIC, TuneConfig, TuneResult
+from compress.tune_config import TuneConfig, TuneResult
 from compress.tune_report import format_value, log_report, study_summary, trial_rows, write_summary
 from compress.tune_study import masked_url, open_study
 
@@ -67,7 +68,7 @@ def tune(config: TuneConfig) -> TuneResult:
         log_report(tracker, best, rows, summary)
     return TuneResult(Path(config.out), config.study_name, masked_url(config.storage), best.number,
                       float(best.value), dict(best.user_attrs.get("overrides", best.params)), rows, objective.ran,
-                      retrained, Path(config.out) / "tune.json", tracker.run_id)
+                      retrained, Path(config.out) / "tune.json", tracker.run_id, config.metric)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -131,7 +132,7 @@ def _write_best(config: TuneConfig, best: Any, base_values: Mapping[str, Any], s
                 _run_recipe(cfg)
             retrained = True
     tune_info = {"study": config.study_name, "storage": masked_url(config.storage), "trial": best.number,
-                 "value": best.value, "metric": METRIC, "params": dict(best.params),
+                 "value": best.value, "metric": config.metric, "params": dict(best.params),
                  "overrides": dict(best.user_attrs.get("overrides", best.params)), "retrained": retrained,
                  "n_trials": len(study.trials)}
     # each call of the same study replaces its own best artifact; anything else needs --overwrite
@@ -140,7 +141,7 @@ def _write_best(config: TuneConfig, best: Any, base_values: Mapping[str, Any], s
         info = read_info(tmp)
         info.extra = {**info.extra, "tune": tune_info}
         write_info(tmp, info)
-    log.info("best trial %d (%s %.4f) written to %s", best.number, METRIC, best.value, out)
+    log.info("best trial %d (%s %.4f) written to %s", best.number, config.metric, best.value, out)
     return retrained
 
 
@@ -209,7 +210,7 @@ class Objective:
         trial.set_user_attr("artifact", str(trial_dir.resolve()))
         trial.set_user_attr("host", socket.gethostname())
         cfg = _trial_config(config, self.base_values, chosen, trial_dir, f"{config.study_name}/trial-{trial.number}")
-        reporter = EpochReporter(trial)
+        reporter = EpochReporter(trial, config.metric)
         tags = {"optuna.study": config.study_name, "optuna.trial": trial.number}
         log.info("trial %d: %s", trial.number,
                  ", ".join(f"{k}={format_value(v)}" for k, v in chosen.items()) or "base recipe")
@@ -234,7 +235,7 @@ class Objective:
         trial.set_user_attr("metrics", summary(result.metrics))
         trial.set_user_attr("epochs", int(result.epochs_run))
         trial.set_user_attr("mlflow_run_id", result.mlflow_run_id)
-        return objective_value(result.metrics)
+        return objective_value(result.metrics, config.metric)
 
 
 def _trial_config(config: TuneConfig, base_values: Mapping[str, Any], chosen: Mapping[str, Any], out: Path,
@@ -284,13 +285,14 @@ def _one_line(exc: BaseException) -> str:
 # Pruning: per-epoch validation scores reach the trial through the tracker's metric hook.
 
 
-def objective_value(metrics: Mapping[str, Any]) -> float:
-    """What the study maximises: validation macro ROC-AUC, or macro-F1 when no label has an AUC.
+def objective_value(metrics: Mapping[str, Any], metric: str = "macro_roc_auc") -> float:
+    """What the study maximises: validation ``metric`` (``optim.select_metric``), or macro-F1 where it is
+    undefined.
 
     This is the training loop's own model-selection score, so the best epoch and the best trial
     agree on what "best" means.
     """
-    value = float(metrics.get(METRIC, float("nan")))
+    value = float(metrics.get(metric, float("nan")))
     return value if math.isfinite(value) else float(metrics.get("macro_f1", float("nan")))
 
 
@@ -298,21 +300,22 @@ class EpochReporter:
     """``on_metrics`` hook: report each epoch's score to an Optuna trial; raise TrialPruned when told.
 
     The training loop logs ``{"epoch", "train_loss", macro_roc_auc, ...}`` with ``step=epoch``
-    once per epoch; other logged dicts (no step, or no score) are ignored.
+    once per epoch; other logged dicts (no step, or no ``metric``) are ignored.
     """
 
-    def __init__(self, trial: Any) -> None:
+    def __init__(self, trial: Any, metric: str = "macro_roc_auc") -> None:
         self.trial = trial
+        self.metric = metric
         self.run_id: str | None = None
         self.epochs = 0
 
     def __call__(self, tracker: Any, metrics: Mapping[str, Any], step: int | None) -> None:
         import optuna
 
-        if step is None or METRIC not in metrics:
+        if step is None or self.metric not in metrics:
             return
         self.run_id = getattr(tracker, "run_id", None) or self.run_id
-        value = objective_value(metrics)
+        value = objective_value(metrics, self.metric)
         if not math.isfinite(value):
             return
         self.epochs = int(step)
@@ -320,4 +323,4 @@ class EpochReporter:
         if self.trial.should_prune():
             if getattr(tracker, "active", False):
                 tracker.set_tags({"optuna.state": "PRUNED"})
-            raise optuna.TrialPruned(f"trial {self.trial.number} pruned after epoch {step} ({METRIC} {value:.4f})")
+            raise optuna.TrialPruned(f"trial {self.trial.number} pruned after epoch {step} ({self.metric} {value:.4f})")

@@ -13,7 +13,6 @@ DEFAULT_STORAGE = "sqlite:///runs/tune.db"
 DEFAULT_STUDY = "modcompress"
 DEFAULT_N_TRIALS = 10
 DEFAULT_OUT = "runs/tuned"
-METRIC = "macro_roc_auc"
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "hyperband", "none")
 
@@ -83,6 +82,12 @@ class TuneConfig:
         return "student" if type(self.base).__name__ == "DistillConfig" else "unknown"
 
     @property
+    def metric(self) -> str:
+        """What the study maximises: the base recipe's ``optim.select_metric`` (validation), the score that
+        also picks each trial's best epoch, so the best epoch and the best trial agree on "best"."""
+        return self.base.optim.select_metric
+
+    @property
     def target(self) -> str:
         """What the study tunes, recorded on the study: ``teacher`` or ``student:<name>``."""
         return "teacher" if self.kind == "teacher" else f"student:{self.base.student}"
@@ -104,6 +109,7 @@ class TuneResult:
         ran: trial numbers this call ran.
         retrained: True when the best trial's directory was gone and ``out`` was retrained from its params.
         summary_path: ``out/tune.json``.
+        metric: the validation metric the study maximises (:attr:`TuneConfig.metric`).
     """
 
     artifact: Path
@@ -117,6 +123,7 @@ class TuneResult:
     retrained: bool
     summary_path: Path
     mlflow_run_id: str | None = None
+    metric: str = "macro_roc_auc"
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}

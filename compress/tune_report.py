@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from compress.tune_config import METRIC, TuneConfig
+from compress.tune_config import TuneConfig
 from compress.tune_study import masked_url
 
 
@@ -50,7 +50,7 @@ def study_summary(config: TuneConfig, best: Any, rows: list[dict[str, Any]], ran
     """The ``tune.json`` document: the study, its best trial, this call's trials, the space, every trial's row."""
     return {
         "study": config.study_name, "storage": masked_url(config.storage), "target": config.target,
-        "metric": METRIC, "direction": "maximize",
+        "metric": config.metric, "direction": "maximize",
         "best": {"trial": best.number, "value": best.value, "params": dict(best.params),
                  "overrides": dict(best.user_attrs.get("overrides", best.params)),
                  "metrics": best.user_attrs.get("metrics", {})},
@@ -75,14 +75,16 @@ def _short_names(keys: Sequence[str]) -> dict[str, str]:
     return {k: (k if s in clashes else s) for k, s in short.items()}
 
 
-def format_trials_table(rows: Sequence[Mapping[str, Any]], best: int | None = None, limit: int = 30) -> str:
-    """A short plain-text table of trials (best first, then by number), ``*`` marking the best."""
+def format_trials_table(rows: Sequence[Mapping[str, Any]], best: int | None = None, limit: int = 30,
+                        metric: str = "macro_roc_auc") -> str:
+    """A short plain-text table of trials (best first, then by number), ``*`` marking the best; the value
+    column is headed ``metric``."""
     keys = list(dict.fromkeys(k for row in rows for k in row["params"]))
     names = _short_names(keys)
     ordered = sorted(rows, key=lambda r: (r["number"] != best, -(r["value"] if r["value"] is not None
                                                                      and math.isfinite(r["value"]) else -1e9),
                                           r["number"]))
-    header = ["trial", "state", METRIC, "epochs", "sec", *(names[k] for k in keys)]
+    header = ["trial", "state", metric, "epochs", "sec", *(names[k] for k in keys)]
     lines = [header]
     for row in ordered[:limit]:
         value = row["value"]
@@ -108,5 +110,6 @@ def log_report(tracker: Any, best: Any, rows: Sequence[Mapping[str, Any]], summa
                       **{f"best.{k}": v for k, v in best.user_attrs.get("overrides", best.params).items()}})
     with tempfile.TemporaryDirectory() as folder:
         Path(folder, "tune.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-        Path(folder, "trials.txt").write_text(format_trials_table(rows, best.number, limit=10_000) + "\n")
+        Path(folder, "trials.txt").write_text(format_trials_table(rows, best.number, limit=10_000,
+                                                                      metric=summary["metric"]) + "\n")
         tracker.log_artifact_dir(folder, name="tune")

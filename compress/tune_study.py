@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 from compress.errors import UserError, one_line
-from compress.tune_config import METRIC, TuneConfig
+from compress.tune_config import TuneConfig
 
 
 def masked_url(url: str) -> str:
@@ -80,13 +80,22 @@ def open_study(config: TuneConfig):
         raise UserError(f"cannot use study {config.study_name!r} in {masked_url(config.storage)} ({exc}); "
                         "pass another --study-name") from None
     target = study.user_attrs.get("modcompress.target")
-    if target is None:
-        study.set_user_attr("modcompress.target", config.target)
-        study.set_user_attr("modcompress.metric", METRIC)
-    elif target != config.target:
+    if target is not None and target != config.target:
         raise UserError(f"study {config.study_name!r} in {masked_url(config.storage)} tunes a {target}, "
                         f"not a {config.target}; pass another --study-name")
+    _check_metric(study, config)
+    if target is None:
+        study.set_user_attr("modcompress.target", config.target)
+        study.set_user_attr("modcompress.metric", config.metric)
     return study
+
+
+def _check_metric(study, config: TuneConfig) -> None:
+    """Trial values of one study must be the same metric: refuse another ``optim.select_metric``."""
+    metric = study.user_attrs.get("modcompress.metric", config.metric)
+    if metric != config.metric:
+        raise UserError(f"study {config.study_name!r} in {masked_url(config.storage)} maximises {metric}, not "
+                        f"{config.metric}; pass optim.select_metric={metric} or another --study-name")
 
 
 def _existing_study(config: TuneConfig):
@@ -108,4 +117,5 @@ def _existing_study(config: TuneConfig):
     if target is not None and target != config.target:
         raise UserError(f"study {config.study_name!r} in {masked_url(config.storage)} tunes a {target}, "
                         f"not a {config.target}; pass another --study-name")
+    _check_metric(study, config)
     return study

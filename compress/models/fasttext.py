@@ -98,11 +98,12 @@ class FastTextBaseline:
 
     def fit(self, train_texts: Sequence[str], train_labels: np.ndarray, val_texts: Sequence[str],
             val_labels: np.ndarray, label_names: Sequence[str], *, optim, tracker, workdir: Path,
-            loss_fn: nn.Module | None = None) -> dict:
-        """Train with BCE (or ``loss_fn``) in the shared loop, keeping the best epoch on validation ROC-AUC.
+            loss_fn: nn.Module | None = None, schema=None) -> dict:
+        """Train with BCE (or ``loss_fn``) in the shared loop, keeping the best epoch on ``optim.select_metric``.
 
         Args:
             optim: a :class:`~compress.config.OptimConfig`.
+            schema: the labels' ``LabelSchema`` (per-level validation metrics), None for a flat one.
             tracker: a :class:`~compress.tracking.Tracker` (per-epoch metrics).
             workdir: the loop's per-epoch checkpoint directory (removed by the caller).
 
@@ -113,7 +114,7 @@ class FastTextBaseline:
         from compress.losses import BCELoss
 
         data = LoopData(self.encode(train_texts, train_labels), self.encode(val_texts), np.asarray(val_labels),
-                        list(label_names))
+                        list(label_names), schema)
         result = run_loop(self.net, data, loss_fn or BCELoss(), optim, "no", tracker,
                           Checkpointing(Path(workdir), resume=False, fingerprint="fasttext"))
         self.net.eval()

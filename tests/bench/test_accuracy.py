@@ -35,11 +35,18 @@ def test_metrics_equal_compress_metrics_on_the_same_rows(tfidf_artifact, jigsaw_
     data = load_dataset(jigsaw_csv)
     info = read_info(tfidf_artifact)
     probs = load(tfidf_artifact).predict(data.texts)
-    expected = multilabel_metrics(data.labels, probs, LABELS, np.asarray(info.thresholds))
-    for key in ("macro_roc_auc", "macro_pr_auc", "macro_f1", "micro_f1", "subset_accuracy", "label_accuracy"):
+    expected = multilabel_metrics(data.labels, probs, LABELS, np.asarray(info.thresholds), info.schema())
+    for key in ("macro_roc_auc", "macro_pr_auc", "macro_f1", "micro_f1", "subset_accuracy", "label_accuracy",
+                "level_macro_f1"):
         assert row["metrics"][key] == pytest.approx(expected[key], abs=1e-9), key
     for name in LABELS:
         assert row["metrics"]["per_label"][name]["roc_auc"] == pytest.approx(expected["per_label"][name]["roc_auc"])
+    (child, want), = expected["conditional"].items()
+    got = row["metrics"]["conditional"][child]
+    assert (child, got["parent"], got["rows"], got["support"]) == ("severe_toxic", "toxic", want["rows"], want["support"])
+    assert [got[k] for k in ("roc_auc", "pr_auc", "f1")] == pytest.approx([want[k] for k in ("roc_auc", "pr_auc", "f1")])
+    assert [t["name"] for t in row["metrics"]["levels"]["tasks"]] == [*(f"A: {n}" for n in LABELS if n != "severe_toxic"),
+                                                                      "B: severe_toxic | toxic"]
     preds = probs >= np.asarray(info.thresholds)[None, :]
     violating = int((preds[:, LABELS.index("severe_toxic")] & ~preds[:, LABELS.index("toxic")]).sum())
     assert row["hierarchy_violations"]["per_pair"] == {"severe_toxic->toxic": violating}
@@ -84,6 +91,17 @@ def test_predicted_violations_counts_child_without_parent():
 def test_validation_split_and_row_cap(jigsaw_csv):
     val = accuracy.load_eval_data(jigsaw_csv, split="val", val_fraction=0.25)
     assert len(val) == 100
+    # the split compress train makes: its test rows, and its validation rows beside them
+    from compress.config import DataConfig
+    from compress.train import load_splits
+
+    splits = load_splits(DataConfig(data=str(jigsaw_csv)))
+    assert accuracy.load_eval_data(jigsaw_csv, split="test").texts == splits.test.texts
+    assert accuracy.load_eval_data(jigsaw_csv, split="val").texts == splits.val.texts
+    old = load_splits(DataConfig(data=str(jigsaw_csv), test_fraction=0))  # an artifact made before test splits
+    assert accuracy.load_eval_data(jigsaw_csv, split="val", test_fraction=0).texts == old.val.texts
+    with pytest.raises(DataError, match="no test split"):
+        accuracy.load_eval_data(jigsaw_csv, split="test", test_fraction=0)
     assert len(accuracy.load_eval_data(jigsaw_csv, max_rows=50)) == 50
 
 
@@ -95,6 +113,11 @@ def test_cli_json_and_markdown(tmp_path, tfidf_artifact, jigsaw_csv, capsys):
     assert report["bench"] == "accuracy" and report["data"]["rows"] == 80
     md = capsys.readouterr().out
     assert "macro ROC-AUC" in md and "severe_toxic->toxic" in md
+    # the per-level table (a pipe in a task name is escaped) and the conditional one
+    level = report["rows"][0]["metrics"]["levels"]["tasks"][-1]
+    assert (f"| B: severe_toxic \\| toxic | {level['rows']} | {level['majority_macro_f1']:.4f} | "
+            f"{level['macro_f1']:.4f} / ") in md
+    assert "| mean of the levels (level_macro_f1) |" in md and "| severe_toxic \\| toxic |" in md
 
 
 def test_cli_logs_the_run_to_mlflow(tmp_path, tfidf_artifact, jigsaw_csv, capsys):

@@ -66,3 +66,32 @@ def test_the_old_save_and_output_flags_give_the_files_of_the_new_ones(tmp_path, 
     tables = [(tmp_path / name).read_text().splitlines() for name in ("old.md", "new.md")]
     assert tables[0][:2] == tables[1][:2] and len(tables[0]) == len(tables[1])
     assert tables[0][2].startswith("| tfidf | baseline | tfidf |")
+
+
+def test_validation_and_test_side_by_side(tmp_path, hf_artifact, tfidf_artifact, jigsaw_csv):
+    import shutil
+
+    from compress.artifact import write_info
+
+    def with_metrics(source, name, **metrics):
+        shutil.copytree(source, tmp_path / name)
+        info = read_info(tmp_path / name)
+        info.metrics = {**info.metrics, **metrics}
+        write_info(tmp_path / name, info)
+        return tmp_path / name
+
+    teacher = with_metrics(hf_artifact, "teacher", test={"n": 40, "macro_roc_auc": 0.7, "macro_f1": 0.25})
+    tfidf = with_metrics(tfidf_artifact, "tfidf", level_macro_f1=0.6,
+                         test={"n": 40, "macro_roc_auc": 0.8, "macro_f1": 0.5, "level_macro_f1": 0.45})
+    data = build_config(DataConfig, {"data": str(jigsaw_csv)})
+    report = dr.distill_report([teacher, tfidf, tfidf_artifact], data=data, calls=2, warmup=0, batch_size=4,
+                               throughput_batches=1)
+    t, s, old = report["rows"]
+    assert t["test"] == {"rows": 40, "macro_roc_auc": 0.7, "macro_f1": 0.25, "level_macro_f1": None}
+    assert s["test"]["level_macro_f1"] == 0.45 and s["level_macro_f1"] == 0.6
+    assert s["test_f1_vs_teacher"] == pytest.approx(2.0) and t["test_f1_vs_teacher"] == pytest.approx(1.0)
+    assert old["test"] is None and old["test_f1_vs_teacher"] is None  # an artifact made without a test split
+    lines = dr.format_markdown(report).splitlines()
+    assert "| test macro ROC-AUC | test macro-F1 | level macro-F1 (val / test) | F1 vs teacher (val / test) |" in lines[0]
+    assert f"| {s['macro_f1']:.4f} | 0.8000 | 0.5000 | 0.6000 / 0.4500 |" in lines[3]
+    assert lines[4].startswith("| tfidf | baseline | tfidf |") and "| - | - | - / - |" in lines[4]

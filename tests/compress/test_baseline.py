@@ -25,9 +25,10 @@ def one_thread():
 
 
 def _val(jigsaw_csv):
-    from compress.data import load_dataset, train_val_split
+    from compress.config import DataConfig
+    from compress.train import load_splits
 
-    return train_val_split(load_dataset(jigsaw_csv), 0.1, 0)[1]
+    return load_splits(DataConfig(data=str(jigsaw_csv))).val
 
 
 def test_tfidf_via_cli_writes_a_baseline_artifact(tmp_path, jigsaw_csv, capsys):
@@ -48,6 +49,17 @@ def test_tfidf_via_cli_writes_a_baseline_artifact(tmp_path, jigsaw_csv, capsys):
     again = multilabel_metrics(val.labels, probs, info.labels, np.asarray(info.thresholds))
     assert again["macro_f1"] == pytest.approx(info.metrics["macro_f1"], abs=1e-9)
     assert again["macro_roc_auc"] == pytest.approx(info.metrics["macro_roc_auc"], abs=1e-9)
+    # and its test split, scored once at the validation thresholds
+    from compress.config import DataConfig
+    from compress.train import load_splits
+
+    test = load_splits(DataConfig(data=str(jigsaw_csv))).test
+    again = multilabel_metrics(test.labels, load_baseline(out).predict_proba(test.texts), info.labels,
+                               np.asarray(info.thresholds), info.schema())
+    assert info.extra["test_rows"] == info.metrics["test"]["n"] == 40
+    for key in ("macro_f1", "macro_roc_auc", "level_macro_f1"):
+        assert again[key] == pytest.approx(info.metrics["test"][key], abs=1e-9), key
+    assert payload["test"]["macro_f1"] == pytest.approx(info.metrics["test"]["macro_f1"])
 
 
 def test_fasttext_learns(tmp_path, jigsaw_csv):

@@ -126,7 +126,12 @@ def test_bad_yaml_values_are_one_line_naming_the_field(tmp_path, text, message):
     ("loss.params=3", "loss.params: expected a mapping, got 3"),
     ("data.val_fraction=1.5", "data.val_fraction: must be in (0, 1), got 1.5"),
     ("optim.nope=1", "optim.nope: unknown setting; known: batch_size, epochs, eval_batch_size, grad_accum, lr, "
-                     "max_grad_norm, max_steps, mixed_precision, patience, seed, warmup_ratio, weight_decay"),
+                     "max_grad_norm, max_steps, mixed_precision, patience, seed, select_metric, warmup_ratio, "
+                     "weight_decay"),
+    ("optim.select_metric=accuracy", "optim.select_metric: must be one of macro_roc_auc, level_macro_f1, "
+                                     "got 'accuracy'"),
+    ("data.test_fraction=-0.1", "data.test_fraction: must be in [0, 1) (0 for no test split), got -0.1"),
+    ("data.test_fraction=0.9", "data.test_fraction: val_fraction + test_fraction must be < 1, got 0.1 + 0.9"),
 ])
 def test_bad_overrides_keep_their_one_line_messages(override, message):
     with pytest.raises(ConfigError) as err:

@@ -432,6 +432,65 @@ def test_split_rejects_too_small_data():
         D.train_val_split(data, val_fraction=0.05)
 
 
+def test_test_split_is_held_out_first_seeded_stratified_and_disjoint():
+    data = _multilabel(300)
+    train, val, test = D.train_val_test_split(data, val_fraction=0.1, test_fraction=0.1, seed=3)
+    assert (len(train), len(val), len(test)) == (240, 30, 30)  # both shares of all 300 rows
+    assert sorted(train.texts + val.texts + test.texts, key=lambda t: int(t[1:])) == data.texts
+    again = D.train_val_test_split(data, val_fraction=0.1, test_fraction=0.1, seed=3)
+    assert [p.texts for p in again] == [train.texts, val.texts, test.texts]
+    # the test rows are chosen before validation: another val_fraction leaves them alone
+    assert D.train_val_test_split(data, val_fraction=0.2, test_fraction=0.1, seed=3)[2].texts == test.texts
+    assert D.hold_out_test(data, 0.1, seed=3)[1].texts == test.texts
+    total, in_test = data.labels.sum(axis=0), test.labels.sum(axis=0)
+    assert np.all(np.abs(in_test[:3] - 0.1 * total[:3]) <= 1.0), (in_test, total)
+    assert (in_test >= 1)[total >= 2].all()  # the rare labels too
+    # test_fraction 0 is the two-way split, row for row
+    train0, val0, test0 = D.train_val_test_split(data, val_fraction=0.1, test_fraction=0.0, seed=3)
+    assert test0 is None and (train0.texts, val0.texts) == tuple(p.texts for p in D.train_val_split(data, 0.1, 3))
+
+
+def test_data_too_small_for_a_test_split_gets_none_and_a_warning(caplog):
+    data = _multilabel(5)
+    caplog.set_level("WARNING", logger="compress.data")
+    train, val, test = D.train_val_test_split(data, val_fraction=0.2, test_fraction=0.05, seed=0)
+    assert test is None and "too few for a test split" in caplog.text
+    assert (train.texts, val.texts) == tuple(p.texts for p in D.train_val_split(data, 0.2, 0))
+    caplog.clear()
+    _, _, test = D.train_val_test_split(data.subset([0, 1]), val_fraction=0.34, test_fraction=0.34)
+    assert test is None and "too few" in caplog.text  # 1 test + 1 validation row would leave no training row
+    assert len(D.train_val_test_split(data.subset([0, 1, 2]), 0.34, 0.34)[2]) == 1
+    with pytest.raises(DataError, match="test_fraction must be in"):
+        D.train_val_test_split(data, test_fraction=1.0)
+
+
+def _jigsaw_file(path: Path, texts: list[str], toxic: list[int]) -> Path:
+    rows = [[f"i{i}", t, y, 0, 0, 0, 0, 0] for i, (t, y) in enumerate(zip(texts, toxic, strict=True))]
+    pd.DataFrame(rows, columns=["id", "comment_text", *D.JIGSAW_LABELS]).to_csv(path, index=False)
+    return path
+
+
+def test_load_splits_takes_a_test_file_and_drops_its_texts_from_the_data(tmp_path, caplog):
+    from compress.config import DataConfig
+    from compress.train import load_splits
+
+    texts = [f"text {i}" for i in range(40)]
+    toxic = [int(i % 3 == 0) for i in range(40)]
+    data = _jigsaw_file(tmp_path / "train.csv", texts, toxic)
+    test_file = _jigsaw_file(tmp_path / "test.csv", [*texts[:3], "only in test"], [*toxic[:3], 1])
+    caplog.set_level("WARNING", logger="compress.train")
+    train, val, test = load_splits(DataConfig(data=str(data), test_data=str(test_file)))
+    assert test.texts == [*texts[:3], "only in test"] and test.schema == train.schema
+    assert "dropped 3 rows" in caplog.text
+    assert (len(train), len(val)) == (33, 4) and not set(test.texts) & set(train.texts + val.texts)
+    # a validation file: the test split still comes out of the training data, before anything else
+    val_file = _jigsaw_file(tmp_path / "val.csv", ["v1", "v2"], [1, 0])
+    train, val, test = load_splits(DataConfig(data=str(data), val_data=str(val_file), test_fraction=0.25))
+    assert val.texts == ["v1", "v2"] and (len(train), len(test)) == (30, 10)
+    assert test.texts == D.hold_out_test(D.load_dataset(data), 0.25, 0)[1].texts
+    assert load_splits(DataConfig(data=str(data), test_fraction=0.0)).test is None
+
+
 def test_hierarchy_violations_counts_child_without_parent():
     schema = D.LabelSchema(("p", "c", "g"), (("c", "p"), ("g", "c")))
     labels = np.array([[1, 1, 1], [0, 1, 0], [0, 1, 1], [1, 0, 1], [0, 0, 0]])

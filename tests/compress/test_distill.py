@@ -34,15 +34,15 @@ def write_teacher(root: Path, csv: Path, layers: int = 2, epochs: int = 5, seed:
     from transformers import AutoTokenizer, BertForSequenceClassification
 
     from compress.batching import encode, iterate
-    from compress.data import load_dataset, train_val_split
     from compress.metrics import multilabel_metrics, tune_thresholds
     from compress.predict import predict_logits, sigmoid
+    from compress.train import load_splits
 
     ckpt = fixtures.write_tiny_bert(root / "ckpt", layers=layers, seed=seed)
     tok = AutoTokenizer.from_pretrained(ckpt)
     torch.manual_seed(seed)
     model = BertForSequenceClassification.from_pretrained(ckpt)
-    train, val = train_val_split(load_dataset(csv), val_fraction=0.1, seed=0)
+    train, val, _ = load_splits(DataConfig(data=str(csv)))  # the split it records: 10% test, 10% validation
     enc = encode(tok, train.texts, 32, train.labels)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
@@ -127,6 +127,32 @@ def test_transfer_set_counts_and_augmentation():
     assert again.fingerprint() == ts.fingerprint()  # seeded: the soft-label cache key is stable
 
 
+def test_a_student_takes_its_teachers_split_and_an_old_teacher_keeps_the_one_it_had(tmp_path):
+    def teacher_recording(data: dict) -> str:
+        directory = tmp_path / f"t{len(list(tmp_path.iterdir()))}"
+        directory.mkdir()
+        write_info(directory, ArtifactInfo(kind="teacher", architecture="hf", labels=["a"], recipe={"data": data}))
+        return str(directory)
+
+    # made before the test split existed: it held no test rows out, so the student holds none either
+    old = load_distill_config(teacher_recording({"data": "d.csv", "val_fraction": 0.2, "seed": 3}), "textcnn")
+    assert (old.data.test_fraction, old.data.val_fraction, old.data.seed) == (0.0, 0.2, 3)
+    new = load_distill_config(teacher_recording(to_dict(DataConfig(data="d.csv", test_fraction=0.15,
+                                                                   test_data="t.csv"))), "textcnn")
+    assert (new.data.test_fraction, new.data.test_data) == (0.15, "t.csv")
+    # data of the student's own: the defaults (a 10% test split)
+    own = load_distill_config(teacher_recording({"data": "d.csv"}), "textcnn", overrides=["data.data=e.csv"])
+    assert own.data == DataConfig(data="e.csv")
+
+
+def test_unlabeled_texts_drop_validation_and_test_texts(tmp_path, caplog):
+    path = tmp_path / "u.txt"
+    path.write_text("keep me\nval text\ntest text\nkeep me too\n")
+    caplog.set_level("INFO", logger="compress.distill")
+    assert distill_mod.unlabeled_transfer_texts(path, None, ["val text", "test text"]) == ["keep me", "keep me too"]
+    assert "dropped 2 unlabeled texts that are validation or test texts" in caplog.text
+
+
 # ---------------------------------------------------------------------------------------------- recipe
 
 
@@ -160,9 +186,10 @@ def test_textcnn_learns_from_teacher_and_cache_is_reused(tmp_path, teacher, monk
     cached = np.load(next(cache.glob("*.npy")))
     n_train = first.transfer["labelled"]
     assert cached.shape == (n_train, 6)
-    from compress.data import load_dataset, train_val_split
+    from compress.config import build_config, recorded_data_values
+    from compress.train import load_splits
 
-    train, _ = train_val_split(load_dataset(read_info(teacher).recipe["data"]["data"]), 0.1, 0)
+    train = load_splits(build_config(DataConfig, recorded_data_values(read_info(teacher).recipe["data"]))).train
     expected = predict_logits(t_model, encode(t_tok, train.texts, 32))
     np.testing.assert_allclose(cached, expected, atol=1e-5)
 
@@ -193,18 +220,21 @@ def test_unlabeled_and_augmented_rows_are_counted(tmp_path, teacher, jigsaw_csv)
                   "optim.max_steps=1", *SMALL_CNN)
     result = distill(cfg)
     n_l = result.transfer["labelled"]
-    assert n_l == 360  # 400 rows, 10% held out
-    assert result.transfer == {"labelled": 360, "unlabeled": 30, "augmented": 2 * 390, "total": 3 * 390}
-    assert read_info(tmp_path / "s").extra["transfer"] == result.transfer
+    assert n_l == 320  # 400 rows, 10% validation and 10% test held out (the teacher's split)
+    assert result.transfer == {"labelled": 320, "unlabeled": 30, "augmented": 2 * 350, "total": 3 * 350}
+    info = read_info(tmp_path / "s")
+    assert info.extra["transfer"] == result.transfer
+    assert (info.extra["val_rows"], info.extra["test_rows"], info.metrics["test"]["n"]) == (40, 40, 40)
 
-    # a CSV column works too; validation texts are never used for transfer
-    from compress.data import load_dataset, train_val_split
+    # a CSV column works too; validation and test texts are never used for transfer
+    from compress.train import load_splits
 
-    _, val = train_val_split(load_dataset(jigsaw_csv), 0.1, 0)
+    _, val, test = load_splits(DataConfig(data=str(jigsaw_csv)))
     unl_csv = tmp_path / "unlabeled.csv"
-    unl_csv.write_text("id,comment_text\n" + "".join(f"{i},{t}\n" for i, t in enumerate([*extra[:5], val.texts[0]])))
+    rows = [*extra[:5], val.texts[0], test.texts[0]]
+    unl_csv.write_text("id,comment_text\n" + "".join(f"{i},{t}\n" for i, t in enumerate(rows)))
     texts = distill_mod.read_unlabeled(unl_csv)
-    assert len(texts) == 6
+    assert len(texts) == 7
     cfg = _config(teacher, "textcnn", tmp_path / "s2", tmp_path / "cache", f"unlabeled={unl_csv}",
                   "optim.max_steps=1", *SMALL_CNN)
     assert distill(cfg).transfer["unlabeled"] == 5
@@ -212,7 +242,7 @@ def test_unlabeled_and_augmented_rows_are_counted(tmp_path, teacher, jigsaw_csv)
     # alpha=0 (hard labels only): rows without labels carry no loss and are left out
     cfg = _config(teacher, "textcnn", tmp_path / "s3", tmp_path / "cache", f"unlabeled={unl_txt}", "augment=2",
                   "alpha=0", "optim.max_steps=1", *SMALL_CNN)
-    assert distill(cfg).transfer == {"labelled": 360, "unlabeled": 0, "augmented": 0, "total": 360}
+    assert distill(cfg).transfer == {"labelled": 320, "unlabeled": 0, "augmented": 0, "total": 320}
 
 
 def test_auto_precision_is_measured_on_the_kd_step_and_recorded(tmp_path, teacher, monkeypatch):

@@ -38,6 +38,24 @@ def test_trains_and_writes_a_reloadable_artifact(tmp_path, tiny_bert_dir, jigsaw
         probs = torch.sigmoid(model(**batch).logits).numpy()
     assert probs[0, info.labels.index("insult")] > probs[1, info.labels.index("insult")]
 
+    # per-level validation metrics, and the test split: 10% held out before validation, scored once at the
+    # best epoch's validation thresholds; the artifact reproduces its test metrics on those rows
+    assert [t["name"] for t in info.metrics["levels"]["tasks"]][-1] == "B: severe_toxic | toxic"
+    assert info.metrics["conditional"]["severe_toxic"]["parent"] == "toxic"
+    test = info.metrics["test"]
+    assert (info.extra["train_rows"], info.extra["val_rows"], info.extra["test_rows"], test["n"]) == (320, 40, 40, 40)
+    assert [test["per_label"][n]["threshold"] for n in info.labels] == pytest.approx(info.thresholds)
+    from compress.config import DataConfig
+    from compress.metrics import multilabel_metrics
+
+    test_set = train_mod.load_splits(DataConfig(data=str(jigsaw_csv))).test
+    batch = tok(test_set.texts, return_tensors="pt", padding=True, truncation=True, max_length=32)
+    with torch.no_grad():
+        probs = torch.sigmoid(model(**batch).logits).numpy()
+    again = multilabel_metrics(test_set.labels, probs, info.labels, np.asarray(info.thresholds), info.schema())
+    for key in ("macro_roc_auc", "macro_f1", "level_macro_f1"):
+        assert again[key] == pytest.approx(test[key], abs=1e-5), key
+
 
 def test_bf16_autocast_runs_on_cpu(tmp_path, tiny_bert_dir, jigsaw_csv):
     result = train_mod.train(_config(tiny_bert_dir, jigsaw_csv, tmp_path / "t", "optim.mixed_precision=bf16",
@@ -77,6 +95,23 @@ def test_early_stopping_with_patience(tmp_path, tiny_bert_dir, jigsaw_csv):
     result = train_mod.train(_config(tiny_bert_dir, jigsaw_csv, tmp_path / "t", "optim.lr=1e-12",
                                      "optim.epochs=6", "optim.patience=2", "optim.warmup_ratio=0"))
     assert result.epochs_run == 3 and result.best_epoch == 1
+
+
+def test_select_metric_level_macro_f1_picks_the_epoch_with_the_best_level_mean(tmp_path, tiny_bert_dir, jigsaw_csv):
+    result = train_mod.train(_config(tiny_bert_dir, jigsaw_csv, tmp_path / "t", "optim.epochs=3",
+                                     "optim.select_metric=level_macro_f1", "data.test_fraction=0"))
+    history = read_info(tmp_path / "t").extra["history"]
+    levels = [h["level_macro_f1"] for h in history]
+    assert result.best_epoch == 1 + int(np.argmax(levels)) and result.epochs_run == 3
+    assert result.metrics["level_macro_f1"] == pytest.approx(max(levels))
+    assert "test" not in result.metrics and read_info(tmp_path / "t").extra["test_rows"] == 0
+
+
+def test_selection_score_reads_the_chosen_metric_and_falls_back_to_macro_f1():
+    metrics = {"macro_roc_auc": 0.9, "level_macro_f1": 0.4, "macro_f1": 0.6}
+    assert loop_mod.selection_score(metrics) == 0.9
+    assert loop_mod.selection_score(metrics, "level_macro_f1") == 0.4
+    assert loop_mod.selection_score({**metrics, "level_macro_f1": float("nan")}, "level_macro_f1") == 0.6
 
 
 @pytest.mark.slow
@@ -119,6 +154,9 @@ def test_mlflow_logs_params_metrics_and_artifact(tmp_path, tiny_bert_dir, jigsaw
     run = MlflowClient(uri).get_run(result.mlflow_run_id)
     assert run.data.params["optim.lr"] == "0.005"
     assert run.data.metrics["macro_roc_auc"] == pytest.approx(result.metrics["macro_roc_auc"])
+    assert run.data.metrics["test_macro_roc_auc"] == pytest.approx(result.metrics["test"]["macro_roc_auc"])
+    assert run.data.metrics["test_level_macro_f1"] == pytest.approx(result.metrics["test"]["level_macro_f1"])
+    assert len(MlflowClient(uri).get_metric_history(result.mlflow_run_id, "test_macro_f1")) == 1  # logged once
     history = MlflowClient(uri).get_metric_history(result.mlflow_run_id, "train_loss")
     assert [m.step for m in history] == [1, 2]
     names = {a.path for a in MlflowClient(uri).list_artifacts(result.mlflow_run_id, "artifact")}

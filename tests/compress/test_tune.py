@@ -138,6 +138,12 @@ def test_epoch_reporter_reports_scores_and_prunes():
     reporter(_FakeTracker(), {"epoch": 2, "macro_roc_auc": float("nan"), "macro_f1": 0.5}, 2)  # AUC-less: F1
     assert keep.reports == [(0.7, 1), (0.5, 2)] and reporter.run_id == "run-1"
 
+    levels = _FakeTrial(prune=False)
+    reporter = EpochReporter(levels, "level_macro_f1")
+    reporter(_FakeTracker(), {"epoch": 1, "macro_roc_auc": 0.9, "level_macro_f1": 0.3, "macro_f1": 0.4}, 1)
+    reporter(_FakeTracker(), {"epoch": 2, "macro_roc_auc": 0.9, "macro_f1": 0.4}, 2)  # no level metric: ignored
+    assert levels.reports == [(0.3, 1)]
+
     tracker = _FakeTracker()
     with pytest.raises(optuna.TrialPruned, match="pruned after epoch 1"):
         EpochReporter(_FakeTrial(prune=True))(tracker, {"macro_roc_auc": 0.5}, 1)
@@ -231,6 +237,28 @@ def test_a_study_tunes_one_thing(tmp_path, tiny_bert_dir, jigsaw_csv):
                                  study_name="x", n_trials=1)
     with pytest.raises(UserError, match="tunes a student:textcnn, not a teacher"):
         tune(config)
+    # nor two metrics: trial values must be comparable
+    optuna.create_study(storage=storage, study_name="y", direction="maximize").set_user_attr(
+        "modcompress.metric", "level_macro_f1")
+    config = TuneConfig(base=_base(tiny_bert_dir, jigsaw_csv, "tracking.enabled=false"), space=parse_space(SPACE),
+                        out=str(tmp_path / "b"), storage=storage, study_name="y", n_trials=1)
+    with pytest.raises(UserError, match="maximises level_macro_f1, not macro_roc_auc; pass optim.select_metric="):
+        tune(config)
+
+
+def test_tune_maximises_the_select_metric(tmp_path, tiny_bert_dir, jigsaw_csv, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text("optim.lr: {low: 3.0e-3, high: 1.0e-2, log: true}\n")
+    assert main(_argv(tiny_bert_dir, jigsaw_csv, tmp_path, "optim.select_metric=level_macro_f1", "--space", str(space),
+                      "--pruner", "none", "--no-tracking", "--n-trials", "1")) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^trial\s+state\s+level_macro_f1", out, re.MULTILINE), out
+    info = read_info(tmp_path / "best")
+    summary = json.loads((tmp_path / "best" / "tune.json").read_text())
+    assert summary["metric"] == info.extra["tune"]["metric"] == "level_macro_f1"
+    assert summary["best"]["value"] == pytest.approx(info.metrics["level_macro_f1"])
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'tune.db'}")
+    assert study.user_attrs["modcompress.metric"] == "level_macro_f1"
 
 
 def test_tune_a_distilled_student(tmp_path, tiny_bert_dir, jigsaw_csv):

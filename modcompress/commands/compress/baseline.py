@@ -7,7 +7,7 @@ import json
 
 from compress.distributed import is_main_process
 from modcompress.commands.compress.distill import intermix
-from modcompress.commands.compress.train import add_common_options, common_overrides
+from modcompress.commands.compress.train import add_common_options, common_overrides, held_out_summary
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,10 +34,14 @@ def run(args: argparse.Namespace) -> int:
         "macro_pr_auc": m["macro_pr_auc"], "num_parameters": result.num_parameters,
         "wall_time_s": round(result.wall_time_s, 1), "mlflow_run_id": result.mlflow_run_id,
     }
+    held_out, lines = held_out_summary(m)
+    payload.update(held_out)
     if args.json:
         print(json.dumps(payload, indent=2))
     else:
         print(f"baseline written to {result.artifact} ({result.num_parameters:,} parameters)")
         print(f"validation macro ROC-AUC {m['macro_roc_auc']:.4f}  macro-F1 {m['macro_f1']:.4f}; "
               f"wall time {result.wall_time_s:.1f} s")
+        for line in lines:
+            print(line)
     return 0

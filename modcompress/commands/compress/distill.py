@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from modcompress.commands.compress.train import add_common_options, common_overrides
+from modcompress.commands.compress.train import add_common_options, common_overrides, held_out_summary
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,12 +72,16 @@ def run(args: argparse.Namespace) -> int:
         "mlflow_run_id": result.mlflow_run_id, "mixed_precision": result.mixed_precision,
         "precision_reason": (result.precision_choice or {}).get("reason"),
     }
+    held_out, lines = held_out_summary(m)
+    payload.update(held_out)
     if args.json:
         print(json.dumps(payload, indent=2))
     else:
         print(f"student written to {result.artifact} ({result.num_parameters:,} parameters)")
         print(f"validation macro ROC-AUC {m['macro_roc_auc']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
               f"(best epoch {result.best_epoch} of {result.epochs_run})")
+        for line in lines:
+            print(line)
         print(f"transfer set {result.transfer['total']} texts, soft labels "
               f"{'reused from cache' if result.cache_hit else 'computed'}; wall time {result.wall_time_s:.1f} s")
         if result.precision_choice:

@@ -17,6 +17,8 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-column", help="text column of a generic file")
     p.add_argument("--label-columns", help="comma-separated label columns of a generic file")
     p.add_argument("--val-data", help="separate validation file (default: a stratified split)")
+    p.add_argument("--test-data", help="separate test file, scored once at the end (default: data.test_fraction "
+                                       "of --data held out)")
     p.add_argument("--out", help="artifact directory to write")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier modcompress output at --out (anything else there is never replaced)")
@@ -31,7 +33,8 @@ def common_overrides(args: argparse.Namespace) -> list[str]:
     """Turn the shared flags into ``key=value`` overrides (applied before the explicit ones)."""
     pairs = []
     for flag, key in (("data", "data.data"), ("format", "data.format"), ("text_column", "data.text_column"),
-                      ("label_columns", "data.label_columns"), ("val_data", "data.val_data"), ("out", "out"),
+                      ("label_columns", "data.label_columns"), ("val_data", "data.val_data"),
+                      ("test_data", "data.test_data"), ("out", "out"),
                       ("tracking_uri", "tracking.tracking_uri")):
         value = getattr(args, flag, None)
         if value is not None:
@@ -41,6 +44,25 @@ def common_overrides(args: argparse.Namespace) -> list[str]:
     if getattr(args, "overwrite", False):
         pairs.append("overwrite=true")
     return pairs
+
+
+def held_out_summary(metrics: dict) -> tuple[dict, list[str]]:
+    """The level and test figures of a run's ``metrics``: (JSON fields, lines to print)."""
+    from compress.metrics import summary
+
+    fields: dict = {}
+    lines = []
+    if "level_macro_f1" in metrics:
+        fields["level_macro_f1"] = metrics["level_macro_f1"]
+        by_level = metrics.get("levels", {}).get("by_level", {})
+        lines.append(f"validation level macro-F1 {metrics['level_macro_f1']:.4f} ("
+                     + ", ".join(f"{level} {value:.4f}" for level, value in by_level.items()) + ")")
+    test = metrics.get("test")
+    if test:
+        fields["test"] = {"rows": test["n"], **summary(test)}
+        lines.append(f"test ({test['n']} rows, scored once) macro ROC-AUC {test['macro_roc_auc']:.4f}  "
+                     f"macro-F1 {test['macro_f1']:.4f}")
+    return fields, lines
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,12 +94,16 @@ def run(args: argparse.Namespace) -> int:
         "mlflow_run_id": result.mlflow_run_id, "mixed_precision": result.mixed_precision,
         "precision_reason": (result.precision_choice or {}).get("reason"),
     }
+    held_out, lines = held_out_summary(m)
+    payload.update(held_out)
     if args.json:
         print(json.dumps(payload, indent=2))
     else:
         print(f"teacher written to {result.artifact}")
         print(f"validation macro ROC-AUC {m['macro_roc_auc']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
               f"(best epoch {result.best_epoch} of {result.epochs_run})")
+        for line in lines:
+            print(line)
         print(f"wall time {result.wall_time_s:.1f} s, {result.train_examples_per_s:.1f} train examples/s")
         if result.precision_choice:
             print(f"mixed precision: {result.precision_choice['reason']}")

@@ -13,7 +13,6 @@ from compress.tune_config import (
     DEFAULT_OUT,
     DEFAULT_STORAGE,
     DEFAULT_STUDY,
-    METRIC,
     PRUNERS,
     SAMPLERS,
     TuneConfig,
@@ -26,8 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tune", help="Optuna search over the teacher recipe, or a student's (distillation)",
         description="Tune a teacher (--model) or a student distilled from a teacher (--student NAME --teacher DIR) "
-                    "with Optuna: each trial trains into its own directory and reports validation macro ROC-AUC "
-                    "per epoch (pruning); the study's best artifact is written to --out with tune.json. "
+                    "with Optuna: each trial trains into its own directory and reports its validation "
+                    "optim.select_metric (macro ROC-AUC by default) per epoch (pruning); the study's best artifact is written to --out with tune.json. "
                     "KEY=VALUE overrides set the base recipe of every trial; the search space wins over them.")
     p.add_argument("--model", help="teacher checkpoint: hub id, directory, or 'minilm' (teacher tuning)")
     p.add_argument("--student", help="distilbert, textcnn, bilstm or an HF checkpoint directory (student tuning)")
@@ -44,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=None, help="seconds after which no new trial starts")
     p.add_argument("--sampler", default="tpe", choices=SAMPLERS, help="Optuna sampler (default tpe)")
     p.add_argument("--pruner", default="median", choices=PRUNERS,
-                   help="prune trials on per-epoch validation macro ROC-AUC (default median)")
+                   help="prune trials on the per-epoch validation optim.select_metric (default median)")
     p.add_argument("--pruner-startup-trials", type=int, default=2,
                    help="median pruner: trials that finish before any is pruned (default 2)")
     p.add_argument("--pruner-warmup-epochs", type=int, default=0,
@@ -94,10 +93,10 @@ def run(args: argparse.Namespace) -> int:
             "retrained": result.retrained, "mlflow_run_id": result.mlflow_run_id,
         }, indent=2, default=str))
         return 0
-    print(format_trials_table(result.trials, result.best_trial))
+    print(format_trials_table(result.trials, result.best_trial, metric=result.metric))
     counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(result.counts().items()))
     print(f"study {result.study_name} in {result.storage}: {counts}; this call ran {len(result.ran)}")
-    print(f"best trial {result.best_trial}: {METRIC} {result.best_value:.4f}"
+    print(f"best trial {result.best_trial}: {result.metric} {result.best_value:.4f}"
           f"{' (retrained from its parameters)' if result.retrained else ''}")
     print(f"best artifact written to {result.artifact}; summary {result.summary_path}")
     return 0

@@ -1,0 +1,191 @@
+"""Metrics of a label hierarchy the way the field scores one: per level, and conditional on the parent.
+
+A flat macro over all rows hides a hierarchy's lower levels: a child label is mostly negative because its
+parent is, so "not offensive -> not targeted" makes its ROC-AUC look good while, among offensive texts, the
+model may rank untargeted above targeted. OffensEval 2019 (Zampieri et al.) scores each level on its own
+rows, and so does :func:`level_tasks`:
+
+* level A: each top-level label as a 2-class task (macro-F1 over the positive AND the negative class) on
+  all rows;
+* level B, C, ... (the depth of the labels in the hierarchy): under each parent, on the rows whose parent
+  is positive in the gold labels, a child as a 2-class task, or a group of mutually exclusive children
+  (``LabelSchema.exclusive``) as one multi-class task over the argmax of the group's probabilities
+  (OLID: offensive -> targeted vs untargeted -> individual / group / other). A multi-class task scores
+  the rows with exactly one member positive (OLID: every targeted tweet); a top-level exclusive group is
+  a level-A multi-class task on such rows.
+
+Scores: every label's own probability as the artifact outputs it (the marginal P(label) a user sees;
+for a model with conditional heads that is P(child | parent) * P(parent)), never a ratio. 2-class
+decisions use each label's threshold (the artifact's tuned one); multi-class decisions are the argmax
+within the group. ROC-AUC / PR-AUC rank the child's probability on the task's rows (multi-class: the
+macro over members, one-vs-rest). Each task also gets the macro-F1 of always predicting its majority
+class, the baseline a level must beat.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+
+
+def nanmean(values: Sequence[float]) -> float:
+    """Mean of the non-NaN ``values``; NaN when there are none."""
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def roc_pr_auc(y: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """(ROC-AUC, PR-AUC) of 0/1 ``y`` (n,) against ``scores`` (n,); NaN where undefined."""
+    positives = int(y.sum())
+    roc = float(roc_auc_score(y, scores)) if 0 < positives < len(y) else float("nan")
+    pr = float(average_precision_score(y, scores)) if positives > 0 else float("nan")
+    return roc, pr
+
+
+def _macro_f1(y: np.ndarray, pred: np.ndarray, classes: int) -> tuple[float, list[float]]:
+    """Macro-F1 over all ``classes`` class ids (an absent class that is never predicted scores 0, as
+    OffensEval counts it) and the per-class F1s; NaN for an empty task."""
+    if len(y) == 0:
+        return float("nan"), [float("nan")] * classes
+    per = f1_score(y, pred, labels=list(range(classes)), average=None, zero_division=0)
+    return float(np.mean(per)), [float(v) for v in per]
+
+
+def _majority_macro_f1(y: np.ndarray, classes: int) -> float:
+    """Macro-F1 of always predicting the most frequent class of ``y`` (lowest class id on a tie)."""
+    if len(y) == 0:
+        return float("nan")
+    majority = int(np.argmax(np.bincount(y, minlength=classes)))
+    return _macro_f1(y, np.full_like(y, majority), classes)[0]
+
+
+def _depths(names: Sequence[str], parent_of: dict[str, str]) -> dict[str, int]:
+    depths = {}
+    for name in names:
+        depth, node = 0, name
+        while node in parent_of:
+            node, depth = parent_of[node], depth + 1
+        depths[name] = depth
+    return depths
+
+
+def _binary_task(name: str, level: str, child: int, parent: str | None, rows: np.ndarray, y_true: np.ndarray,
+                 probs: np.ndarray, thresholds: np.ndarray, label: str) -> dict[str, Any]:
+    """A child (or top-level label) as a 2-class task on ``rows`` (N,) bool. Class 1 = the label is positive."""
+    y = y_true[rows, child].astype(np.int64)
+    scores = probs[rows, child]
+    pred = (scores >= thresholds[child]).astype(np.int64)
+    macro, (f1_neg, f1_pos) = _macro_f1(y, pred, 2)
+    roc, pr = roc_pr_auc(y, scores)
+    return {"name": name, "level": level, "kind": "binary", "labels": [label], "parent": parent,
+            "rows": int(rows.sum()), "macro_f1": macro, "majority_macro_f1": _majority_macro_f1(y, 2),
+            "roc_auc": roc, "pr_auc": pr,
+            "classes": {label: {"f1": f1_pos, "support": int(y.sum())},
+                        f"not {label}": {"f1": f1_neg, "support": int(len(y) - y.sum())}}}
+
+
+def _group_task(name: str, level: str, members: list[int], parent: str | None, rows: np.ndarray,
+                y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """An exclusive group as one multi-class task over argmax, on the ``rows`` (N,) bool with exactly one
+    member positive (``rows_without_class`` counts the rows of the parent with none)."""
+    group = y_true[:, members] > 0.5  # (N, k)
+    scored = rows & (group.sum(axis=1) == 1)
+    y = np.argmax(group[scored], axis=1)
+    scores = probs[scored][:, members]  # (n, k)
+    pred = np.argmax(scores, axis=1) if len(y) else y
+    k = len(members)
+    macro, per = _macro_f1(y, pred, k)
+    aucs = [roc_pr_auc((y == j).astype(np.int64), scores[:, j]) for j in range(k)]
+    names = [labels[m] for m in members]
+    return {"name": name, "level": level, "kind": "multiclass", "labels": names, "parent": parent,
+            "rows": int(scored.sum()), "rows_without_class": int((rows & (group.sum(axis=1) == 0)).sum()),
+            "macro_f1": macro, "majority_macro_f1": _majority_macro_f1(y, k),
+            "roc_auc": nanmean([a[0] for a in aucs]), "pr_auc": nanmean([a[1] for a in aucs]),
+            "classes": {n: {"f1": per[j], "support": int((y == j).sum())} for j, n in enumerate(names)}}
+
+
+def level_tasks(y_true: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, schema: Any) -> list[dict[str, Any]]:
+    """Every task of every level (see the module docstring), level by level, in label order.
+
+    Args:
+        y_true: (N, L) 0/1 gold labels in ``schema.names`` order.
+        probs: (N, L) probabilities.
+        thresholds: (L,) decision thresholds of the 2-class tasks.
+        schema: a ``compress.data.LabelSchema`` (names, hierarchy, exclusive groups).
+
+    Returns:
+        One dict per task: ``name`` (e.g. ``"B: targeted | offensive"``), ``level`` (``"A"``, ``"B"``, ...),
+        ``kind`` (binary / multiclass), ``labels``, ``parent``, ``rows``, ``macro_f1``,
+        ``majority_macro_f1``, ``roc_auc``, ``pr_auc`` and ``classes`` ({class: {f1, support}}).
+    """
+    names = list(schema.names)
+    index = {n: i for i, n in enumerate(names)}
+    parent_of = dict(schema.hierarchy)
+    depths = _depths(names, parent_of)
+    group_of = {n: tuple(g) for g in schema.exclusive for n in g}
+    everything = np.ones(len(y_true), dtype=bool)
+    tasks, done = [], set()
+    for name in sorted(names, key=lambda n: (depths[n], index[n])):
+        if name in done:
+            continue
+        level = string.ascii_uppercase[min(depths[name], 25)]
+        parent = parent_of.get(name)
+        rows = y_true[:, index[parent]] > 0.5 if parent else everything
+        given = f" | {parent}" if parent else ""
+        if name in group_of:
+            group = list(group_of[name])
+            done.update(group)
+            tasks.append(_group_task(f"{level}: {' / '.join(group)}{given}", level, [index[g] for g in group],
+                                     parent, rows, y_true, probs, names))
+        else:
+            done.add(name)
+            tasks.append(_binary_task(f"{level}: {name}{given}", level, index[name], parent, rows, y_true, probs,
+                                      thresholds, name))
+    return tasks
+
+
+def conditional_metrics(y_true: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, schema: Any
+                        ) -> dict[str, dict[str, Any]]:
+    """Each child's ROC-AUC / PR-AUC / F1 (at its threshold) on the rows whose gold parent is positive.
+
+    Returns:
+        ``{child: {parent, rows, support, roc_auc, pr_auc, f1}}`` (``rows``: parent-positive rows,
+        ``support``: the child's positives among them), in hierarchy order.
+    """
+    index = {n: i for i, n in enumerate(schema.names)}
+    out = {}
+    for child, parent in schema.hierarchy:
+        c, rows = index[child], y_true[:, index[parent]] > 0.5
+        y = y_true[rows, c].astype(np.int64)
+        roc, pr = roc_pr_auc(y, probs[rows, c])
+        pred = (probs[rows, c] >= thresholds[c]).astype(np.int64)
+        out[child] = {"parent": parent, "rows": int(rows.sum()), "support": int(y.sum()), "roc_auc": roc,
+                      "pr_auc": pr, "f1": float(f1_score(y, pred, zero_division=0)) if len(y) else float("nan")}
+    return out
+
+
+def hierarchy_metrics(y_true: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, schema: Any) -> dict[str, Any]:
+    """The keys :func:`compress.metrics.multilabel_metrics` adds for a schema.
+
+    Returns:
+        ``levels``: ``{"tasks": [...], "by_level": {level: mean task macro-F1}}`` (:func:`level_tasks`);
+        ``level_macro_f1``: the mean of the per-level means, so every level weighs the same however many
+        labels it has (NaN when no task has rows); and, when the schema has a hierarchy, ``conditional``
+        (:func:`conditional_metrics`).
+    """
+    y_true = np.asarray(y_true).astype(np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    tasks = level_tasks(y_true, probs, thresholds, schema)
+    levels = sorted({t["level"] for t in tasks})
+    by_level = {lv: nanmean([t["macro_f1"] for t in tasks if t["level"] == lv]) for lv in levels}
+    out: dict[str, Any] = {"levels": {"tasks": tasks, "by_level": by_level},
+                           "level_macro_f1": nanmean(list(by_level.values()))}
+    if schema.hierarchy:
+        out["conditional"] = conditional_metrics(y_true, probs, thresholds, schema)
+    return out
