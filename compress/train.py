@@ -30,8 +30,9 @@ from compress.config import DataConfig, TrainConfig, to_dict
 from compress.distributed import is_main_process, quiet_other_processes, wait_for_everyone
 from compress.errors import UserError
 from compress.loop import Checkpointing, LoopData, resumable_checkpoint, resume_fingerprint, run_loop
-from compress.losses import build_loss, pos_weight_from_labels
+from compress.losses import build_conditional_loss, build_loss, pos_weight_from_labels
 from compress.metrics import summary
+from compress.models.conditional import LabelTree, set_head
 from compress.models.teacher import load_teacher
 from compress.precision import resolve_mixed_precision
 from compress.tracking import tracked_run
@@ -76,8 +77,12 @@ def load_splits(cfg: DataConfig) -> tuple[data_mod.LabeledData, data_mod.Labeled
     return train, val
 
 
-def build_task_loss(name: str, params: dict, pos_weight_rule: str | None, schema, train_labels: np.ndarray):
-    """A shared loss with task-derived arguments filled in (hierarchy parents, pos_weight)."""
+def build_task_loss(name: str, params: dict, pos_weight_rule: str | None, schema, train_labels: np.ndarray,
+                    head: str = "flat"):
+    """A shared loss with task-derived arguments filled in (hierarchy parents, pos_weight); for a conditional
+    head, the masked conditional loss (class-balanced for ``weighted_bce``) over the schema's label tree."""
+    if head == "conditional":
+        return build_conditional_loss(name, LabelTree.from_schema(schema), train_labels, params, pos_weight_rule)
     kwargs = dict(params)
     if name == "hierarchical" and "parents" not in kwargs:
         kwargs["parents"] = schema.parent_indices()
@@ -105,10 +110,12 @@ def train(config: TrainConfig) -> TrainResult:
     train_set, val_set = load_splits(config.data)
     schema = train_set.schema
     model, tokenizer = load_teacher(config.model, schema.names, dropout=config.dropout)
+    # flat: also drops a head record the checkpoint may carry (one of our conditional teachers' model/)
+    set_head(model, LabelTree.from_schema(schema) if config.head == "conditional" else None)
     data = LoopData(encode(tokenizer, train_set.texts, config.max_length, train_set.labels),
                     encode(tokenizer, val_set.texts, config.max_length), val_set.labels, schema.names)
     loss_fn = build_task_loss(config.loss.name, dict(config.loss.params), config.loss.pos_weight_rule,
-                              schema, train_set.labels)
+                              schema, train_set.labels, config.head)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     mixed_precision = resolve_mixed_precision(config.optim.mixed_precision, device)
     recipe = to_dict(config)
@@ -127,6 +134,7 @@ def train(config: TrainConfig) -> TrainResult:
             max_length=config.max_length, metrics=result.metrics, data_fingerprint=train_set.fingerprint(),
             recipe=recipe,
             extra={"base_model": config.model, "best_epoch": result.state.best_epoch, "history": result.state.history,
+                   "head": config.head,
                    "mixed_precision": mixed_precision, "train_rows": len(train_set), "val_rows": len(val_set),
                    "duplicates_removed": train_set.duplicates_removed,
                    "conflicting_removed": train_set.conflicting_removed},
