@@ -46,6 +46,9 @@ from torch import Tensor, nn
 from compress.errors import ArtifactError, ConfigError
 
 RECORD_KEY = "conditional_head"
+# The TorchScript ONNX exporter (also under optimum) names nodes by module path, so the marginalisation's
+# nodes carry ConditionalLinear's ``marginal`` submodule in theirs: quantization keeps them float.
+ONNX_SCOPE = "/marginal/"
 
 
 @dataclass(frozen=True)

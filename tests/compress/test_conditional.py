@@ -416,3 +416,16 @@ def test_heads_cross_between_teacher_and_student(tmp_path, conditional_teacher, 
     assert (info.extra["head"], info.extra["kd"], info.extra["teacher_head"]) == ("conditional", "conditional", "flat")
     assert head_tree(result.model) == OLID_TREE and np.isfinite(info.metrics["macro_roc_auc"])
     assert_hierarchy_holds(_val_probs(tmp_path / "cond", olid)[0], OLID_TREE)
+
+
+@pytest.mark.parametrize("mode", ["int8-static", "fp16"])
+def test_quantization_keeps_the_marginalisation_float(tmp_path, conditional_teacher, olid, mode):
+    from compress.artifact import read_info
+    from export.quantize import QuantizeConfig, quantize
+    from export.runtime import load as load_predictor
+
+    out = quantize(conditional_teacher, QuantizeConfig(mode=mode, out=str(tmp_path / "q"), data=str(olid[1]),
+                                                       max_auc_drop=0.5, calibration_samples=32))
+    assert read_info(out).extra["quantization"]["float_marginal_nodes"] > 0
+    texts = [" ".join(t.split()[:-1]) for t in olid[1].read_text().splitlines()[1:60]]
+    assert_hierarchy_holds(load_predictor(out).predict(texts), OLID_TREE)
