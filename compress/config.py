@@ -27,6 +27,7 @@ from compress.errors import ConfigError
 C = TypeVar("C")
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+HEADS = ("flat", "conditional")  # compress.models.conditional
 
 
 def _check(cond: bool, name: str, message: str) -> None:
@@ -37,6 +38,11 @@ def _check(cond: bool, name: str, message: str) -> None:
 def check_num_threads(value: int | None, name: str = "num_threads") -> None:
     """None (the runtime's choice) or a positive thread count; ConfigError naming the field otherwise."""
     _check(value is None or value >= 1, name, f"must be >= 1 (or unset for the default), got {value}")
+
+
+def check_head(value: str | None, name: str = "head") -> None:
+    """One of :data:`HEADS` (None allowed: the caller's default); ConfigError naming the field otherwise."""
+    _check(value is None or value in HEADS, name, f"must be one of {', '.join(HEADS)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,8 @@ class TrainConfig:
         out: artifact directory to write.
         max_length: tokenizer truncation length.
         dropout: override the checkpoint's hidden/attention dropout, None keeps it.
+        head: ``flat`` (one sigmoid per label) or ``conditional`` (a child predicts P(child | parent),
+            an exclusive group is one softmax; the model returns marginals: compress.models.conditional).
         resume: continue from the checkpoint kept beside ``out`` after a crash.
     """
 
@@ -171,12 +179,14 @@ class TrainConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     max_length: int = 128
     dropout: float | None = None
+    head: str = "flat"
     resume: bool = False
     overwrite: bool = False  # replace an earlier output of ours at out (never anything else)
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
         _check(bool(self.model), "model", "is required; pass model=HUB_ID_OR_DIR")
+        check_head(self.head)
         _check(self.data.data != "<unset>", "data.data", "is required; pass data.data=PATH or --data PATH")
         _check(8 <= self.max_length <= 8192, "max_length", f"must be in [8, 8192], got {self.max_length}")
         _check(self.dropout is None or 0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")

@@ -16,7 +16,10 @@ each trains its share of each batch; only the main process writes the artifact a
 
 The objective per row is ``alpha * KD + (1 - alpha) * hard`` (:class:`~compress.losses.DistillationLoss`);
 rows without labels (unlabelled and augmented ones) carry only ``alpha * KD``. The teacher is run
-per training step only when hidden-state matching (``hidden_weight > 0``) is on.
+per training step only when hidden-state matching (``hidden_weight > 0``) is on. A conditional
+student (``head=conditional``; by default the student takes the teacher's head) learns both terms on
+its raw conditional logits: the masked conditional loss and the conditional KD objective
+(:func:`~compress.losses.conditional_kd_loss`), from a flat or a conditional teacher's marginals.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from compress.config import (
     TrackingConfig,
     _check,
     build_config,
+    check_head,
     merge,
     parse_overrides,
     read_yaml_file,
@@ -97,6 +101,8 @@ class DistillConfig:
         freeze_embeddings: keep the student's token-embedding table fixed (much less optimizer work
             on CPU: the table is most of a small student's parameters).
         hidden_weight: weight of hidden-state cosine matching (DistilBERT/HF students), 0 = off.
+        head: the student's head, ``flat`` or ``conditional`` (:mod:`compress.models.conditional`);
+            None = the teacher's. A conditional student distils with the conditional KD objective.
         max_length: tokenizer truncation; None = the teacher's.
         cache_dir: soft-label cache; None = :func:`default_cache_dir`.
         teacher_batch_size: batch size of the teacher's soft-label pass.
@@ -121,6 +127,7 @@ class DistillConfig:
     init_embeddings: bool = True
     freeze_embeddings: bool = False
     hidden_weight: float = 0.0
+    head: str | None = None
     max_length: int | None = None
     cache_dir: str | None = None
     teacher_batch_size: int = 128
@@ -143,6 +150,7 @@ class DistillConfig:
         _check(self.student_layers is None or self.student_layers >= 1, "student_layers",
                f"must be >= 1, got {self.student_layers}")
         _check(self.hidden_weight >= 0, "hidden_weight", f"must be >= 0, got {self.hidden_weight}")
+        check_head(self.head)
         _check(self.max_length is None or 8 <= self.max_length <= 8192, "max_length",
                f"must be in [8, 8192], got {self.max_length}")
         _check(self.teacher_batch_size >= 1, "teacher_batch_size", f"must be >= 1, got {self.teacher_batch_size}")
@@ -472,15 +480,13 @@ def masked_distillation_loss(student_logits, teacher_logits, targets, has_labels
     """Batch mean of ``alpha * KD + (1 - alpha) * hard`` on labelled rows and ``alpha * KD`` on the rest.
 
     Args:
-        student_logits / teacher_logits / targets: (B, L).
+        student_logits / teacher_logits / targets: (B, L) (a conditional student's raw conditional logits).
         has_labels: (B,) bool.
         loss: a :class:`~compress.losses.DistillationLoss` (its hard loss is a mean over elements).
 
     Returns:
         Scalar: rows weighted equally, ``(n_l * DL(labelled) + n_u * alpha * KD(unlabelled)) / B``.
     """
-    from compress.losses import kd_loss
-
     b = student_logits.shape[0]
     has = has_labels.bool()
     n_l = int(has.sum())
@@ -489,13 +495,14 @@ def masked_distillation_loss(student_logits, teacher_logits, targets, has_labels
         total = total + n_l * loss(student_logits[has], teacher_logits[has], targets[has])
     if n_l < b:
         rest = ~has
-        total = total + (b - n_l) * loss.alpha * kd_loss(student_logits[rest], teacher_logits[rest], loss.temperature)
+        total = total + (b - n_l) * loss.alpha * loss.kd(student_logits[rest], teacher_logits[rest])
     return total / b
 
 
 def kd_step_loss(kd, soft: np.ndarray, has_labels: np.ndarray, device, teacher=None,
                  pairs: Sequence[tuple[int, int]] = (), hidden_weight: float = 0.0) -> Callable:
-    """The loop's ``step_loss(student, batch)``: the masked KD objective on each batch's rows.
+    """The loop's ``step_loss(student, batch)``: the masked KD objective on each batch's rows (on a
+    conditional student's raw conditional logits).
 
     Args:
         kd: a :class:`~compress.losses.DistillationLoss`.
@@ -507,6 +514,7 @@ def kd_step_loss(kd, soft: np.ndarray, has_labels: np.ndarray, device, teacher=N
     import torch
 
     from compress.losses import hidden_cosine_loss
+    from compress.models.conditional import conditional_logits
     from compress.predict import logits_of
 
     soft_t = torch.from_numpy(soft)
@@ -516,9 +524,12 @@ def kd_step_loss(kd, soft: np.ndarray, has_labels: np.ndarray, device, teacher=N
         index = batch["index"].cpu()
         t_logits, has = soft_t[index].to(device), has_t[index].to(device)
         if teacher is None:
-            return masked_distillation_loss(logits_of(student, batch).float(), t_logits, batch["labels"], has, kd)
-        out_s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        output_hidden_states=True)
+            with conditional_logits(student):
+                logits = logits_of(student, batch).float()
+            return masked_distillation_loss(logits, t_logits, batch["labels"], has, kd)
+        with conditional_logits(student):
+            out_s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            output_hidden_states=True)
         with torch.no_grad():
             out_t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                             output_hidden_states=True)
@@ -608,10 +619,14 @@ class Student:
 
 def build_student(student: str, teacher, teacher_tokenizer, labels: Sequence[str], *, student_layers: int | None,
                   student_params: Mapping[str, Any], init_embeddings: bool, freeze_embeddings: bool,
-                  match_hidden: bool) -> Student:
-    """:func:`make_student`, with its token embeddings frozen if asked, checked for hidden-state matching."""
+                  match_hidden: bool, tree=None) -> Student:
+    """:func:`make_student` with a conditional head over ``tree`` (a ``LabelTree``; None: flat), its token
+    embeddings frozen if asked, checked for hidden-state matching."""
+    from compress.models.conditional import set_head
+
     model, architecture, params, tokenizer = make_student(student, teacher, teacher_tokenizer, labels,
                                                           student_layers, student_params, init_embeddings)
+    set_head(model, tree)
     if freeze_embeddings:  # the table is most of a small student's parameters
         table = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else model.embedding
         table.weight.requires_grad_(False)
@@ -691,6 +706,7 @@ def distill(config: DistillConfig) -> DistillResult:
     from compress.losses import DistillationLoss
     from compress.metrics import summary
     from compress.models import load_model, num_parameters
+    from compress.models.conditional import LabelTree, head_tree
     from compress.models.distilbert import hidden_state_pairs
     from compress.precision_probe import training_precision
     from compress.tracking import tracked_run
@@ -719,10 +735,13 @@ def distill(config: DistillConfig) -> DistillResult:
 
     # -- models
     teacher, teacher_tok = load_model(teacher_dir)
+    teacher_head = "flat" if head_tree(teacher) is None else "conditional"
+    head = config.head or teacher_head
+    tree = LabelTree.from_schema(schema) if head == "conditional" else None
     hidden = config.hidden_weight > 0
     student = build_student(config.student, teacher, teacher_tok, schema.names, student_layers=config.student_layers,
                             student_params=config.student_params, init_embeddings=config.init_embeddings,
-                            freeze_embeddings=config.freeze_embeddings, match_hidden=hidden)
+                            freeze_embeddings=config.freeze_embeddings, match_hidden=hidden, tree=tree)
 
     # -- transfer set and the teacher's soft labels (cached)
     transfer = transfer_set_for(train_set.texts, train_set.labels, unlabeled, config.alpha, config.augment,
@@ -742,8 +761,8 @@ def distill(config: DistillConfig) -> DistillResult:
 
     # -- objective
     hard_loss = build_task_loss(config.loss.name, dict(config.loss.params), config.loss.pos_weight_rule, schema,
-                                train_set.labels)
-    kd = DistillationLoss(hard_loss, config.temperature, config.alpha).to(device)
+                                train_set.labels, head)
+    kd = DistillationLoss(hard_loss, config.temperature, config.alpha, tree).to(device)
     step_loss = kd_step_loss(kd, soft.logits, transfer.has_labels, device, teacher, pairs, config.hidden_weight)
 
     # -- train, then write the best epoch
@@ -752,7 +771,7 @@ def distill(config: DistillConfig) -> DistillResult:
     mixed_precision = precision.precision
     recipe = to_dict(config)
     recipe.update({"max_length": max_length, "student_params": student.params, "architecture": student.architecture,
-                   "cache_dir": str(cache_dir)})
+                   "cache_dir": str(cache_dir), "head": head})
     fingerprint = resume_fingerprint(soft.key, recipe, ignore=("resume", "tracking", "cache_dir"))
     n_params = num_parameters(student.model)
     log.info("student %s: %s parameters; teacher %s; mixed precision %s (%s)", student.architecture, f"{n_params:,}",
@@ -772,6 +791,7 @@ def distill(config: DistillConfig) -> DistillResult:
                    "soft_label_cache_hit": soft.cache_hit, "transfer": transfer.counts,
                    "best_epoch": result.state.best_epoch, "history": result.state.history,
                    "teacher_metrics": summary(info.metrics) if info.metrics else {},
+                   "head": head, "kd": head, "teacher_head": teacher_head,
                    "mixed_precision": mixed_precision, "precision_choice": precision.record(),
                    "train_rows": len(train_set), "val_rows": len(val_set),
                    "test_rows": len(test_set) if test_set else 0},

@@ -31,6 +31,7 @@ from compress.batching import Encoded, bucketed_batches, collate
 from compress.config import OptimConfig
 from compress.errors import UserError, one_line
 from compress.metrics import multilabel_metrics, summary, tune_thresholds
+from compress.models.conditional import conditional_logits
 from compress.predict import logits_of, predict_logits, sigmoid
 
 log = logging.getLogger(__name__)
@@ -292,8 +293,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, warmup_ratio: float, update
 
 
 def label_loss_step(loss_fn) -> Callable:
-    """The default ``step_loss``: ``loss_fn(logits (B, L) as fp32, batch labels (B, L))``."""
-    return lambda m, b: loss_fn(logits_of(m, b).float(), b["labels"])
+    """The default ``step_loss``: ``loss_fn(logits (B, L) as fp32, batch labels (B, L))``; a conditional head
+    gives its raw conditional logits here (:func:`compress.models.conditional.conditional_logits`)."""
+
+    def step_loss(m, b):
+        with conditional_logits(m):
+            return loss_fn(logits_of(m, b).float(), b["labels"])
+
+    return step_loss
 
 
 def step_limit_reached(step: int, max_steps: int | None) -> bool:

@@ -11,6 +11,10 @@ gradients, at logits of +-100 in float32, where ``sigmoid`` saturates to exactly
 
 Distillation (``compress distill``) uses :func:`kd_loss`, :class:`DistillationLoss` and
 :func:`hidden_cosine_loss`; they take teacher outputs and so are not in :data:`LOSSES`.
+
+A conditional head (``head=conditional``, :mod:`compress.models.conditional`) trains with
+:class:`ConditionalLoss` on its raw conditional logits (:func:`build_conditional_loss`) and distils
+with :func:`conditional_kd_loss`; they take the label tree and so are not in :data:`LOSSES` either.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,16 +31,23 @@ from torch import Tensor, nn
 
 from compress.errors import ConfigError, DataError
 
+if TYPE_CHECKING:
+    from compress.models.conditional import LabelTree
+
 __all__ = [
     "LOSSES",
     "AsymmetricLoss",
     "BCELoss",
+    "ConditionalLoss",
     "DistillationLoss",
     "FocalLoss",
     "HierarchicalLoss",
     "LabelSmoothingBCELoss",
     "WeightedBCELoss",
+    "build_conditional_loss",
     "build_loss",
+    "conditional_class_weights",
+    "conditional_kd_loss",
     "hidden_cosine_loss",
     "kd_loss",
     "pos_weight_from_labels",
@@ -301,6 +312,11 @@ LOSSES: dict[str, type[nn.Module]] = {
 }
 
 
+def _check_known(name: str) -> None:
+    if name not in LOSSES:
+        raise ConfigError(f"loss: unknown name {name!r}; known: {', '.join(LOSSES)}")
+
+
 def build_loss(name: str, **kwargs: Any) -> nn.Module:
     """The loss registered as ``name``, built from keyword arguments.
 
@@ -308,8 +324,7 @@ def build_loss(name: str, **kwargs: Any) -> nn.Module:
         ConfigError: unknown name (the message lists the known ones), an unknown or missing
             parameter, or a bad value.
     """
-    if name not in LOSSES:
-        raise ConfigError(f"loss: unknown name {name!r}; known: {', '.join(LOSSES)}")
+    _check_known(name)
     cls = LOSSES[name]
     params = {
         k: p for k, p in inspect.signature(cls.__init__).parameters.items()
@@ -367,6 +382,150 @@ def pos_weight_from_labels(labels: np.ndarray | Tensor, rule: str = "balanced") 
     return torch.as_tensor(weights, dtype=torch.float32)
 
 
+# --------------------------------------------------------------------------- conditional heads
+
+CONDITIONAL_LOSSES = ("bce", "weighted_bce")
+
+
+def _binary_terms(logits: Tensor, targets: Tensor, pos_weight: Tensor, neg_weight: Tensor) -> Tensor:
+    """Per-element weighted BCE ``w+ y softplus(-z) + w- (1 - y) softplus(z)``, (B, K)."""
+    return pos_weight * targets * F.softplus(-logits) + neg_weight * (1 - targets) * F.softplus(logits)
+
+
+class ConditionalLoss(nn.Module):
+    """The masked loss of a conditional head, on its raw conditional logits ``z`` (B, L).
+
+    With targets ``y`` (B, L) and the label tree (:class:`~compress.models.conditional.LabelTree`):
+
+    * a top-level label ``j`` (in no group): ``BCE(z_j, y_j)`` on every row;
+    * a plain child ``c`` of parent ``p``: ``BCE(z_c, y_c)`` only on rows with ``y_p = 1``: it learns
+      ``P(c | p)``, and rows where the parent is absent say nothing about it;
+    * an exclusive group ``G`` under parent ``p``: the cross-entropy of ``softmax(z_G)`` against the
+      positive member (``y_G / sum(y_G)``), on rows with ``y_p = 1`` and a positive member.
+
+    Class weights turn a binary term into ``w+ y softplus(-z) + w- (1 - y) softplus(z)`` and scale a
+    group term by its target member's weight (:func:`conditional_class_weights`). The result is the
+    mean over (row, term) pairs, a masked-out pair counting 0: ``sum / (B * T)`` with ``T`` = labels
+    outside groups + groups.
+
+    Args:
+        tree: the label tree.
+        pos_weight / neg_weight: (L,) weights of positives / negatives (a group member's class weight
+            is its ``pos_weight``); None for 1.
+    """
+
+    pos_weight: Tensor
+    neg_weight: Tensor
+
+    def __init__(self, tree: LabelTree, pos_weight: Tensor | None = None, neg_weight: Tensor | None = None) -> None:
+        super().__init__()
+        self.tree = tree
+        n = tree.num_labels
+        binary = tree.binary_labels()
+        self.num_terms = len(binary) + len(tree.groups)
+        ones = torch.ones(n)
+        self.register_buffer("pos_weight", ones if pos_weight is None else torch.as_tensor(pos_weight).float(),
+                             persistent=False)
+        self.register_buffer("neg_weight", ones if neg_weight is None else torch.as_tensor(neg_weight).float(),
+                             persistent=False)
+        self.register_buffer("binary", torch.tensor(binary), persistent=False)
+        # the target column that masks each binary label's rows: its parent's, or column L (all ones) at the top
+        self.register_buffer("binary_parent", torch.tensor([tree.parents.get(j, n) for j in binary]),
+                             persistent=False)
+        for k, group in enumerate(tree.groups):
+            self.register_buffer(f"group_{k}", torch.tensor(group), persistent=False)
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """Args: logits (B, L) raw conditional; targets (B, L) in [0, 1]. Returns: scalar."""
+        targets = _pair("conditional", logits.float(), targets)
+        z = logits.float()
+        if z.shape[1] != self.tree.num_labels:
+            raise ConfigError(f"conditional: the label tree has {self.tree.num_labels} labels but the logits have "
+                              f"{z.shape[1]}")
+        padded = torch.cat([targets, torch.ones_like(targets[:, :1])], dim=1)  # (B, L + 1)
+        mask = padded.index_select(1, self.binary_parent)  # (B, K)
+        binary = self.binary
+        total = (mask * _binary_terms(z.index_select(1, binary), targets.index_select(1, binary),
+                                      self.pos_weight[binary], self.neg_weight[binary])).sum()
+        for k, group in enumerate(self.tree.groups):
+            index = getattr(self, f"group_{k}")
+            y = targets.index_select(1, index)  # (B, G)
+            present = y.sum(dim=1, keepdim=True)
+            share = y / present.clamp_min(1e-12)  # the target distribution over the members
+            row = -(share * self.pos_weight[index] * F.log_softmax(z.index_select(1, index), dim=1)).sum(dim=1)
+            parent = targets[:, self.tree.parent_of_group(group)]
+            total = total + (parent * (present.squeeze(1) > 0) * row).sum()
+        return total / (z.shape[0] * self.num_terms)
+
+    def extra_repr(self) -> str:
+        return f"terms={self.num_terms}, weighted={bool((self.pos_weight != 1).any() or (self.neg_weight != 1).any())}"
+
+
+def conditional_class_weights(labels: np.ndarray | Tensor, tree: LabelTree) -> tuple[Tensor, Tensor]:
+    """Class-balanced weights of every term of :class:`ConditionalLoss`, counted on the rows it trains on.
+
+    A binary label over its ``N`` rows (all rows for a top-level label, parent-positive rows for a
+    child) with ``N+`` positives and ``N-`` negatives gets ``w+ = N / (2 N+)`` and ``w- = N / (2 N-)``
+    (the two classes carry equal total weight: OLID's 524 untargeted tweets weigh as much as its 3,876
+    targeted ones). A group member ``g`` of ``K`` gets ``N / (K N_g)`` over the group's rows. A class
+    without examples gets 1.
+
+    Args:
+        labels: (N, L) training labels in [0, 1].
+        tree: the label tree.
+
+    Returns:
+        ((L,) positive weights, group members' class weights included; (L,) negative weights), float32.
+    """
+    if isinstance(labels, Tensor):
+        labels = labels.detach().cpu().numpy()
+    y = np.asarray(labels, dtype=np.float64)
+    if y.ndim != 2 or y.shape[1] != tree.num_labels:
+        raise DataError(f"conditional_class_weights: labels must be (N, {tree.num_labels}), got shape {y.shape}")
+    rows = np.ones(len(y))
+    pos, neg = np.ones(tree.num_labels), np.ones(tree.num_labels)
+    for j in tree.binary_labels():
+        weight = y[:, tree.parents[j]] if j in tree.parents else rows
+        n, n_pos = weight.sum(), (weight * y[:, j]).sum()
+        if n_pos > 0:
+            pos[j] = n / (2 * n_pos)
+        if n - n_pos > 0:
+            neg[j] = n / (2 * (n - n_pos))
+    for group in tree.groups:
+        members = y[:, list(group)]
+        counts = (y[:, tree.parent_of_group(group)][:, None] * members).sum(axis=0)  # (G,)
+        for j, count in zip(group, counts, strict=True):
+            if count > 0:
+                pos[j] = counts.sum() / (len(group) * count)
+    return torch.as_tensor(pos, dtype=torch.float32), torch.as_tensor(neg, dtype=torch.float32)
+
+
+def build_conditional_loss(name: str, tree: LabelTree, labels: np.ndarray | Tensor,
+                           params: Mapping[str, Any] | None = None, pos_weight_rule: str | None = None) -> ConditionalLoss:
+    """The :class:`ConditionalLoss` a ``loss.name`` asks for: ``bce`` unweighted, ``weighted_bce`` with
+    :func:`conditional_class_weights` from the training ``labels`` (N, L).
+
+    Raises:
+        ConfigError: an unknown name, a loss that has no conditional form (focal, asymmetric,
+            label_smoothing; hierarchical is what the head does by construction), loss parameters, or
+            a ``pos_weight_rule`` other than balanced.
+    """
+    _check_known(name)
+    if name not in CONDITIONAL_LOSSES:
+        raise ConfigError(f"loss {name} is not available with head=conditional (it trains masked BCE / "
+                          f"cross-entropy on the conditional rows); use loss.name={' or '.join(CONDITIONAL_LOSSES)}, "
+                          "or head=flat")
+    if params:
+        raise ConfigError(f"loss.params.{sorted(params)[0]}: head=conditional takes no loss parameters "
+                          "(weighted_bce computes class-balanced weights from the data); remove it")
+    if pos_weight_rule not in (None, "balanced"):
+        raise ConfigError(f"loss.pos_weight_rule: head=conditional weights classes balanced, got "
+                          f"{pos_weight_rule!r}; remove it or set it to balanced")
+    if name == "bce":
+        return ConditionalLoss(tree)
+    return ConditionalLoss(tree, *conditional_class_weights(labels, tree))
+
+
 # --------------------------------------------------------------------------- distillation
 
 
@@ -374,6 +533,15 @@ def _check_temperature(temperature: float) -> float:
     value = _number("distillation", "temperature", temperature)
     _require(value > 0, "distillation", "temperature", "> 0", temperature)
     return value
+
+
+def _check_kd(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> float:
+    """The temperature, once it and the two (B, L) logit shapes are checked."""
+    t = _check_temperature(temperature)
+    if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
+        raise ValueError(f"distillation: student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} must both be (B, L)")
+    return t
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
@@ -391,24 +559,77 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
     Returns:
         Scalar.
     """
-    t = _check_temperature(temperature)
-    if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
-        raise ValueError(f"distillation: student logits {tuple(student_logits.shape)} and teacher logits "
-                         f"{tuple(teacher_logits.shape)} must both be (B, L)")
+    t = _check_kd(student_logits, teacher_logits, temperature)
     soft = torch.sigmoid(teacher_logits.detach().to(student_logits.dtype) / t)
     return F.binary_cross_entropy_with_logits(student_logits / t, soft) * (t * t)
 
 
+def _log1mexp(x: Tensor) -> Tensor:
+    """``log(1 - exp(x))`` for ``x <= 0``, accurate at both ends (Maechler 2012)."""
+    return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def conditional_kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float, tree: LabelTree) -> Tensor:
+    """Knowledge distillation of a conditional student from a teacher's marginal logits.
+
+    The teacher (flat or conditional) gives marginals ``P_t = sigmoid(t)``; its conditionals are
+    ``P_t(c | p) = P_t(c) / P_t(p)``, clamped to 1 (a flat teacher may rank a child above its parent).
+    With temperature ``T``, per term:
+
+    * a top-level label: ``BCE(s / T, sigmoid(t / T))``, as :func:`kd_loss`;
+    * a plain child ``c`` of ``p``: ``P_t(p) * BCE(s_c / T, sigmoid(logit(P_t(c | p)) / T))``;
+    * a group ``G`` under ``p``: ``P_t(p) * KL(softmax(log P_t(G) / T) || softmax(s_G / T))`` (the
+      parent cancels in the softmax; a flat teacher's group is renormalised).
+
+    Soft targets for a child count only as much as the teacher believes its parent. The sum over
+    terms is divided by ``B * T_terms`` (as :class:`ConditionalLoss`) and multiplied by ``T**2``.
+
+    Args:
+        student_logits: (B, L) the student's raw conditional logits.
+        teacher_logits: (B, L) the teacher's marginal logits (what its forward returns).
+        temperature: T > 0.
+        tree: the label tree.
+
+    Returns:
+        Scalar.
+    """
+    t = _check_kd(student_logits, teacher_logits, temperature)
+    s, t_logits = student_logits.float(), teacher_logits.detach().float()
+    log_p = F.logsigmoid(t_logits)  # (B, L) teacher log marginals
+    total = s.new_zeros(())
+    for j in tree.binary_labels():
+        if j in tree.parents:
+            log_q = (log_p[:, j] - log_p[:, tree.parents[j]]).clamp(max=0.0)  # log P_t(c | p)
+            tempered = log_q / t
+            soft = torch.exp(tempered - torch.logaddexp(tempered, _log1mexp(log_q) / t))  # sigmoid(logit(q) / T)
+            weight = log_p[:, tree.parents[j]].exp()
+        else:
+            soft, weight = torch.sigmoid(t_logits[:, j] / t), torch.ones_like(s[:, j])
+        total = total + (weight * F.binary_cross_entropy_with_logits(s[:, j] / t, soft, reduction="none")).sum()
+    for group in tree.groups:
+        index = list(group)
+        target = torch.softmax(log_p[:, index] / t, dim=1)  # (B, G)
+        kl = F.kl_div(F.log_softmax(s[:, index] / t, dim=1), target, reduction="none").sum(dim=1)
+        total = total + (log_p[:, tree.parent_of_group(group)].exp() * kl).sum()
+    terms = len(tree.binary_labels()) + len(tree.groups)
+    return total / (s.shape[0] * terms) * (t * t)
+
+
 class DistillationLoss(nn.Module):
-    """``alpha * kd_loss(student, teacher, T) + (1 - alpha) * hard_loss(student, targets)``.
+    """``alpha * KD(student, teacher, T) + (1 - alpha) * hard_loss(student, targets)``.
+
+    KD is :func:`kd_loss`, or :func:`conditional_kd_loss` for a conditional student (``tree`` given,
+    student logits raw conditional ones).
 
     Args:
         hard_loss: any loss from :func:`build_loss` (or ``(logits, targets) -> scalar`` module).
         temperature: T > 0.
         alpha: weight of the distillation term in [0, 1]; 1 ignores the hard labels.
+        tree: the label tree of a conditional student; None for a flat one.
     """
 
-    def __init__(self, hard_loss: nn.Module, temperature: float = 2.0, alpha: float = 0.5) -> None:
+    def __init__(self, hard_loss: nn.Module, temperature: float = 2.0, alpha: float = 0.5,
+                 tree: LabelTree | None = None) -> None:
         super().__init__()
         if not callable(hard_loss):
             raise ConfigError(f"distillation: hard_loss must be a loss module, got {hard_loss!r}")
@@ -416,10 +637,17 @@ class DistillationLoss(nn.Module):
         self.temperature = _check_temperature(temperature)
         self.alpha = _number("distillation", "alpha", alpha)
         _require(0 <= self.alpha <= 1, "distillation", "alpha", "in [0, 1]", alpha)
+        self.tree = tree
+
+    def kd(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+        """The KD term alone. Args: student_logits, teacher_logits (B, L). Returns: scalar."""
+        if self.tree is None:
+            return kd_loss(student_logits, teacher_logits, self.temperature)
+        return conditional_kd_loss(student_logits, teacher_logits, self.temperature, self.tree)
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor) -> Tensor:
         """Args: student_logits, teacher_logits, targets all (B, L). Returns: scalar."""
-        soft = kd_loss(student_logits, teacher_logits, self.temperature)
+        soft = self.kd(student_logits, teacher_logits)
         hard = self.hard_loss(student_logits, targets)
         return self.alpha * soft + (1 - self.alpha) * hard
 

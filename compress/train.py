@@ -38,8 +38,9 @@ from compress.loop import (
     resume_fingerprint,
     run_loop,
 )
-from compress.losses import build_loss, pos_weight_from_labels
+from compress.losses import build_conditional_loss, build_loss, pos_weight_from_labels
 from compress.metrics import summary
+from compress.models.conditional import LabelTree, set_head
 from compress.models.teacher import load_teacher
 from compress.precision import PrecisionChoice
 from compress.precision_probe import training_precision
@@ -109,8 +110,12 @@ def load_splits(cfg: DataConfig) -> Splits:
     return Splits(train, val, test)
 
 
-def build_task_loss(name: str, params: dict, pos_weight_rule: str | None, schema, train_labels: np.ndarray):
-    """A shared loss with task-derived arguments filled in (hierarchy parents, pos_weight)."""
+def build_task_loss(name: str, params: dict, pos_weight_rule: str | None, schema, train_labels: np.ndarray,
+                    head: str = "flat"):
+    """A shared loss with task-derived arguments filled in (hierarchy parents, pos_weight); for a conditional
+    head, the masked conditional loss (class-balanced for ``weighted_bce``) over the schema's label tree."""
+    if head == "conditional":
+        return build_conditional_loss(name, LabelTree.from_schema(schema), train_labels, params, pos_weight_rule)
     kwargs = dict(params)
     if name == "hierarchical" and "parents" not in kwargs:
         kwargs["parents"] = schema.parent_indices()
@@ -128,9 +133,10 @@ def auto_precision(config: TrainConfig) -> PrecisionChoice:
         torch.set_num_threads(config.num_threads)
     train_set = load_splits(config.data).train
     model, tokenizer = load_teacher(config.model, train_set.schema.names, dropout=config.dropout)
+    set_head(model, LabelTree.from_schema(train_set.schema) if config.head == "conditional" else None)
     encoded = encode(tokenizer, train_set.texts, config.max_length, train_set.labels)
     loss_fn = build_task_loss(config.loss.name, dict(config.loss.params), config.loss.pos_weight_rule,
-                              train_set.schema, train_set.labels)
+                              train_set.schema, train_set.labels, config.head)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return training_precision(config.optim.mixed_precision, model, encoded, config.optim.batch_size,
                               label_loss_step(loss_fn), device)
@@ -154,12 +160,14 @@ def train(config: TrainConfig) -> TrainResult:
     train_set, val_set, test_set = load_splits(config.data)
     schema = train_set.schema
     model, tokenizer = load_teacher(config.model, schema.names, dropout=config.dropout)
+    # flat: also drops a head record the checkpoint may carry (one of our conditional teachers' model/)
+    set_head(model, LabelTree.from_schema(schema) if config.head == "conditional" else None)
     data = LoopData(encode(tokenizer, train_set.texts, config.max_length, train_set.labels),
                     encode(tokenizer, val_set.texts, config.max_length), val_set.labels, schema.names, schema,
                     encode(tokenizer, test_set.texts, config.max_length) if test_set else None,
                     test_set.labels if test_set else None)
     loss_fn = build_task_loss(config.loss.name, dict(config.loss.params), config.loss.pos_weight_rule,
-                              schema, train_set.labels)
+                              schema, train_set.labels, config.head)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = training_precision(config.optim.mixed_precision, model, data.train, config.optim.batch_size,
                                    label_loss_step(loss_fn), device)
@@ -180,6 +188,7 @@ def train(config: TrainConfig) -> TrainResult:
             max_length=config.max_length, metrics=result.metrics, data_fingerprint=train_set.fingerprint(),
             recipe=recipe,
             extra={"base_model": config.model, "best_epoch": result.state.best_epoch, "history": result.state.history,
+                   "head": config.head,
                    "mixed_precision": mixed_precision, "precision_choice": precision.record(),
                    "train_rows": len(train_set), "val_rows": len(val_set),
                    "test_rows": len(test_set) if test_set else 0, "duplicates_removed": train_set.duplicates_removed,

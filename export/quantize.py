@@ -229,6 +229,17 @@ def head_nodes(onnx_path: str | os.PathLike[str], n: int = HEAD_NODES, ops: Sequ
     return names[-n:] if n else []
 
 
+def marginal_nodes(onnx_path: str | os.PathLike[str]) -> list[str]:
+    """Names of a conditional head's marginalisation nodes (:mod:`compress.models.conditional`), kept float by
+    every mode: 8-bit or fp16 log-probabilities would break the hierarchy the head guarantees."""
+    import onnx
+
+    from compress.models.conditional import ONNX_SCOPE
+
+    return [node.name for node in onnx.load(str(onnx_path), load_external_data=False).graph.node
+            if ONNX_SCOPE in node.name]
+
+
 class TextCalibrationReader:
     """Calibration inputs for ``quantize_static``: one real tokenized text per run, unpadded.
 
@@ -325,13 +336,46 @@ def int8_static_onnx(src: Path, dst: Path, reader: TextCalibrationReader, method
 
 
 def fp16_onnx(src: Path, dst: Path, node_block_list: Sequence[str] = ()) -> None:
-    """float16 weights and compute, fp32 inputs/outputs (``keep_io_types``)."""
+    """float16 weights and compute, fp32 inputs/outputs (``keep_io_types``); the blocked nodes stay fp32,
+    and so do the tensors they pass to each other."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(src))
     converted = convert_float_to_float16(model, keep_io_types=True, node_block_list=list(node_block_list) or None)
+    fp32_between_blocked(converted.graph, set(node_block_list))
     onnx.save(converted, str(dst))
+
+
+def fp32_between_blocked(graph: Any, blocked: set[str]) -> None:
+    """Take the fp32 -> fp16 -> fp32 ``Cast`` round trips after ``blocked`` nodes out of ``graph`` (in place).
+
+    The converter runs each blocked node in fp32 but rounds its outputs to fp16 and back before the next
+    blocked node or a float32 graph output reads them, so a chain of blocked nodes (a conditional head's
+    marginalisation) would compute on, and return, fp16 values. The last Cast of such a round trip becomes
+    an ``Identity`` of the fp32 tensor; Casts left without a reader go.
+    """
+    import onnx
+
+    producer = {o: n for n in graph.node for o in n.output}
+
+    def casts_to(node: Any, dtype: int) -> bool:
+        return node is not None and node.op_type == "Cast" and any(a.name == "to" and a.i == dtype
+                                                                    for a in node.attribute)
+
+    for node in graph.node:
+        down = producer.get(node.input[0]) if casts_to(node, onnx.TensorProto.FLOAT) else None
+        if casts_to(down, onnx.TensorProto.FLOAT16) and getattr(producer.get(down.input[0]), "name", None) in blocked:
+            node.op_type, node.input[0] = "Identity", down.input[0]
+            del node.attribute[:]
+    outputs = {o.name for o in graph.output}
+    while True:
+        read = {i for n in graph.node for i in n.input} | outputs
+        unread = [n for n in graph.node if n.op_type == "Cast" and not any(o in read for o in n.output)]
+        if not unread:
+            return
+        for node in unread:
+            graph.node.remove(node)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -570,6 +614,10 @@ def _build(mode: str, attempt: Attempt, src: _Source, target: Path, config: Quan
         details["nodes_excluded"] = excluded
         if records:
             details["excluded"] = records
+        marginal = marginal_nodes(src.onnx)
+        if marginal:
+            details["float_marginal_nodes"] = len(marginal)
+            excluded = [*excluded, *marginal]
         dst = target / "model.onnx"
         if mode == "int8-dynamic":
             details.update(format="QOperator (MatMulInteger / QAttention)", activations="uint8, per batch",

@@ -64,6 +64,39 @@ def write_jigsaw_csv(path: str | Path, n: int = 200, seed: int = 0) -> Path:
     return path
 
 
+OLID_MARKERS = {  # words of the vocabulary that signal each OLID level
+    "offensive": ["awful", "stupid", "trash"],
+    "targeted": ["idiot", "moron", "loser"],
+    "IND": ["kill", "hurt"],
+    "GRP": ["those", "people"],
+    "OTH": ["crap", "damn"],
+}
+
+
+def write_olid_tsv(path: str | Path, n: int = 400, seed: int = 0) -> Path:
+    """An OLID-format TSV (id, tweet, subtask_a/b/c) with ``n`` rows whose levels carry marker words.
+
+    Prevalences follow OLID's: a third offensive, 88% of those targeted, targets 62% IND, 28% GRP,
+    10% OTH (each targeted tweet has exactly one target).
+    """
+    rng = np.random.default_rng(seed)
+    lines = ["id\ttweet\tsubtask_a\tsubtask_b\tsubtask_c"]
+    for i in range(n):
+        words = list(rng.choice(NEUTRAL, size=int(rng.integers(4, 16))))
+        a, b, c = "NOT", "NULL", "NULL"
+        if rng.random() < 0.33:
+            a, b = "OFF", "TIN" if rng.random() < 0.88 else "UNT"
+            if b == "TIN":
+                c = str(rng.choice(["IND", "GRP", "OTH"], p=[0.62, 0.28, 0.10]))
+        for level in ((a == "OFF") * ["offensive"] + (b == "TIN") * ["targeted"] + (c != "NULL") * [c]):
+            if rng.random() < 0.9:
+                words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(OLID_MARKERS[level])))
+        lines.append(f"{i}\t{' '.join(words)} {i}\t{a}\t{b}\t{c}")
+    path = Path(path)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def write_tokenizer(directory: str | Path) -> Path:
     """A real BertTokenizerFast over :func:`vocabulary`, saved as a tokenizer directory."""
     from transformers import BertTokenizerFast

@@ -115,6 +115,11 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("train-bad-yaml", "compress", ["train", "--model", "tiny-bert", "--data", "data.csv", "--out", "t",
                                     "--config", "recipe.yaml"]),
     ("train-unknown-option", "compress", ["train", "--modle", "tiny-bert"]),
+    ("train-bad-head", "compress", ["train", "--model", "tiny-bert", "--data", "data.csv", "--out", "t", "head=tree"]),
+    ("train-conditional-no-hierarchy", "compress", ["train", "--model", "tiny-bert", "--data", "data.csv", "--out", "t",
+                                                    "--label-columns", "toxic,insult", "head=conditional"]),
+    ("train-conditional-focal", "compress", ["train", "--model", "tiny-bert", "--data", "data.csv", "--out", "t",
+                                             "head=conditional", "loss.name=focal"]),
     ("train-resume-nothing", "compress", ["train", "--model", "tiny-bert", "--data", "data.csv", "--out", "t",
                                           "--resume"]),
     *[(f"train-{name}", "compress", ["train", "--model", "tiny-bert", "--data", "data.csv", "--out", out])
@@ -125,6 +130,8 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("distill-missing", "compress", ["distill", "nope", "textcnn", "--data", "data.csv", "--out", "s"]),
     ("distill-not-artifact", "compress", ["distill", "notanartifact", "textcnn", "--data", "data.csv",
                                           "--out", "s"]),
+    ("distill-bad-head", "compress", ["distill", "corrupt", "textcnn", "--data", "data.csv", "--out", "s",
+                                      "head=tree"]),
     *[(f"distill-{name}", "compress", ["distill", "corrupt", "textcnn", "--data", "data.csv", "--out", out])
       for name, out in OUT_CASES.items()],
     ("baseline-unknown", "compress", ["baseline", "svm", "--data", "data.csv", "--out", "b"]),

@@ -8,7 +8,9 @@
 
 Own architectures are saved as ``model/config.json`` = ``{"architecture", "params", "num_labels"}``
 plus ``model/model.safetensors``; their ``forward(input_ids (B,T), attention_mask (B,T))`` returns
-(B, L) logits as a plain tensor. Adding a student is one new file plus one line here.
+(B, L) logits as a plain tensor. Adding a student is one new file plus one line here. Any of them
+(and an HF model) may carry a conditional head (:mod:`compress.models.conditional`), recorded as
+``conditional_head`` in its config and put back by :func:`load_model`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 
 from compress.errors import ArtifactError
 from compress.models.bilstm import build_bilstm
+from compress.models.conditional import RECORD_KEY, head_tree, restore_head
 from compress.models.distilbert import build_distilbert
 from compress.models.fasttext import FastTextBaseline
 from compress.models.textcnn import build_textcnn
@@ -70,7 +73,10 @@ def known_architectures() -> list[str]:
 
 def save_own_model(model: torch.nn.Module, directory: str | Path, architecture: str, params: Mapping[str, Any],
                    num_labels: int) -> None:
-    """Write an own architecture's ``config.json`` + ``model.safetensors`` into ``directory`` (created)."""
+    """Write an own architecture's ``config.json`` + ``model.safetensors`` into ``directory`` (created).
+
+    A conditional head is recorded as ``config.json``'s ``conditional_head`` (absent: flat).
+    """
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -78,6 +84,9 @@ def save_own_model(model: torch.nn.Module, directory: str | Path, architecture: 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(directory / MODEL_WEIGHTS))
     config = {"architecture": architecture, "params": dict(params), "num_labels": int(num_labels)}
+    tree = head_tree(model)
+    if tree is not None:
+        config[RECORD_KEY] = tree.to_dict()
     (directory / MODEL_CONFIG).write_text(json.dumps(config, indent=2, default=list) + "\n")
 
 
@@ -94,7 +103,7 @@ def load_own_model(directory: str | Path) -> torch.nn.Module:
                             "re-create the artifact") from None
     if name not in STUDENTS or name in FROM_TEACHER:
         raise ArtifactError(f"{directory} holds unknown architecture {name!r}; known: {', '.join(known_architectures())}")
-    model = STUDENTS[name](num_labels=config["num_labels"], **config["params"])
+    model = restore_head(STUDENTS[name](num_labels=config["num_labels"], **config["params"]), config.get(RECORD_KEY))
     model.load_state_dict(load_file(str(directory / MODEL_WEIGHTS)))
     return model.eval()
 
@@ -128,6 +137,7 @@ def load_model(artifact_dir: str | Path) -> tuple[torch.nn.Module, Any]:
         tokenizer = AutoTokenizer.from_pretrained(str(directory / "tokenizer"))
         if info.architecture in HF_ARCHITECTURES:
             model = AutoModelForSequenceClassification.from_pretrained(str(directory / "model"))
+            restore_head(model, getattr(model.config, RECORD_KEY, None))
         else:
             model = load_own_model(directory / "model")
     except ArtifactError:

@@ -7,7 +7,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
 from compress.artifact import read_info
 from compress.baseline import baseline, load_baseline_config
@@ -15,13 +14,7 @@ from compress.metrics import multilabel_metrics
 from compress.models import load_baseline
 from modcompress.cli import compress_main as main
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _val(jigsaw_csv):

@@ -25,6 +25,8 @@ from compress.losses import BCELoss, DistillationLoss
 from modcompress.cli import compress_main as main
 from tests import fixtures
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def write_teacher(root: Path, csv: Path, layers: int = 2, epochs: int = 5, seed: int = 0) -> Path:
     """A tiny BERT trained briefly with a plain loop, written as a teacher artifact (recipe.data = ``csv``).
@@ -65,15 +67,6 @@ def write_teacher(root: Path, csv: Path, layers: int = 2, epochs: int = 5, seed:
         hierarchy={c: p for c, p in train.schema.hierarchy}, thresholds=thresholds.tolist(), max_length=32,
         metrics=metrics, recipe={"data": to_dict(DataConfig(data=str(csv))), "max_length": 32}))
     return out
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on shared cores a second one costs several times over."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

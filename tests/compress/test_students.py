@@ -26,6 +26,8 @@ from export.runtime import load
 from tests import fixtures
 from tests.compress.test_distill import write_teacher
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # Every registered name needs an entry here (test_every_registered_name_is_covered).
 STUDENT_CASES = {
     "distilbert": [],
@@ -37,14 +39,6 @@ BASELINE_CASES = {
     "fasttext": {"dim": 8, "buckets": 4096},
 }
 OWN = {"textcnn": {"embed_dim": 16, "num_filters": 8}, "bilstm": {"embed_dim": 16, "hidden": 8, "attention_dim": 8}}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
