@@ -21,7 +21,7 @@ probability, by construction.
 The marginals are computed in log space, carrying both ``log P`` and ``log (1 - P)`` down the
 hierarchy (``1 - P(c) = (1 - P(p)) + P(p) (1 - P(c | p))``), so they stay finite and exact at
 logits of +-1e4 in float32, with ONNX operators only (``Softplus``, ``ReduceLogSumExp``, ``Gather``,
-``Concat``, ``Max``, ``Abs``).
+``Concat``, ``Reshape``, ``Max``, ``Abs``).
 
 Training needs the raw conditional logits: inside :func:`conditional_logits` the head returns them
 instead (the loop's loss step and distillation use it). The head is the model's own final ``Linear``
@@ -129,7 +129,7 @@ class LabelTree:
 
 
 def _logaddexp(a: Tensor, b: Tensor) -> Tensor:
-    """``log(exp(a) + exp(b))`` from ONNX operators (``torch.logaddexp`` has no ONNX export)."""
+    """``log(exp(a) + exp(b))`` from ONNX operators (the TorchScript exporter has no ``aten::logaddexp``)."""
     return torch.maximum(a, b) + F.softplus(-(a - b).abs())
 
 
@@ -144,16 +144,15 @@ class MarginalLogits(nn.Module):
         super().__init__()
         self.tree = tree
         n = tree.num_labels
-        self.num_groups = len(tree.groups)
         # conditional log-probabilities: column j of cat([sigmoid part (L), group 0, group 1, ...]) per label
         cond_column = list(range(n))
         offset = n
         for k, group in enumerate(tree.groups):
             size = len(group)
             self.register_buffer(f"group_{k}", torch.tensor(group), persistent=False)
-            not_self = torch.zeros(1, size, size)
-            not_self[0].fill_diagonal_(float("-inf"))  # logsumexp over the other members
-            self.register_buffer(f"group_{k}_others", not_self, persistent=False)
+            # row i: positions of the members other than i (G * (G - 1),), for log(1 - softmax_i)
+            others = [j for i in range(size) for j in range(size) if j != i]
+            self.register_buffer(f"group_{k}_others", torch.tensor(others), persistent=False)
             for position, label in enumerate(group):
                 cond_column[label] = offset + position
             offset += size
@@ -180,13 +179,14 @@ class MarginalLogits(nn.Module):
     def conditional_log_probs(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """(log P(label | parent), log (1 - P(label | parent))), each (B, L), from float32 logits (B, L)."""
         log_c, log_not_c = -F.softplus(-z), -F.softplus(z)  # log sigmoid(z), log sigmoid(-z)
-        if not self.num_groups:
+        if not self.tree.groups:
             return log_c, log_not_c
         parts_c, parts_not = [log_c], [log_not_c]
-        for k in range(self.num_groups):
+        for k, group in enumerate(self.tree.groups):
             zz = z.index_select(1, getattr(self, f"group_{k}"))  # (B, G)
             total = torch.logsumexp(zz, dim=1, keepdim=True)  # (B, 1)
-            others = torch.logsumexp(zz.unsqueeze(1) + getattr(self, f"group_{k}_others"), dim=2)  # (B, G)
+            others = zz.index_select(1, getattr(self, f"group_{k}_others")).reshape(-1, len(group), len(group) - 1)
+            others = torch.logsumexp(others, dim=2)  # (B, G): log of the other members' summed exp
             parts_c.append(zz - total)
             parts_not.append(others - total)
         column = self.cond_column
