@@ -156,7 +156,8 @@ def test_torch_fp32_and_bf16_rows_and_what_auto_chose(hf_artifact, monkeypatch, 
     assert [(r["name"], r["status"]) for r in report["rows"]] == [("teacher/torch", "ok"), ("teacher/torch-bf16", "ok")]
     (choice,) = report["auto_choices"]  # auto resolved to torch-bf16, measured above: no third row, but the choice
     assert choice["artifact_name"] == "teacher" and choice["backend"] == "torch-bf16" and choice["how"] == "measured"
-    assert choice["reason"] == "auto -> bf16: bf16 forward pass 4.00x faster here (measured bf16 10 vs fp32 40 ms)"
+    assert choice["reason"].startswith("auto -> bf16: bf16 forward pass 4.00x faster here (measured bf16 10 vs fp32 "
+                                       "40 ms); probabilities within ")  # the real bf16-vs-fp32 gap of the probe batch
     md = latency.markdown(report)
     assert f"auto on `teacher`: torch-bf16 ({choice['reason']})." in md
     assert md.startswith(f"Latency of one `predict` call (one batch, tokenization included); {report['environment']['cpu']}")
