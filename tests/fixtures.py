@@ -184,6 +184,7 @@ def write_wordpiece_tokenizer(directory: str | Path, texts: list[str], vocab_siz
     trainer.save_model(str(directory))
     BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=lower, strip_accents=strip_accents,
                       tokenize_chinese_chars=chinese).save_pretrained(directory)
+    return directory
 
 
 FRAGILE_NODE = "dense1"  # the node of :func:`write_fragile_onnx_artifact` that int8 breaks
