@@ -15,8 +15,15 @@ from export.cpu import physical_cores
 
 
 def ort_session(path: str | os.PathLike[str], providers: Sequence[Any] = ("CPUExecutionProvider",),
-                threads: int | None = None):
-    """An ONNX Runtime session: all graph optimizations, intra-op threads = physical cores, one inter-op thread."""
+                threads: int | None = None, spin: bool = False, profile_prefix: str | None = None):
+    """An ONNX Runtime session: all graph optimizations, intra-op threads = physical cores, one inter-op thread.
+
+    ``spin``: ONNX Runtime's worker threads busy-wait between operators by default. Here they sleep:
+    on a 2-core Sapphire Rapids shared with other jobs, spinning made MiniLM int8 2.5x slower at batch
+    1 and 1.5x slower on micro-batches (spinning threads take the cores the other threads need); on an
+    idle machine a sleeping pool costs one wake-up per parallel operator. ``profile_prefix``: write ONNX
+    Runtime's profile (``session.end_profiling()``) under this prefix (:mod:`bench.op_profile`).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -25,6 +32,10 @@ def ort_session(path: str | os.PathLike[str], providers: Sequence[Any] = ("CPUEx
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
 
 

@@ -9,11 +9,12 @@ import pytest
 
 from bench import measure, quant_speed
 from bench.quant_speed import InferencePath
+from export.cpu import cpu_flags, is_x86
 from modcompress.cli import bench_main as main
 from tests.bench.conftest import LABELS, jigsaw_rows
 from tests.export.helpers import student_artifact, teacher_artifact
 
-OPTIMUM = "Optimum default (avx512_vnni dynamic, pad 128)"
+OPTIMUM = f"Optimum int8 ({quant_speed.optimum_config_name(cpu_flags(), is_x86())} dynamic, pad to longest)"
 
 
 def _path(name: str, latencies=(), request=(0.0, 0), bulk=(None, 0), auc=None, drop=None) -> InferencePath:
@@ -149,8 +150,7 @@ def test_cli_on_a_tiny_student_and_a_tiny_hf_teacher(tmp_path, tiny_bert_dir, ji
     assert [r["path"] for r in student["rows"]] == ours
     assert student["optimum"] == "n/a (own architecture)" and student["target"] is None
     assert [r["path"] for r in hf["rows"]] == ["torch fp32", "torch bf16 (autocast)", "ORT fp32 (O2 fusions)",
-                                               "ORT int8 dynamic", "ORT int8 static", OPTIMUM,
-                                               "ORT int8 dynamic, padded to 128 (diagnostic)"]
+                                               "ORT int8 dynamic", "ORT int8 static", OPTIMUM]
     for art in (student, hf):
         assert art["eval_rows"] == 40  # the held-out 10% of 400 rows
         rows = {r["path"]: r for r in art["rows"]}
