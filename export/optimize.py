@@ -93,11 +93,17 @@ def run_fusion(src: Path, dst: Path, plan: FusionPlan) -> dict[str, int]:
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
-    options = FusionOptions("bert")
-    optimizer = optimize_model(str(src), model_type="bert", num_heads=plan.num_heads, hidden_size=plan.hidden_size,
-                               optimization_options=options, opt_level=0)
-    counts = {k: int(v) for k, v in optimizer.get_fused_operator_statistics().items() if v}
-    optimizer.save_model_to_file(str(dst))
+    chatty = logging.getLogger("onnxruntime.transformers")  # a line per fusion pass at INFO
+    level = chatty.level
+    chatty.setLevel(logging.WARNING)
+    try:
+        optimizer = optimize_model(str(src), model_type="bert", num_heads=plan.num_heads,
+                                   hidden_size=plan.hidden_size, optimization_options=FusionOptions("bert"),
+                                   opt_level=0)
+        counts = {k: int(v) for k, v in optimizer.get_fused_operator_statistics().items() if v}
+        optimizer.save_model_to_file(str(dst))
+    finally:
+        chatty.setLevel(level)
     return counts
 
 

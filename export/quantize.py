@@ -500,9 +500,8 @@ def load_source(source: Path, info: Any, config: QuantizeConfig, workdir: Path) 
 
 def fused_source(src: _Source, info: Any, config: QuantizeConfig, workdir: Path) -> _Source:
     """ONNX modes: quantize the graph after the fusion step (:func:`export.optimize.fuse_before_quantization`)."""
-    from export.optimize import fuse_before_quantization
-
     from compress.artifact import read_info
+    from export.optimize import fuse_before_quantization
 
     if src.onnx is None:
         return src
