@@ -77,27 +77,31 @@ def bucketed_batches(
     return batches
 
 
-def micro_batches(lengths: np.ndarray, max_batch_size: int, min_fill: float = 0.0) -> list[np.ndarray]:
+def micro_batches(lengths: np.ndarray, max_batch_size: int, min_fill: float = 0.0,
+                  max_tokens: int | None = None) -> list[np.ndarray]:
     """Index batches over texts sorted longest first (inference).
 
     A batch closes at ``max_batch_size`` texts, or before a text shorter than ``min_fill`` x the
-    batch's first (longest) text, so no batch pads a short text far beyond its length; with
-    ``min_fill`` 0 the batches are fixed-size cuts of the sorted order.
+    batch's first (longest) text, so no batch pads a short text far beyond its length, or before
+    its padded size (texts x the longest) would pass ``max_tokens``; with ``min_fill`` 0 and no
+    ``max_tokens`` the batches are fixed-size cuts of the sorted order.
 
     Args:
         lengths: (N,) token counts.
+        max_tokens: most padded tokens per batch (a text longer than this gets a batch alone).
 
     Returns:
         index arrays covering 0..N-1 once each.
     """
     order = np.argsort(-lengths, kind="stable")
-    if min_fill <= 0:  # fixed cuts, vectorised: teacher logits run over whole transfer sets
+    if min_fill <= 0 and not max_tokens:  # fixed cuts, vectorised: teacher logits run over whole transfer sets
         return [order[i : i + max_batch_size] for i in range(0, len(order), max_batch_size)]
     batches: list[np.ndarray] = []
     start = 0
     for end in range(1, len(order) + 1):
-        full = end - start >= max_batch_size
-        if end == len(order) or full or lengths[order[end]] < min_fill * lengths[order[start]]:
+        longest = lengths[order[start]]
+        full = end - start >= max_batch_size or (max_tokens is not None and (end - start + 1) * longest > max_tokens)
+        if end == len(order) or full or lengths[order[end]] < min_fill * longest:
             batches.append(order[start:end])
             start = end
     return batches

@@ -43,7 +43,7 @@ def torch_forward(model: torch.nn.Module, mixed_precision: str = "no", device: t
 
 
 def batched_logits(forward: Forward, encoded: Encoded, max_batch_size: int, min_fill: float = 0.0,
-                   progress: bool = False) -> np.ndarray:
+                   progress: bool = False, max_tokens: int | None = None) -> np.ndarray:
     """Run ``forward`` over every row of ``encoded`` in padded micro-batches (:func:`compress.batching.micro_batches`).
 
     Args:
@@ -53,6 +53,7 @@ def batched_logits(forward: Forward, encoded: Encoded, max_batch_size: int, min_
         min_fill: a text shorter than this fraction of its micro-batch's longest starts a new one
             (0: fixed batches of ``max_batch_size``).
         progress: show a progress bar over the micro-batches.
+        max_tokens: most padded tokens (rows x longest) per micro-batch; None for no limit.
 
     Returns:
         (N, L) float32 logits in the original row order; (0, 0) when N is 0.
@@ -60,7 +61,7 @@ def batched_logits(forward: Forward, encoded: Encoded, max_batch_size: int, min_
     from tqdm.auto import tqdm
 
     out: np.ndarray | None = None
-    batches = micro_batches(encoded.lengths, max_batch_size, min_fill)
+    batches = micro_batches(encoded.lengths, max_batch_size, min_fill, max_tokens)
     for idx in tqdm(batches, desc="predict", disable=not progress, leave=False):
         logits = np.asarray(forward(*pad_batch([encoded.input_ids[i] for i in idx], encoded.pad_id)))
         if out is None:

@@ -20,12 +20,19 @@ from compress.predict import Forward, batched_logits
 
 
 def ort_session(path: str | os.PathLike[str] | bytes, providers: Sequence[Any] = ("CPUExecutionProvider",),
-                threads: int | None = None, custom_ops: bool = False):
+                threads: int | None = None, custom_ops: bool = False, spin: bool = False,
+                profile_prefix: str | None = None):
     """An ONNX Runtime session: all graph optimizations, intra-op threads = physical cores, one inter-op thread.
 
     Args:
         path: the ONNX file, or a serialized model.
         custom_ops: register the onnxruntime-extensions operators (string ops, tokenizers) the model uses.
+        spin: ONNX Runtime's worker threads busy-wait between operators by default. Here they sleep:
+            on a 2-core Sapphire Rapids shared with other jobs, spinning made MiniLM int8 2.5x slower at
+            batch 1 and 1.5x slower on micro-batches (spinning threads take the cores the other threads
+            need); on an idle machine a sleeping pool costs one wake-up per parallel operator.
+        profile_prefix: write ONNX Runtime's profile (``session.end_profiling()``) under this prefix
+            (:mod:`bench.op_profile`).
     """
     import onnxruntime as ort
 
@@ -37,6 +44,10 @@ def ort_session(path: str | os.PathLike[str] | bytes, providers: Sequence[Any] =
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     model = path if isinstance(path, bytes) else str(path)
     return ort.InferenceSession(model, sess_options=options, providers=list(providers))
 

@@ -109,8 +109,10 @@ class QuantizeConfig:
         max_auc_drop: largest accepted fall in validation macro ROC-AUC.
         fallbacks: try the documented fallbacks when the first attempt fails the guard.
         max_eval_samples: cap on guard rows (seeded sample), None for the whole split.
-        optimize: graph optimization when a PyTorch artifact is exported first: ``auto`` = O2
-            (transformer fusions) for int8-dynamic on Hugging Face models, none otherwise.
+        optimize: ``auto`` = ONNX Runtime's transformer fusion before int8-dynamic on BERT-family
+            encoders (:func:`export.optimize.fuse_before_quantization`; the unfused graph when it fails),
+            none otherwise; ``O1`` / ``O2`` = that optimization when a PyTorch artifact is exported
+            first, ``none`` = neither. ``extra.fusion`` records what was applied.
         seed: split, sampling.
         sensitivity: rank the quantizable nodes (ONNX int8 modes) before the attempts and record
             the ranking: ``output`` = mean absolute logit change on (up to :data:`PROBE_TEXTS`)
@@ -549,15 +551,15 @@ class _Source:
     model: Any = None
     tokenizer: Any = None
     export_extra: dict[str, Any] = field(default_factory=dict)
+    fusion: dict[str, Any] = field(default_factory=dict)  # what fused_source did (ONNX modes)
 
 
 def _export_first(source: Path, info: Any, config: QuantizeConfig, workdir: Path) -> _Source:
     """A teacher/student -> a validated fp32 ONNX artifact in ``workdir`` (ONNX modes need one)."""
     from export.onnx import OnnxExportConfig, export_onnx
 
-    optimize = config.optimize
-    if optimize == "auto":
-        optimize = "O2" if config.mode == "int8-dynamic" and info.architecture in ("hf", "distilbert") else "none"
+    # auto: export unfused; fused_source fuses BERT-family graphs before int8-dynamic
+    optimize = "none" if config.optimize == "auto" else config.optimize
     result = export_onnx(source, OnnxExportConfig(out=str(workdir / "fp32"), optimize=optimize))
     from compress.artifact import read_info
 
@@ -680,6 +682,22 @@ def load_source(source: Path, info: Any, config: QuantizeConfig, workdir: Path) 
     from transformers import AutoTokenizer
 
     src.tokenizer = AutoTokenizer.from_pretrained(str(src.artifact / "tokenizer"))
+    return src
+
+
+def fused_source(src: _Source, info: Any, config: QuantizeConfig, workdir: Path) -> _Source:
+    """ONNX modes: quantize the graph after the fusion step (:func:`export.optimize.fuse_before_quantization`)."""
+    from compress.artifact import read_info
+    from export.optimize import fuse_before_quantization
+
+    if src.onnx is None:
+        return src
+    exported = read_info(src.artifact).extra  # vocab_size / pad_id: what export validated with
+    pad = exported.get("pad_id", src.tokenizer.pad_token_id)
+    src.onnx, fusion = fuse_before_quantization(
+        src.onnx, src.artifact, info.architecture, config.mode, config.optimize,
+        int(exported.get("vocab_size") or len(src.tokenizer)), int(pad) if pad is not None else 0, workdir)
+    src.fusion = fusion.record()
     return src
 
 
@@ -857,7 +875,7 @@ def first_passing(src: _Source, config: QuantizeConfig, guard: _Guard | None, ca
 
 def quantized_info(info: Any, source: Path, config: QuantizeConfig, chosen: _Candidate,
                    attempts: list[dict[str, Any]], guard: _Guard | None, export_extra: dict[str, Any],
-                   sensitivity: dict[str, Any] | None = None) -> Any:
+                   sensitivity: dict[str, Any] | None = None, fusion: dict[str, Any] | None = None) -> Any:
     """artifact.json of the quantized artifact: the source's labels and thresholds, the chosen attempt's
     recipe (its float-kept nodes and why), every attempt's guard numbers, the sensitivity ranking when
     one was made, the runtime that runs it."""
@@ -882,7 +900,8 @@ def quantized_info(info: Any, source: Path, config: QuantizeConfig, chosen: _Can
                                 if k not in ("name", "macro_roc_auc", "drop", "passed")},
                "guard": guard_extra, "runtime": runtime, "source_kind": info.kind,
                **({"sensitivity": sensitivity} if sensitivity else {}),
-               **({"onnx_export": export_extra} if export_extra else {})},
+               **({"onnx_export": export_extra} if export_extra else {}),
+               **({"fusion": fusion} if fusion else {})},
     )
 
 
@@ -952,7 +971,7 @@ def quantize(artifact: str | os.PathLike[str], config: QuantizeConfig) -> Path:
 
     with tempfile.TemporaryDirectory(prefix=".quantize-", dir=out.parent if out.parent.exists() else None) as t:
         work = Path(t)
-        src = load_source(source, info, config, work)
+        src = fused_source(load_source(source, info, config, work), info, config, work)
         check_exclude_nodes(src, mode, config.exclude_nodes)
         calibration = None
         if mode == "int8-static":
@@ -972,6 +991,7 @@ def quantize(artifact: str | os.PathLike[str], config: QuantizeConfig) -> Path:
                             f"limit drop {config.max_auc_drop:g}; attempts: {listing}; raise --max-auc-drop or pick "
                             "another --mode")
         write_quantized(out, mode, chosen, src,
-                        quantized_info(info, source, config, chosen, attempts, guard, src.export_extra, sensitivity),
+                        quantized_info(info, source, config, chosen, attempts, guard, src.export_extra, sensitivity,
+                                       src.fusion),
                         config.overwrite)
     return out

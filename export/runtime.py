@@ -33,7 +33,10 @@ by length, run micro-batches of at most ``max_batch_size`` padded to their own l
 return rows in the input order. On CPU backends a text also starts a new micro-batch when it is
 shorter than ``min_fill`` (0.5) x the batch's longest: padding is compute, and on OLID requests
 of 32 tweets this ran ~1.5x faster than fixed batches of 32 (GPU backends keep full batches,
-min_fill 0). ``predict_batch(input_ids, attention_mask)`` runs one already-tokenized batch
+min_fill 0). The CPU ONNX Runtime backend also caps a micro-batch at ``max_tokens`` (256) padded
+tokens: on MiniLM int8 over OLID tweets, micro-batches of ~256 tokens (about 8 tweets) ran 1.4x more
+texts per CPU-second than batches of 32 (activations that stay in the core's L2 cache; see
+``bench quant-speed --levers``). ``predict_batch(input_ids, attention_mask)`` runs one already-tokenized batch
 (benchmarks). Dynamic int8 (ONNX and torch) quantizes activations with one scale per batch, so a
 text's probabilities move slightly (~1e-4) with its batch-mates.
 """
@@ -67,6 +70,7 @@ DEFAULT_MAX_BATCH_SIZE = 32
 # auto serves bf16 only if it moves no probability of the probe batch by more than this: the tolerance
 # torch-bf16 predictions are held to against fp32 (tests/export/test_runtime.py)
 BF16_MAX_PROB_DIFF = 2e-2
+CPU_ORT_MAX_TOKENS = 256
 
 
 @runtime_checkable
@@ -119,6 +123,7 @@ class TextPredictor:
         forward: ``(input_ids (B, T) int64, attention_mask (B, T) int64) -> logits (B, L) float32``.
         info: the artifact's parsed artifact.json.
         min_fill: a text shorter than this fraction of its micro-batch's longest starts a new one.
+        max_tokens: most padded tokens (texts x longest) per micro-batch; None for no limit.
         source: the :func:`load` arguments that rebuild this predictor in another process (how
             ``serve`` loads one copy per Triton model instance); None when built by hand.
         precision_choice: how ``auto`` chose between torch and torch-bf16
@@ -137,6 +142,7 @@ class TextPredictor:
     min_fill: float = 0.5
     source: dict[str, Any] | None = None
     precision_choice: dict[str, Any] | None = None
+    max_tokens: int | None = None
     pad_id: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -159,7 +165,8 @@ class TextPredictor:
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         encoded = Encoded(self.encode(texts), None, self.pad_id)
-        return sigmoid(batched_logits(self.forward, encoded, self.max_batch_size, self.min_fill))
+        return sigmoid(batched_logits(self.forward, encoded, self.max_batch_size, self.min_fill,
+                                      max_tokens=self.max_tokens))
 
 
 @dataclass
@@ -413,4 +420,5 @@ def load(artifact_dir: str | os.PathLike[str], backend: str = "auto",
         else info.max_length
     min_fill = 0.0 if backend in ("ort-cuda", "ort-trt", "tensorrt") else 0.5
     return TextPredictor(name, list(info.labels), thresholds, max_batch_size, backend, tokenizer, max_length,
-                         forward, info=info, min_fill=min_fill, source=source, precision_choice=precision_choice)
+                         forward, info=info, min_fill=min_fill, source=source, precision_choice=precision_choice,
+                         max_tokens=CPU_ORT_MAX_TOKENS if backend == "ort" else None)

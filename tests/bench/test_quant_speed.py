@@ -9,11 +9,12 @@ import pytest
 
 from bench import measure, quant_speed
 from bench.quant_speed import InferencePath
+from compress.cpu import cpu_flags, is_x86
 from modcompress.cli import bench_main as main
 from tests.bench.conftest import LABELS, jigsaw_rows
 from tests.export.helpers import student_artifact, teacher_artifact
 
-OPTIMUM = "Optimum default (avx512_vnni dynamic, pad 128)"
+OPTIMUM = f"Optimum int8 ({quant_speed.optimum_config_name(cpu_flags(), is_x86())} dynamic, pad to longest)"
 
 
 def _path(name: str, latencies=(), request=(0.0, 0), bulk=(None, 0), auc=None, drop=None) -> InferencePath:
@@ -54,6 +55,76 @@ def test_int8_target_takes_the_faster_int8_path_and_checks_ratio_and_auc():
     slow = quant_speed.path_row(_path("ORT int8 dynamic", [0.001], (1.5, 64), (0.8, 64), 0.9, 0.0), ref)
     assert not quant_speed.int8_target([slow], 0.005)["met_bulk"]  # 80 vs 64 texts/s: 1.25x < 1.5x
     assert quant_speed.int8_target([fp32], 0.005) is None
+
+
+def test_the_target_is_2x_optimum_at_batch_1_and_in_bulk():
+    ref = _path(OPTIMUM, [0.004], (2.0, 64), (1.0, 64))
+    target = quant_speed.int8_target([quant_speed.path_row(
+        _path("ORT int8 dynamic", [0.0021], (0.9, 64), (0.45, 64), 0.9, 0.001), ref)], max_auc_drop=0.005)
+    assert target["x_batch1_speed_vs_optimum"] == pytest.approx(0.004 / 0.0021)
+    assert not target["met_batch1"] and target["met_bulk"] and target["met_requests"]  # 1.9x at batch 1, 2.2x bulk
+    fast = quant_speed.path_row(_path("ORT int8 dynamic", [0.002], (1.1, 64), (0.5, 64), 0.9, 0.001), ref)
+    target = quant_speed.int8_target([fast], max_auc_drop=0.005)
+    assert target["met_batch1"] and target["met_bulk"] and not target["met_requests"]  # 2x, 2x, 1.8x
+
+
+# ---------------------------------------------------------------------------------------------- Optimum
+
+
+@pytest.mark.parametrize("flags, x86, name", [
+    ({"avx2", "avx512f", "avx512_vnni", "amx_int8"}, True, "avx512_vnni"),  # Sapphire Rapids
+    ({"avx2", "avx_vnni"}, True, "avx512_vnni"),  # AVX-VNNI: the same VPDPBUSD instruction
+    ({"avx2", "avx512f"}, True, "avx2"),  # Skylake-SP: AVX-512 without VNNI
+    ({"avx2", "fma"}, True, "avx2"),  # AMD EPYC (Zen 2/3)
+    (set(), False, "arm64"),
+])
+def test_optimum_gets_the_config_a_user_would_pick_for_the_cpu(flags, x86, name):
+    assert quant_speed.optimum_config_name(frozenset(flags), x86) == name
+
+
+def test_optimum_path_quantizes_with_that_config_and_pads_each_request_to_its_longest_text(
+        tmp_path, tiny_bert_dir, monkeypatch):
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+    from transformers import AutoTokenizer
+
+    teacher = teacher_artifact(tmp_path / "teacher", tiny_bert_dir)
+    widths = []
+    pad = quant_speed.optimum_inputs
+    monkeypatch.setattr(quant_speed, "optimum_inputs",
+                        lambda tok, texts, n: widths.append(pad(tok, texts, n)["input_ids"].shape) or pad(tok, texts, n))
+    onnx_file = quant_speed.optimum_quantized(teacher, tmp_path / "work", "avx2")
+    predict = quant_speed.optimum_path("optimum", teacher, onnx_file).predict
+    written = json.loads((onnx_file.parent / "ort_config.json").read_text())["quantization"]
+    expected = AutoQuantizationConfig.avx2(is_static=False)
+    assert written["is_static"] is False and written["per_channel"] == expected.per_channel
+    assert written["weights_dtype"] == expected.weights_dtype.name == "QUInt8"  # avx2's u8 weights, not vnni's s8
+    texts = ["idiot", "you are a stupid idiot and i hate you", "hello"] * 11 + ["hi there"]  # 34 texts: 2 requests
+    probs = predict(texts)
+    assert probs.shape == (34, 6)
+    tokenizer = AutoTokenizer.from_pretrained(str(teacher / "tokenizer"))
+    longest = [max(len(tokenizer(t)["input_ids"]) for t in texts[i:i + 32]) for i in (0, 32)]
+    assert widths == [(32, longest[0]), (2, longest[1])] and longest[0] < 32  # not padded to max_length
+
+
+# ---------------------------------------------------------------------------------------------- profile
+
+
+def test_profile_sums_kernel_time_by_operator_type_after_the_warm_up_runs():
+    from bench.op_profile import summarize
+
+    def run(ts: int, nodes: list[tuple[str, int]]) -> list[dict]:
+        events = [{"cat": "Session", "name": "model_run", "ts": ts, "dur": 1000}]
+        return events + [{"cat": "Node", "name": f"n{i}_kernel_time", "ts": ts + 1 + i, "dur": dur,
+                          "args": {"op_name": op}} for i, (op, dur) in enumerate(nodes)]
+
+    warm = run(0, [("MatMulInteger", 9000)])  # a slow first run: left out
+    timed = run(10_000, [("MatMulInteger", 300), ("QAttention", 500), ("MatMulInteger", 100)])
+    timed += run(20_000, [("MatMulInteger", 300), ("QAttention", 300), ("MatMulInteger", 100)])
+    timed += [{"cat": "Node", "name": "n0_fence_before", "ts": 20_001, "dur": 7, "args": {"op_name": "QAttention"}}]
+    summary = summarize(warm + timed, runs=2)
+    assert summary["model_run_ms"] == 1.0 and summary["kernels_ms"] == pytest.approx(0.8)
+    assert summary["ops"] == [{"op": "MatMulInteger", "ms": pytest.approx(0.4), "share": pytest.approx(0.5), "nodes": 2},
+                              {"op": "QAttention", "ms": pytest.approx(0.4), "share": pytest.approx(0.5), "nodes": 1}]
 
 
 # ---------------------------------------------------------------------------------------------- measuring
@@ -149,8 +220,7 @@ def test_cli_on_a_tiny_student_and_a_tiny_hf_teacher(tmp_path, tiny_bert_dir, ji
     assert [r["path"] for r in student["rows"]] == ours
     assert student["optimum"] == "n/a (own architecture)" and student["target"] is None
     assert [r["path"] for r in hf["rows"]] == ["torch fp32", "torch bf16 (autocast)", "ORT fp32 (O2 fusions)",
-                                               "ORT int8 dynamic", "ORT int8 static", OPTIMUM,
-                                               "ORT int8 dynamic, padded to 128 (diagnostic)"]
+                                               "ORT int8 dynamic", "ORT int8 static", OPTIMUM]
     for art in (student, hf):
         assert art["eval_rows"] == 40  # the held-out 10% of 400 rows
         rows = {r["path"]: r for r in art["rows"]}
@@ -165,3 +235,40 @@ def test_cli_on_a_tiny_student_and_a_tiny_hf_teacher(tmp_path, tiny_bert_dir, ji
     dynamic = next(r for r in hf["rows"] if r["path"] == "ORT int8 dynamic")
     assert dynamic["x_bulk32_vs_optimum"] == pytest.approx(dynamic["bulk32_texts_per_s"] / ref["bulk32_texts_per_s"])
     assert hf["target"]["best_int8_path"] in ("ORT int8 dynamic", "ORT int8 static")
+
+
+@pytest.mark.slow
+def test_cli_levers_profile_and_the_optimum_row_of_a_cpu_without_vnni(tmp_path, tiny_bert_dir, jigsaw_csv,
+                                                                      monkeypatch, capsys):
+    """On an AVX2-only CPU (flags injected) the Optimum row uses the avx2 config; --levers adds our int8 path with
+    one lever undone each; every ONNX path is profiled by operator type; fusion is recorded."""
+    monkeypatch.setattr(quant_speed, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr(quant_speed, "is_x86", lambda: True)
+    teacher = teacher_artifact(tmp_path / "teacher", tiny_bert_dir)
+    out_json = tmp_path / "qs.json"
+    assert main(["quant-speed", str(teacher), "--data", str(jigsaw_csv), "--latency-texts", "4",
+                 "--throughput-texts", "32", "--warmup", "1", "--max-auc-drop", "0.5", "--calibration-samples", "32",
+                 "--slow-eval-rows", "10", "--levers", "--profile-texts", "8", "--json-out", str(out_json),
+                 "--no-tracking"]) == 0
+    printed = capsys.readouterr().out
+    (art,) = json.loads(out_json.read_text())["artifacts"]
+    optimum = "Optimum int8 (avx2 dynamic, pad to longest)"
+    assert art["optimum_config"] == "avx2"
+    assert [r["path"] for r in art["rows"]] == [
+        "torch fp32", "torch bf16 (autocast)", "ORT fp32 (O2 fusions)", "ORT int8 dynamic", "ORT int8 static", optimum,
+        "lever: ORT int8 dynamic, spinning threads (ORT default)",
+        "lever: ORT int8 dynamic, micro-batches of 32 (no token cap)", "lever: ORT int8 dynamic, unfused graph",
+        "lever: Optimum int8, threads not spinning"]
+    assert all(r["x_bulk32_vs_optimum"] for r in art["rows"] if r["path"] != optimum)
+    assert art["int8-dynamic_fusion"]["applied"] and art["int8-static_fusion"]["applied"] is False
+    assert set(art["profiles"]) == {"ORT int8 dynamic", "ORT int8 static", optimum}
+    for profile in art["profiles"].values():
+        assert profile["batch1"]["runs"] == 8 and profile["batch32"]["runs"] == 1
+        assert profile["batch1"]["kernels_ms"] == pytest.approx(sum(o["ms"] for o in profile["batch1"]["ops"]))
+    assert "QAttention" in {o["op"] for o in art["profiles"]["ORT int8 dynamic"]["batch1"]["ops"]}
+    call = art["profiles"]["ORT int8 dynamic"]["batch1_call"]
+    assert call["calls"] == 8 and call["tokenize_ms"] > 0 and call["session_run_ms"] > 0
+    assert call["rest_ms"] == pytest.approx(call["predict_ms"] - call["tokenize_ms"] - call["session_run_ms"])
+    assert "Where the time goes" in printed and "| QAttention |" in printed and "| path | tokenize |" in printed
+    assert "int8 dynamic transformer fusion: applied (BERT-family encoder (bert)" in printed
+    assert art["other_cpus_during_timing"] is None or art["other_cpus_during_timing"] >= 0

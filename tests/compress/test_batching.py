@@ -37,6 +37,16 @@ def test_micro_batches_cover_every_text_once_and_limit_padding():
     assert [len(b) for b in micro_batches(lengths, 4, 0.0)] == [4, 4, 2]  # min_fill 0: fixed batches (GPU)
 
 
+def test_micro_batches_stop_at_the_token_cap():
+    lengths = np.array([5, 40, 38, 12, 19, 40, 3, 21, 22, 39])
+    batches = micro_batches(lengths, max_batch_size=32, min_fill=0.5, max_tokens=80)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(10))
+    assert all(len(b) * lengths[b].max() <= 80 for b in batches)  # padded size within the cap
+    assert [lengths[b].tolist() for b in batches] == [[40, 40], [39, 38], [22, 21, 19], [12], [5, 3]]
+    assert [len(b) for b in micro_batches(np.array([90, 10]), 32, 0.0, max_tokens=80)] == [1, 1]  # too long: alone
+    assert [len(b) for b in micro_batches(lengths, 4, 0.0, max_tokens=None)] == [4, 4, 2]  # no cap: fixed cuts
+
+
 def test_collate_pads_to_the_longest_in_batch():
     enc = Encoded([[5, 6, 7], [8], [9, 10]], np.eye(3, dtype=np.float32), pad_id=0)
     batch = collate(enc, np.array([1, 2]))

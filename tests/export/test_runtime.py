@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -107,6 +109,29 @@ def test_ort_session_uses_physical_cores(kinds):
     options = session.get_session_options()
     assert options.intra_op_num_threads == physical_cores() and options.inter_op_num_threads == 1
     assert 1 <= physical_cores() <= 1024
+
+
+def test_ort_sessions_sleep_between_operators_unless_asked_to_spin(kinds):
+    entry = "session.intra_op.allow_spinning"
+    assert ort_session(kinds["onnx"] / "model.onnx").get_session_options().get_session_config_entry(entry) == "0"
+    spinning = ort_session(kinds["onnx"] / "model.onnx", spin=True)
+    assert spinning.get_session_options().get_session_config_entry(entry) == "1"
+
+
+def test_cpu_ort_caps_micro_batches_at_256_tokens_and_other_backends_do_not(kinds):
+    from export.runtime import CPU_ORT_MAX_TOKENS
+
+    ort_predictor = load(kinds["onnx"], "ort")
+    assert ort_predictor.max_tokens == CPU_ORT_MAX_TOKENS == 256
+    assert load(kinds["teacher"], "torch").max_tokens is None
+    texts = ["word " * n for n in (3, 30, 7, 12, 25)]
+    capped = ort_predictor.predict(texts)
+    np.testing.assert_allclose(capped, dataclasses.replace(ort_predictor, max_tokens=None).predict(texts), atol=1e-5)
+    calls = []
+    ort_predictor.forward = lambda ids, mask, f=ort_predictor.forward: calls.append(ids.shape) or f(ids, mask)
+    ort_predictor.max_tokens = 40
+    ort_predictor.predict(texts)
+    assert all(b * t <= 40 or b == 1 for b, t in calls) and len(calls) > 1
 
 
 @pytest.mark.gpu

@@ -1,4 +1,4 @@
-"""`bench quant-speed`: int8/bf16/fp32 paths vs Optimum's default int8 path, one run (JSON + Markdown)."""
+"""`bench quant-speed`: int8/bf16/fp32 paths vs Optimum's int8 path, one run (JSON + Markdown)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from bench import output
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("quant-speed", help="quantized inference speed + AUC: ours vs Optimum default, same run",
+    p = sub.add_parser("quant-speed", help="quantized inference speed + AUC: ours vs Optimum's int8, same run",
                        description="For each teacher/student: batch-1 latency, throughput of requests of 32 and of "
                                    "bulk calls, and validation macro ROC-AUC for torch fp32/bf16, ORT fp32, ORT int8 "
-                                   "dynamic/static and Optimum's default int8 path (HF models).")
+                                   "dynamic/static and Optimum's int8 path (HF models: ORTQuantizer "
+                                   "avx512_vnni where the CPU has VNNI, else avx2; pad to the longest text), then "
+                                   "a per-operator profile of every ONNX path.")
     p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="teacher or student artifact directories")
     p.add_argument("--data", required=True, help="labelled file; its held-out split is evaluated and timed")
     p.add_argument("--format", help="data format (detected when omitted)")
@@ -22,6 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-auc-drop", type=float, default=0.005)
     p.add_argument("--calibration-samples", type=int, default=128)
     p.add_argument("--slow-eval-rows", type=int, default=200, help="AUC rows for the bf16 path (slow on AVX2)")
+    p.add_argument("--levers", action="store_true",
+                   help="also time our int8 dynamic path with one lever undone each (spinning threads, no token "
+                        "cap, unfused graph)")
+    p.add_argument("--profile-texts", type=int, default=40,
+                   help="texts profiled one per call (batch 1); batch 32 profiles 1/8 as many requests of 32")
     output.add_output_args(p, prints="both")
     p.set_defaults(func=run)
 
@@ -31,6 +38,6 @@ def run(args: argparse.Namespace) -> int:
 
     report = quant_speed.run(args.artifacts, args.data, args.format, args.latency_texts, args.throughput_texts,
                              args.warmup, args.budget_s, args.max_auc_drop, args.calibration_samples,
-                             args.slow_eval_rows)
+                             args.slow_eval_rows, levers=args.levers, profile_texts=args.profile_texts)
     output.write_outputs(args, quant_speed.dumps(report), quant_speed.markdown(report), command="bench quant-speed")
     return 0
