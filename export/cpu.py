@@ -11,8 +11,6 @@ import os
 import platform
 
 X86 = ("x86_64", "amd64", "i386", "i686")
-# x86 int8 dot-product instructions: VPDPBUSD (AVX512-VNNI, AVX-VNNI) and AMX tiles
-VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 @functools.lru_cache(maxsize=1)
@@ -46,7 +44,7 @@ def cpu_has_vnni() -> bool:
     """True when this CPU has an int8 dot-product instruction (AVX512-VNNI, AVX-VNNI, AMX) or is not x86."""
     if not is_x86():
         return True  # ARM & co. have their own int8 dot products; the u8s8 saturation is an x86 matter
-    return bool(cpu_flags() & VNNI_FLAGS)
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def physical_cores() -> int:
