@@ -1,11 +1,11 @@
-"""Where an ONNX model's time goes: ONNX Runtime's profiler, summed by operator type.
+"""Where ONNX models' time goes: ONNX Runtime's profiler, summed by operator type.
 
-:func:`op_profile` runs a model on real, tokenized batches in a session with the runtime's options
-(:func:`export.ort.ort_session`) and profiling on, then reads the trace ONNX Runtime writes: each
-node's kernel time (``cat == "Node"``, ``*_kernel_time``) summed by ``op_name``, and each
-``model_run`` (the whole ``session.run``, kernels plus ONNX Runtime's own work between them). The
-warm-up runs are left out. What a predict call spends outside ``session.run`` (tokenizing, padding,
-numpy, the sigmoid) is its latency minus ``model_run_ms``.
+:func:`op_profiles` runs several models, each on its own real, tokenized batches, in sessions with
+the runtime's options (:func:`export.ort.ort_session`) and profiling on, interleaved round by round
+(the order rotating) so that a change in the machine's background load touches every model alike,
+then reads the traces ONNX Runtime writes: each node's kernel time (``cat == "Node"``,
+``*_kernel_time``) summed by ``op_name``, and each ``model_run`` (the whole ``session.run``, kernels
+plus ONNX Runtime's own work between them). The warm-up runs are left out.
 """
 
 from __future__ import annotations
@@ -32,12 +32,16 @@ def feeds_for(session_inputs: Sequence[str], token_ids: Sequence[Sequence[int]],
     return {name: feeds[name] for name in session_inputs}
 
 
-def summarize(events: list[dict[str, Any]], runs: int) -> dict[str, Any]:
-    """Per-run milliseconds from an ONNX Runtime trace holding ``runs`` timed runs (after the warm-up ones).
+def summarize(events: list[dict[str, Any]], runs: int, texts: int | None = None) -> dict[str, Any]:
+    """Per-run milliseconds from an ONNX Runtime trace whose last ``runs`` runs are timed (warm-up runs first).
+
+    Args:
+        texts: texts in the timed runs; adds per-text milliseconds (``*_per_text``).
 
     Returns:
-        ``{"runs", "model_run_ms", "kernels_ms", "ops": [{"op", "ms", "share", "nodes"}, ...]}``, ops by
-        time, ``share`` of the kernels' time, ``nodes`` = nodes of that type run per call.
+        ``{"runs", "texts", "model_run_ms", "kernels_ms", "ops": [{"op", "ms", "share", "nodes"}, ...]}``, ops by
+        time, ``share`` of the kernels' time, ``nodes`` = nodes of that type run per call; with ``texts`` also
+        ``model_run_ms_per_text``, ``kernels_ms_per_text`` and each op's ``ms_per_text``.
     """
     model_runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
                         key=lambda e: e["ts"])
@@ -52,29 +56,54 @@ def summarize(events: list[dict[str, Any]], runs: int) -> dict[str, Any]:
         total[op] += event["dur"]
         count[op] += 1
     kernels = sum(total.values())
-    return {
-        "runs": runs,
-        "model_run_ms": float(np.mean([e["dur"] for e in timed])) / 1000.0 if timed else None,
+    run_us = sum(e["dur"] for e in timed)
+    summary: dict[str, Any] = {
+        "runs": runs, "texts": texts,
+        "model_run_ms": run_us / runs / 1000.0 if runs else None,
         "kernels_ms": kernels / runs / 1000.0 if runs else None,
         "ops": [{"op": op, "ms": us / runs / 1000.0, "share": us / kernels if kernels else 0.0,
                  "nodes": count[op] / runs} for op, us in total.most_common()],
     }
+    if texts:
+        summary.update(model_run_ms_per_text=run_us / texts / 1000.0, kernels_ms_per_text=kernels / texts / 1000.0)
+        for entry in summary["ops"]:
+            entry["ms_per_text"] = total[entry["op"]] / texts / 1000.0
+    return summary
 
 
-def op_profile(onnx_path: str | os.PathLike[str], batches: Sequence[Sequence[Sequence[int]]], pad_id: int,
-               warmup: int = 3, threads: int | None = None) -> dict[str, Any]:
-    """Profile ``onnx_path`` on ``batches`` (each a list of token-id lists, padded to its longest).
+def op_profiles(models: dict[str, tuple[str | os.PathLike[str], Sequence[Sequence[Sequence[int]]]]], pad_id: int,
+                rounds: int = 3, warmup: int = 2, threads: int | None = None) -> dict[str, dict[str, Any]]:
+    """Profile every model on its batches (each a list of token-id lists, padded to its longest), interleaved.
 
-    The first ``warmup`` batches run untimed (they are in the trace, and left out of the sums).
+    Args:
+        models: name -> (ONNX file, batches).
+        rounds: each model runs every ``rounds``-th batch per round, the model order rotating.
+        warmup: untimed runs of each model's first batches first (in its trace, left out of the sums).
+
+    Returns:
+        name -> :func:`summarize` of its timed runs (``texts`` = the texts in its batches).
     """
     from export.ort import ort_session
 
+    names = list(models)
     with tempfile.TemporaryDirectory(prefix="op-profile-") as tmp:
-        session = ort_session(onnx_path, threads=threads, profile_prefix=str(Path(tmp) / "ort"))
-        names = [i.name for i in session.get_inputs()]
-        order = [*batches[:warmup], *batches]
-        for token_ids in order:
-            session.run(None, feeds_for(names, token_ids, pad_id))
-        trace = Path(session.end_profiling())
-        events = json.loads(trace.read_text())
-    return summarize(events, len(batches))
+        sessions = {name: ort_session(path, threads=threads, profile_prefix=str(Path(tmp) / f"model{i}"))
+                    for i, (name, (path, _)) in enumerate(models.items())}
+        inputs = {name: [i.name for i in session.get_inputs()] for name, session in sessions.items()}
+
+        def run(name: str, token_ids: Sequence[Sequence[int]]) -> None:
+            sessions[name].run(None, feeds_for(inputs[name], token_ids, pad_id))
+
+        for name in names:
+            for token_ids in models[name][1][:warmup]:
+                run(name, token_ids)
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                for token_ids in models[name][1][r::rounds]:
+                    run(name, token_ids)
+        out = {}
+        for name, session in sessions.items():
+            events = json.loads(Path(session.end_profiling()).read_text())
+            batches = models[name][1]
+            out[name] = summarize(events, len(batches), sum(len(b) for b in batches))
+    return out

@@ -66,6 +66,7 @@ class InferencePath:
     onnx: Path | None = None  # the ONNX file it runs, for the per-operator profile
     tokenize: Callable[[list[str]], Any] | None = None  # the path's own tokenizer call, for the batch-1 breakdown
     run_ids: Callable[[list[list[int]]], Any] | None = None  # its session.run on token ids padded to the longest
+    plan: Callable[[np.ndarray], list[np.ndarray]] | None = None  # its bulk batching: token lengths -> row groups
 
 
 def optimum_config_name(flags: frozenset[str], x86: bool) -> str:
@@ -126,15 +127,19 @@ def optimum_path(name: str, artifact: Path, onnx_file: Path, session_options: An
         return ort_model.session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
 
     return InferencePath(name, predict, note=note, onnx=onnx_file,
-                         tokenize=lambda texts: optimum_inputs(tokenizer, texts, max_length), run_ids=run_ids)
+                         tokenize=lambda texts: optimum_inputs(tokenizer, texts, max_length), run_ids=run_ids,
+                         plan=lambda lengths: [np.arange(i, min(i + REQUEST, len(lengths)))
+                                               for i in range(0, len(lengths), REQUEST)])
 
 
 def our_path(name: str, predictor: Any, note: str = "", onnx: Path | None = None) -> InferencePath:
     """Our :class:`export.runtime.TextPredictor` as a path (with its tokenizer call and forward for the breakdown)."""
-    from compress.batching import pad_batch
+    from compress.batching import micro_batches, pad_batch
 
     return InferencePath(name, predictor.predict, note=note, onnx=onnx, tokenize=predictor.encode,
-                         run_ids=lambda token_ids: predictor.forward(*pad_batch(token_ids, predictor.pad_id)))
+                         run_ids=lambda token_ids: predictor.forward(*pad_batch(token_ids, predictor.pad_id)),
+                         plan=lambda lengths: micro_batches(lengths, predictor.max_batch_size, predictor.min_fill,
+                                                            predictor.max_tokens))
 
 
 def optimum_inputs(tokenizer: Any, texts: list[str], max_length: int) -> Any:
@@ -356,28 +361,32 @@ def call_breakdown(path: InferencePath, texts: list[str], token_ids: list[list[i
 
 
 def profile_paths(paths: list[InferencePath], tokenizer: Any, max_length: int, latency_texts: list[str],
-                  request_texts: list[str]) -> dict[str, dict[str, Any]]:
-    """Where the time goes, for every path with an ONNX file: per operator type
-    (:func:`bench.op_profile.op_profile`) at batch 1 (the latency texts, one per run) and batch 32 (the requests
-    of 32 in data order, each padded to its longest), the same token ids for every model; and the batch-1 call
-    outside the graph (:func:`call_breakdown`)."""
-    from bench.op_profile import op_profile
+                  bulk_texts: list[str]) -> dict[str, dict[str, Any]]:
+    """Where the time goes, for our int8 paths and Optimum's: per operator type
+    (:func:`bench.op_profile.op_profiles`, the models interleaved) at batch 1 (the latency texts, one per run,
+    the same token ids for every model) and in bulk (``bulk_texts`` cut as each path cuts a bulk call: ours into
+    sorted, capped micro-batches, Optimum's into requests of 32 in data order); and the batch-1 call outside the
+    graph (:func:`call_breakdown`)."""
+    from bench.op_profile import op_profiles
 
     def ids(texts: list[str]) -> list[list[int]]:
         return tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"] if texts else []
 
-    single_ids = ids(latency_texts)
-    requests = [ids(request_texts[i:i + REQUEST]) for i in range(0, len(request_texts), REQUEST)]
+    profiled = [p for p in paths if p.onnx is not None and p.onnx.is_file() and p.plan is not None
+                and not p.name.startswith("lever")]
+    if not profiled:
+        return {}
+    single_ids, bulk_ids = ids(latency_texts), ids(bulk_texts)
+    lengths = np.array([len(seq) for seq in bulk_ids])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out = {}
-    for path in paths:
-        if path.onnx is None or not path.onnx.is_file() or path.name.startswith("lever"):
-            continue
-        log.info("profiling %s", path.name)
-        out[path.name] = {"batch1": op_profile(path.onnx, [[seq] for seq in single_ids], pad),
-                          "batch32": op_profile(path.onnx, requests, pad)}
-        if path.tokenize is not None and path.run_ids is not None:
-            out[path.name]["batch1_call"] = call_breakdown(path, latency_texts, single_ids)
+    log.info("profiling %s", ", ".join(p.name for p in profiled))
+    batch1 = op_profiles({p.name: (p.onnx, [[seq] for seq in single_ids]) for p in profiled}, pad)
+    bulk = op_profiles({p.name: (p.onnx, [[bulk_ids[i] for i in rows] for rows in p.plan(lengths)])
+                        for p in profiled}, pad)
+    out = {p.name: {"batch1": batch1[p.name], "bulk": bulk[p.name]} for p in profiled}
+    for p in profiled:
+        if p.tokenize is not None and p.run_ids is not None:
+            out[p.name]["batch1_call"] = call_breakdown(p, latency_texts, single_ids)
     return out
 
 
@@ -477,34 +486,40 @@ def _met(met: bool) -> str:
 
 
 def profile_markdown(profiles: dict[str, dict[str, Any]], top: int = 12) -> list[str]:
-    """Where the time goes: per batch size, ms per call by operator type (share of kernel time) for every profiled
-    path, the operators with the most time over all paths first; then the batch-1 call outside the graph."""
+    """Where the time goes: ms by operator type (and share of kernel time) for every profiled path, at batch 1
+    per call and in bulk per text, the operators with the most time over all paths first; then the batch-1
+    call outside the graph."""
     if not profiles:
         return []
     names = list(profiles)
-    lines = ["", "Where the time goes (ONNX Runtime profiler, ms per call by operator type and its share of kernel "
-             "time; batch 1 = one text per call, batch 32 = requests in data order padded to their longest; the "
-             "same token ids for every model, profiled one model after another):"]
-    for batch, title in (("batch1", "batch 1"), ("batch32", "batch 32")):
+    lines = ["", "Where the time goes (ONNX Runtime profiler, the models interleaved; ms by operator type and its "
+             "share of kernel time):"]
+    for batch, key, title in (("batch1", "ms", "batch 1, ms per call (one text per call, the same token ids for "
+                                               "every model)"),
+                              ("bulk", "ms_per_text", "bulk, ms per text (the same texts, cut as each path cuts a "
+                                                      "bulk call: ours into sorted micro-batches of at most 256 "
+                                                      "tokens, Optimum's into requests of 32 padded to their "
+                                                      "longest)")):
         total: dict[str, float] = {}
         for name in names:
             for o in profiles[name][batch]["ops"]:
-                total[o["op"]] = total.get(o["op"], 0.0) + o["ms"]
+                total[o["op"]] = total.get(o["op"], 0.0) + o[key]
         ops = sorted(total, key=total.get, reverse=True)
 
-        def cell(name: str, op: str, batch: str = batch) -> str:
+        def cell(name: str, op: str, batch: str = batch, key: str = key) -> str:
             found = next((o for o in profiles[name][batch]["ops"] if o["op"] == op), None)
-            return f"{found['ms']:.2f} ({100 * found['share']:.0f}%)" if found else ""
+            return f"{found[key]:.3f} ({100 * found['share']:.0f}%)" if found else ""
 
-        lines += ["", f"| operator, {title} | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        suffix = "" if key == "ms" else "_per_text"
+        lines += ["", f"{title}:", "", "| operator | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
         lines += [f"| {op} | " + " | ".join(cell(n, op) for n in names) + " |" for op in ops[:top]]
         if ops[top:]:
             lines.append(f"| {len(ops) - top} other operator types | " + " | ".join(
-                f"{sum(o['ms'] for o in profiles[n][batch]['ops'] if o['op'] in ops[top:]):.2f}" for n in names) + " |")
-        lines.append("| all kernels | " + " | ".join(_fmt(profiles[n][batch]["kernels_ms"], ".2f") for n in names)
-                     + " |")
-        lines.append("| session.run (profiled) | " + " | ".join(_fmt(profiles[n][batch]["model_run_ms"], ".2f")
-                                                           for n in names) + " |")
+                f"{sum(o[key] for o in profiles[n][batch]['ops'] if o['op'] in ops[top:]):.3f}" for n in names) + " |")
+        lines.append("| all kernels | " + " | ".join(
+            _fmt(profiles[n][batch][f"kernels_ms{suffix}"], ".3f") for n in names) + " |")
+        lines.append("| session.run (profiled) | " + " | ".join(
+            _fmt(profiles[n][batch][f"model_run_ms{suffix}"], ".3f") for n in names) + " |")
     calls = {n: p["batch1_call"] for n, p in profiles.items() if "batch1_call" in p}
     if calls:
         lines += ["", "Batch-1 call, text by text (medians, ms; tokenize, session.run and predict interleaved; rest = "

@@ -78,8 +78,14 @@ def test_the_target_is_2x_optimum_at_batch_1_and_in_bulk():
     ({"avx2", "fma"}, True, "avx2"),  # AMD EPYC (Zen 2/3)
     (set(), False, "arm64"),
 ])
-def test_optimum_gets_the_config_a_user_would_pick_for_the_cpu(flags, x86, name):
+def test_optimum_gets_the_config_a_user_would_pick_for_the_cpu(flags, x86, name, monkeypatch):
     assert quant_speed.optimum_config_name(frozenset(flags), x86) == name
+    import export.cpu
+
+    monkeypatch.setattr(export.cpu, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(export.cpu, "is_x86", lambda: x86)
+    if x86:  # the same VNNI test as our own reduce_range choice
+        assert export.cpu.cpu_has_vnni() == (name == "avx512_vnni")
 
 
 def test_optimum_path_quantizes_with_that_config_and_pads_each_request_to_its_longest_text(
@@ -122,7 +128,10 @@ def test_profile_sums_kernel_time_by_operator_type_after_the_warm_up_runs():
     timed += run(20_000, [("MatMulInteger", 300), ("QAttention", 300), ("MatMulInteger", 100)])
     timed += [{"cat": "Node", "name": "n0_fence_before", "ts": 20_001, "dur": 7, "args": {"op_name": "QAttention"}}]
     summary = summarize(warm + timed, runs=2)
-    assert summary["model_run_ms"] == 1.0 and summary["kernels_ms"] == pytest.approx(0.8)
+    assert summary["model_run_ms"] == 1.0 and summary["kernels_ms"] == pytest.approx(0.8) and summary["texts"] is None
+    per_text = summarize(warm + timed, runs=2, texts=8)
+    assert per_text["kernels_ms_per_text"] == pytest.approx(0.2) and per_text["model_run_ms_per_text"] == 0.25
+    assert [o["ms_per_text"] for o in per_text["ops"]] == [pytest.approx(0.1), pytest.approx(0.1)]
     assert summary["ops"] == [{"op": "MatMulInteger", "ms": pytest.approx(0.4), "share": pytest.approx(0.5), "nodes": 2},
                               {"op": "QAttention", "ms": pytest.approx(0.4), "share": pytest.approx(0.5), "nodes": 1}]
 
@@ -263,7 +272,7 @@ def test_cli_levers_profile_and_the_optimum_row_of_a_cpu_without_vnni(tmp_path, 
     assert art["int8-dynamic_fusion"]["applied"] and art["int8-static_fusion"]["applied"] is False
     assert set(art["profiles"]) == {"ORT int8 dynamic", "ORT int8 static", optimum}
     for profile in art["profiles"].values():
-        assert profile["batch1"]["runs"] == 8 and profile["batch32"]["runs"] == 1
+        assert profile["batch1"]["runs"] == 8 and profile["bulk"]["texts"] == 32
         assert profile["batch1"]["kernels_ms"] == pytest.approx(sum(o["ms"] for o in profile["batch1"]["ops"]))
     assert "QAttention" in {o["op"] for o in art["profiles"]["ORT int8 dynamic"]["batch1"]["ops"]}
     call = art["profiles"]["ORT int8 dynamic"]["batch1_call"]

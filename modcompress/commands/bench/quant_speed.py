@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also time our int8 dynamic path with one lever undone each (spinning threads, no token "
                         "cap, unfused graph)")
     p.add_argument("--profile-texts", type=int, default=40,
-                   help="texts profiled one per call (batch 1); batch 32 profiles 1/8 as many requests of 32")
+                   help="texts profiled one per call (batch 1); the bulk profile runs 32 x PROFILE_TEXTS/8 texts")
     output.add_output_args(p, prints="both")
     p.set_defaults(func=run)
 
