@@ -80,12 +80,12 @@ def test_the_target_is_2x_optimum_at_batch_1_and_in_bulk():
 ])
 def test_optimum_gets_the_config_a_user_would_pick_for_the_cpu(flags, x86, name, monkeypatch):
     assert quant_speed.optimum_config_name(frozenset(flags), x86) == name
-    import export.cpu
+    import compress.cpu
 
-    monkeypatch.setattr(export.cpu, "cpu_flags", lambda: frozenset(flags))
-    monkeypatch.setattr(export.cpu, "is_x86", lambda: x86)
+    monkeypatch.setattr(compress.cpu, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(compress.cpu, "is_x86", lambda: x86)
     if x86:  # the same VNNI test as our own reduce_range choice
-        assert export.cpu.cpu_has_vnni() == (name == "avx512_vnni")
+        assert compress.cpu.cpu_has_vnni() == (name == "avx512_vnni")
 
 
 def test_optimum_path_quantizes_with_that_config_and_pads_each_request_to_its_longest_text(
