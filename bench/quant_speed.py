@@ -14,7 +14,8 @@ For each artifact (a teacher or student), on the same texts and the same machine
   :func:`optimum_config_name`), run through ``ORTModelForSequenceClassification`` on requests of 32
   tokenized with ``padding=True`` (padded to the longest text of the request);
 * with ``levers``: our int8 dynamic path with one lever undone each (spinning ONNX Runtime threads,
-  micro-batches of 32 without the token cap, the unfused graph), to show what each contributes.
+  micro-batches of 32 without the token cap, the unfused graph), and Optimum's path with threads that
+  do not spin, to show what each contributes.
 
 Measures: batch-1 latency (p50/p90, one text per call), throughput of requests of 32 texts in
 data order, throughput of a bulk call (the same texts in one call; ours sorts them by length into
@@ -105,8 +106,8 @@ def optimum_path(name: str, artifact: Path, onnx_file: Path, session_options: An
     from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import AutoTokenizer
 
+    from bench.op_profile import feeds_for
     from compress.artifact import read_info
-    from compress.batching import pad_batch
 
     max_length = read_info(artifact).max_length
     tokenizer = AutoTokenizer.from_pretrained(str(artifact / "tokenizer"))
@@ -122,9 +123,10 @@ def optimum_path(name: str, artifact: Path, onnx_file: Path, session_options: An
                 out.append(torch.sigmoid(ort_model(**enc).logits).numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
+    inputs = [i.name for i in ort_model.session.get_inputs()]
+
     def run_ids(token_ids: list[list[int]]) -> Any:
-        ids, mask = pad_batch(token_ids, pad)
-        return ort_model.session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
+        return ort_model.session.run(None, feeds_for(inputs, token_ids, pad))
 
     return InferencePath(name, predict, note=note, onnx=onnx_file,
                          tokenize=lambda texts: optimum_inputs(tokenizer, texts, max_length), run_ids=run_ids,
@@ -489,6 +491,8 @@ def profile_markdown(profiles: dict[str, dict[str, Any]], top: int = 12) -> list
     """Where the time goes: ms by operator type (and share of kernel time) for every profiled path, at batch 1
     per call and in bulk per text, the operators with the most time over all paths first; then the batch-1
     call outside the graph."""
+    from export.runtime import CPU_ORT_MAX_TOKENS
+
     if not profiles:
         return []
     names = list(profiles)
@@ -497,9 +501,9 @@ def profile_markdown(profiles: dict[str, dict[str, Any]], top: int = 12) -> list
     for batch, key, title in (("batch1", "ms", "batch 1, ms per call (one text per call, the same token ids for "
                                                "every model)"),
                               ("bulk", "ms_per_text", "bulk, ms per text (the same texts, cut as each path cuts a "
-                                                      "bulk call: ours into sorted micro-batches of at most 256 "
-                                                      "tokens, Optimum's into requests of 32 padded to their "
-                                                      "longest)")):
+                                                      "bulk call: ours into sorted micro-batches of at most "
+                                                      f"{CPU_ORT_MAX_TOKENS} tokens, Optimum's into requests of "
+                                                      f"{REQUEST} padded to their longest)")):
         total: dict[str, float] = {}
         for name in names:
             for o in profiles[name][batch]["ops"]:

@@ -29,7 +29,7 @@ def ort_session(path: str | os.PathLike[str] | bytes, providers: Sequence[Any] =
         custom_ops: register the onnxruntime-extensions operators (string ops, tokenizers) the model uses.
         spin: ONNX Runtime's worker threads busy-wait between operators by default. Here they sleep:
             on a 2-core Sapphire Rapids shared with other jobs, spinning made MiniLM int8 1.1-3.0x slower
-            at batch 1 and 1.4-1.6x slower in bulk (three ``bench quant-speed --levers`` runs: spinning
+            at batch 1 and 1.4-2.0x slower in bulk (four ``bench quant-speed --levers`` runs: spinning
             threads take the cores the working ones need); on an idle machine a sleeping pool costs a
             wake-up per parallel operator.
         profile_prefix: write ONNX Runtime's profile (``session.end_profiling()``) under this prefix

@@ -35,7 +35,7 @@ shorter than ``min_fill`` (0.5) x the batch's longest: padding is compute, and o
 of 32 tweets this ran ~1.5x faster than fixed batches of 32 (GPU backends keep full batches,
 min_fill 0). The CPU ONNX Runtime backend also caps a micro-batch at ``max_tokens`` (256) padded
 tokens, about 8 tweets: MiniLM int8 ran bulk calls of OLID tweets 1.5-1.7x faster than with
-micro-batches of up to 32 (three ``bench quant-speed --levers`` runs; PyTorch went the other way,
+micro-batches of up to 32 (four ``bench quant-speed --levers`` runs; PyTorch went the other way,
 so its backends keep full micro-batches). ``predict_batch(input_ids, attention_mask)`` runs one already-tokenized batch
 (benchmarks). Dynamic int8 (ONNX and torch) quantizes activations with one scale per batch, so a
 text's probabilities move slightly (~1e-4) with its batch-mates.
