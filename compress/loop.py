@@ -30,6 +30,7 @@ import torch
 from compress.batching import Encoded, bucketed_batches, collate
 from compress.config import OptimConfig
 from compress.errors import UserError, one_line
+from compress.hierarchy_metrics import level_cuts_of
 from compress.metrics import multilabel_metrics, summary, tune_thresholds
 from compress.models.conditional import conditional_logits
 from compress.predict import logits_of, predict_logits, sigmoid
@@ -88,10 +89,11 @@ def evaluate(model, encoded: Encoded, labels: np.ndarray, names, batch_size: int
 
 
 def score_held_out(model, encoded: Encoded, labels: np.ndarray, names, thresholds: np.ndarray, batch_size: int,
-                   device, accelerator=None, schema=None) -> dict:
-    """Metrics of a held-out (test) set at the given thresholds: nothing is tuned or chosen on it."""
+                   device, accelerator=None, schema=None, level_cuts: dict[str, float] | None = None) -> dict:
+    """Metrics of a held-out (test) set at the given thresholds and validation ``level_cuts``
+    (:func:`compress.hierarchy_metrics.level_cuts_of`): nothing is tuned or chosen on it."""
     probs = predicted_probs(model, encoded, labels.shape[1], batch_size, "no", device, accelerator)
-    return multilabel_metrics(labels, probs, names, thresholds, schema)
+    return multilabel_metrics(labels, probs, names, thresholds, schema, {} if level_cuts is None else level_cuts)
 
 
 def sharded_logits(accelerator, model, encoded: Encoded, num_labels: int, batch_size: int,
@@ -454,7 +456,7 @@ def run_loop(
     if data.test is not None and best.metrics:
         with own_forward(unwrapped):
             test = score_held_out(unwrapped, data.test, data.test_labels, data.label_names, thresholds,
-                                  optim.eval_batch_size, device, accelerator, data.schema)
+                                  optim.eval_batch_size, device, accelerator, data.schema, level_cuts_of(metrics))
         tracker.log_metrics({f"test_{k}": v for k, v in summary(test).items()})
         log.info("test (%d rows, once, at the best epoch's thresholds): macro ROC-AUC %.4f  macro-F1 %.4f",
                  test["n"], test["macro_roc_auc"], test["macro_f1"])
