@@ -31,6 +31,7 @@ import numpy as np
 from compress.artifact import read_info
 from compress.data import LabeledData, LabelSchema, align_to_schema, hierarchy_violations, load_dataset
 from compress.errors import ConfigError, DataError
+from compress.hierarchy_metrics import level_cuts_of
 from compress.metrics import multilabel_metrics
 
 SPLITS = ("all", "val", "test")
@@ -69,10 +70,14 @@ def predicted_violations(preds: np.ndarray, schema: LabelSchema) -> dict[str, An
     return {"per_pair": per_pair, "rows": int(rows.sum()), "rate": float(rows.mean()) if len(rows) else 0.0}
 
 
-def score(probs: np.ndarray, data: LabeledData, thresholds: Sequence[float] | np.ndarray) -> dict[str, Any]:
-    """Metrics + predicted hierarchy violations of (N, L) ``probs`` against ``data`` (same label order)."""
+def score(probs: np.ndarray, data: LabeledData, thresholds: Sequence[float] | np.ndarray,
+          level_cuts: dict[str, float] | None = None) -> dict[str, Any]:
+    """Metrics + predicted hierarchy violations of (N, L) ``probs`` against ``data`` (same label order), at the
+    artifact's ``thresholds`` and its validation ``level_cuts`` (:func:`compress.hierarchy_metrics.level_cuts_of`;
+    ``{}``: children cut at 0.5)."""
     thresholds = np.asarray(thresholds if len(thresholds) else [0.5] * data.schema.num_labels, dtype=np.float64)
-    metrics = multilabel_metrics(data.labels, probs, data.schema.names, thresholds, data.schema)
+    metrics = multilabel_metrics(data.labels, probs, data.schema.names, thresholds, data.schema,
+                                 {} if level_cuts is None else level_cuts)
     preds = (np.asarray(probs) >= thresholds[None, :]).astype(np.int64)
     return {"metrics": metrics, "hierarchy_violations": predicted_violations(preds, data.schema)}
 
@@ -111,7 +116,7 @@ def evaluate_artifact(artifact: str | os.PathLike[str], data: LabeledData, runti
     info = read_info(directory)
     aligned = align_to_schema(data, info.schema())
     row, probs = predict_texts(directory, info, aligned.texts, runtime, batch_size, threads)
-    return row if probs is None else {**row, **score(probs, aligned, info.thresholds)}
+    return row if probs is None else {**row, **score(probs, aligned, info.thresholds, level_cuts_of(info.metrics))}
 
 
 def run(artifacts: Sequence[str | os.PathLike[str]], data_path: str | os.PathLike[str], format: str | None = None,

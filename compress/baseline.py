@@ -109,6 +109,7 @@ def baseline(config: BaselineConfig) -> BaselineResult:
 
     from compress.artifact import ArtifactInfo, atomic_artifact_dir, check_out, write_info
     from compress.distributed import is_main_process, quiet_other_processes, wait_for_everyone
+    from compress.hierarchy_metrics import level_cuts_of
     from compress.loop import checkpoint_dir
     from compress.metrics import multilabel_metrics, summary, tune_thresholds
     from compress.tracking import tracked_run
@@ -143,7 +144,7 @@ def baseline(config: BaselineConfig) -> BaselineResult:
         metrics = multilabel_metrics(val_set.labels, probs, schema.names, thresholds, schema)
         if test_set is not None:  # once, at the validation thresholds
             test = multilabel_metrics(test_set.labels, model.predict_proba(test_set.texts), schema.names,
-                                      thresholds, schema)
+                                      thresholds, schema, level_cuts_of(metrics))
             tracker.log_metrics({f"test_{k}": v for k, v in summary(test).items()})
             metrics["test"] = test
         n_params = model.num_parameters()

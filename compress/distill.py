@@ -58,6 +58,7 @@ from compress.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 STUDENT_NAMES = ("distilbert", "textcnn", "bilstm")  # mirrors compress.models.STUDENTS (kept light here)
+THRESHOLD_SOURCES = ("validation", "transfer")
 
 # Recipes that work for each student family; config files and key=value overrides win.
 STUDENT_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -106,6 +107,10 @@ class DistillConfig:
         max_length: tokenizer truncation; None = the teacher's.
         cache_dir: soft-label cache; None = :func:`default_cache_dir`.
         teacher_batch_size: batch size of the teacher's soft-label pass.
+        thresholds_from: where the student's decision thresholds are tuned: ``validation`` (its labels) or
+            ``transfer`` (the whole transfer set against the teacher's decisions, its probabilities at its
+            own thresholds: many more rows than a small validation split, so rare labels' cuts are less
+            noisy). Epoch selection uses validation either way.
     """
 
     teacher: str = ""
@@ -131,6 +136,7 @@ class DistillConfig:
     max_length: int | None = None
     cache_dir: str | None = None
     teacher_batch_size: int = 128
+    thresholds_from: str = "validation"
     resume: bool = False
     overwrite: bool = False  # replace an earlier output of ours at out (never anything else)
     num_threads: int | None = None
@@ -154,6 +160,11 @@ class DistillConfig:
         _check(self.max_length is None or 8 <= self.max_length <= 8192, "max_length",
                f"must be in [8, 8192], got {self.max_length}")
         _check(self.teacher_batch_size >= 1, "teacher_batch_size", f"must be >= 1, got {self.teacher_batch_size}")
+        _check(self.thresholds_from in THRESHOLD_SOURCES, "thresholds_from",
+               f"must be one of {', '.join(THRESHOLD_SOURCES)}, got {self.thresholds_from!r}")
+        _check(self.thresholds_from != "transfer" or self.alpha > 0, "thresholds_from",
+               "transfer tunes thresholds on the teacher's soft labels, which alpha=0 does not compute; "
+               "pass alpha > 0 or thresholds_from=validation")
 
 
 def student_family(student: str) -> str:
@@ -476,6 +487,14 @@ def teacher_soft_labels(teacher, teacher_dir: Path, tokenizer, transfer: Transfe
 # Objective.
 
 
+def teacher_decisions(logits: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """(N, L) 0/1 decisions of the teacher: sigmoid of its (N, L) ``logits`` at its (L,) ``thresholds``
+    (0.5 where the artifact records none). A conditional teacher's logits are marginal, as its thresholds."""
+    cuts = np.asarray(thresholds, dtype=np.float64) if len(thresholds) else np.full(logits.shape[1], 0.5)
+    probs = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    return (probs >= cuts).astype(np.float32)
+
+
 def masked_distillation_loss(student_logits, teacher_logits, targets, has_labels, loss):
     """Batch mean of ``alpha * KD + (1 - alpha) * hard`` on labelled rows and ``alpha * KD`` on the rest.
 
@@ -754,10 +773,12 @@ def distill(config: DistillConfig) -> DistillResult:
         if hidden else []
     if not hidden:
         teacher = None  # not run per step: free it
-    data = LoopData(student_encoding(student.tokenizer, teacher_tok, soft.encoded, transfer, max_length),
-                    encode(student.tokenizer, val_set.texts, max_length), val_set.labels, schema.names, schema,
-                    encode(student.tokenizer, test_set.texts, max_length) if test_set else None,
-                    test_set.labels if test_set else None)
+    train_encoded = student_encoding(student.tokenizer, teacher_tok, soft.encoded, transfer, max_length)
+    data = LoopData(train_encoded, encode(student.tokenizer, val_set.texts, max_length), val_set.labels,
+                    schema.names, schema, encode(student.tokenizer, test_set.texts, max_length) if test_set else None,
+                    test_set.labels if test_set else None,
+                    *((train_encoded, teacher_decisions(soft.logits, info.thresholds))
+                      if config.thresholds_from == "transfer" else ()))
 
     # -- objective
     hard_loss = build_task_loss(config.loss.name, dict(config.loss.params), config.loss.pos_weight_rule, schema,
@@ -792,6 +813,7 @@ def distill(config: DistillConfig) -> DistillResult:
                    "best_epoch": result.state.best_epoch, "history": result.state.history,
                    "teacher_metrics": summary(info.metrics) if info.metrics else {},
                    "head": head, "kd": head, "teacher_head": teacher_head,
+                   "thresholds_from": config.thresholds_from,
                    "mixed_precision": mixed_precision, "precision_choice": precision.record(),
                    "train_rows": len(train_set), "val_rows": len(val_set),
                    "test_rows": len(test_set) if test_set else 0},

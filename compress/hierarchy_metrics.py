@@ -14,12 +14,19 @@ rows, and so does :func:`level_tasks`:
   the rows with exactly one member positive (OLID: every targeted tweet); a top-level exclusive group is
   a level-A multi-class task on such rows.
 
-Scores: every label's own probability as the artifact outputs it (the marginal P(label) a user sees;
-for a model with conditional heads that is P(child | parent) * P(parent)), never a ratio. 2-class
-decisions use each label's threshold (the artifact's tuned one); multi-class decisions are the argmax
-within the group. ROC-AUC / PR-AUC rank the child's probability on the task's rows (multi-class: the
-macro over members, one-vs-rest). Each task also gets the macro-F1 of always predicting its majority
-class, the baseline a level must beat.
+Scores: a top-level label is scored by its own probability as the artifact outputs it, decided at its
+threshold (the artifact's tuned one). A task under a parent asks what OffensEval's subtasks B and C ask:
+given that the parent holds, which child? So it is scored by the conditional probability
+P(child | parent) = P(child) / P(parent) (:func:`conditional_scores`; exact for a model with conditional
+heads, whose marginal outputs are P(parent) * P(child | parent); for a flat model the best estimate its
+outputs give, clipped to [0, 1]). The marginal P(child) would mix the model's doubt about the parent into
+a question that takes the parent as given: on OLID's held-out rows a conditional MiniLM ranks targeted
+above untargeted tweets with ROC-AUC 0.71 by the marginal and 0.79 by the conditional. A child's 2-class
+decision is ``P(child | parent) >= cut``, its cut tuned on validation for that task's macro-F1
+(:func:`best_macro_f1_cut`) and then carried, unchanged, to held-out data (``level_cuts``); a group's
+decision is the argmax of its members (the parent's factor does not change it). ROC-AUC / PR-AUC rank the
+task's score on its rows (multi-class: the macro over members, one-vs-rest). Each task also gets the
+macro-F1 of always predicting its majority class, the baseline a level must beat.
 """
 
 from __future__ import annotations
@@ -64,6 +71,61 @@ def _majority_macro_f1(y: np.ndarray, classes: int) -> float:
     return _macro_f1(y, np.full_like(y, majority), classes)[0]
 
 
+def best_macro_f1_cut(y: np.ndarray, scores: np.ndarray) -> float:
+    """The cut c maximising the 2-class macro-F1 of ``scores >= c`` against 0/1 ``y`` (both (n,)).
+
+    Every distinct score is tried (plus "nothing positive" above the highest); ties go to the lowest cut.
+    O(n log n): true/false positives above each cut come from one sort. 0.5 when ``y`` is empty.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(y) == 0:
+        return 0.5
+    order = np.argsort(-scores, kind="stable")
+    s, t = scores[order], y[order]
+    last = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]  # predicting positive up to each distinct score
+    tp = np.cumsum(t)[last].astype(np.float64)
+    fp = (last + 1) - tp
+    pos, neg = float(t.sum()), float(len(t) - t.sum())
+    tn, fn = neg - fp, pos - tp
+    f1_pos = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros_like(tp), where=(2 * tp + fp + fn) > 0)
+    f1_neg = np.divide(2 * tn, 2 * tn + fn + fp, out=np.zeros_like(tn), where=(2 * tn + fn + fp) > 0)
+    macro = np.r_[(f1_pos + f1_neg) / 2, 0.5 * (2 * neg / (2 * neg + pos) if neg else 0.0)]
+    cuts = np.r_[s[last], np.nextafter(s[0], np.inf)]
+    best = np.flatnonzero(macro >= macro.max() - 1e-12)
+    return float(cuts[best].min())
+
+
+def conditional_scores(probs: np.ndarray, schema: Any) -> np.ndarray:
+    """(N, L) scores of the level tasks: a top-level label's own probability, a child's P(child | parent).
+
+    Args:
+        probs: (N, L) marginal probabilities in ``schema.names`` order.
+        schema: the ``LabelSchema``.
+
+    Returns:
+        (N, L) float64: ``probs[:, c] / probs[:, parent]`` for each child (0 where the parent's probability
+        is 0), clipped to [0, 1]; top-level columns unchanged.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    out = probs.copy()
+    index = {n: i for i, n in enumerate(schema.names)}
+    for child, parent in schema.hierarchy:
+        c, p = index[child], index[parent]
+        out[:, c] = np.clip(np.divide(probs[:, c], probs[:, p], out=np.zeros(len(probs)), where=probs[:, p] > 0),
+                            0.0, 1.0)
+    return out
+
+
+def level_cuts_of(metrics: dict[str, Any] | None) -> dict[str, float]:
+    """``{child: cut}`` of the 2-class tasks under a parent in ``metrics`` (validation metrics made by
+    :func:`hierarchy_metrics`), to score held-out data at the cuts validation chose. ``{}`` for metrics
+    without them (artifacts made before the cuts existed: those tasks are then decided at 0.5)."""
+    tasks = ((metrics or {}).get("levels") or {}).get("tasks") or []
+    return {t["labels"][0]: float(t["threshold"]) for t in tasks
+            if t.get("kind") == "binary" and t.get("parent") and "threshold" in t}
+
+
 def _depths(names: Sequence[str], parent_of: dict[str, str]) -> dict[str, int]:
     depths = {}
     for name in names:
@@ -75,29 +137,36 @@ def _depths(names: Sequence[str], parent_of: dict[str, str]) -> dict[str, int]:
 
 
 def _binary_task(name: str, level: str, child: int, parent: str | None, rows: np.ndarray, y_true: np.ndarray,
-                 probs: np.ndarray, thresholds: np.ndarray, label: str) -> dict[str, Any]:
-    """A child (or top-level label) as a 2-class task on ``rows`` (N,) bool. Class 1 = the label is positive."""
+                 scores: np.ndarray, cut: float | None, label: str) -> dict[str, Any]:
+    """A child (or top-level label) as a 2-class task on ``rows`` (N,) bool, scored by ``scores`` (N, L)
+    (:func:`conditional_scores`). Class 1 = the label is positive. ``cut`` None = tune it here for the
+    task's macro-F1 (validation); the cut used is returned as ``threshold``."""
     y = y_true[rows, child].astype(np.int64)
-    scores = probs[rows, child]
-    pred = (scores >= thresholds[child]).astype(np.int64)
+    s = scores[rows, child]
+    if cut is None:
+        cut = best_macro_f1_cut(y, s)
+    pred = (s >= cut).astype(np.int64)
     macro, (f1_neg, f1_pos) = _macro_f1(y, pred, 2)
-    roc, pr = roc_pr_auc(y, scores)
+    roc, pr = roc_pr_auc(y, s)
     return {"name": name, "level": level, "kind": "binary", "labels": [label], "parent": parent,
             "rows": int(rows.sum()), "macro_f1": macro, "majority_macro_f1": _majority_macro_f1(y, 2),
-            "roc_auc": roc, "pr_auc": pr,
+            "roc_auc": roc, "pr_auc": pr, "threshold": float(cut),
             "classes": {label: {"f1": f1_pos, "support": int(y.sum())},
                         f"not {label}": {"f1": f1_neg, "support": int(len(y) - y.sum())}}}
 
 
 def _group_task(name: str, level: str, members: list[int], parent: str | None, rows: np.ndarray,
-                y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
-    """An exclusive group as one multi-class task over argmax, on the ``rows`` (N,) bool with exactly one
-    member positive (``rows_without_class`` counts the rows of the parent with none)."""
+                y_true: np.ndarray, probs: np.ndarray, conditional: np.ndarray, labels: Sequence[str]
+                ) -> dict[str, Any]:
+    """An exclusive group as one multi-class task over the argmax of the members' (N, L) marginal ``probs``
+    (the same as over P(member | parent); the clipped ratios of a flat model could tie), ranked for
+    ROC-AUC / PR-AUC by the (N, L) ``conditional`` scores, on the ``rows`` (N,) bool with exactly one member
+    positive (``rows_without_class`` counts the rows of the parent with none)."""
     group = y_true[:, members] > 0.5  # (N, k)
     scored = rows & (group.sum(axis=1) == 1)
     y = np.argmax(group[scored], axis=1)
-    scores = probs[scored][:, members]  # (n, k)
-    pred = np.argmax(scores, axis=1) if len(y) else y
+    pred = np.argmax(probs[scored][:, members], axis=1) if len(y) else y
+    scores = conditional[scored][:, members]  # (n, k)
     k = len(members)
     macro, per = _macro_f1(y, pred, k)
     aucs = [roc_pr_auc((y == j).astype(np.int64), scores[:, j]) for j in range(k)]
@@ -109,21 +178,27 @@ def _group_task(name: str, level: str, members: list[int], parent: str | None, r
             "classes": {n: {"f1": per[j], "support": int((y == j).sum())} for j, n in enumerate(names)}}
 
 
-def level_tasks(y_true: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, schema: Any) -> list[dict[str, Any]]:
+def level_tasks(y_true: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, schema: Any,
+                level_cuts: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Every task of every level (see the module docstring), level by level, in label order.
 
     Args:
         y_true: (N, L) 0/1 gold labels in ``schema.names`` order.
-        probs: (N, L) probabilities.
-        thresholds: (L,) decision thresholds of the 2-class tasks.
+        probs: (N, L) marginal probabilities.
+        thresholds: (L,) decision thresholds of the top-level 2-class tasks.
         schema: a ``compress.data.LabelSchema`` (names, hierarchy, exclusive groups).
+        level_cuts: ``{child: cut}`` on P(child | parent) for the 2-class tasks under a parent (held-out data:
+            :func:`level_cuts_of` the validation metrics; a child missing from it is cut at 0.5); None = tune
+            each on these rows (validation).
 
     Returns:
         One dict per task: ``name`` (e.g. ``"B: targeted | offensive"``), ``level`` (``"A"``, ``"B"``, ...),
         ``kind`` (binary / multiclass), ``labels``, ``parent``, ``rows``, ``macro_f1``,
-        ``majority_macro_f1``, ``roc_auc``, ``pr_auc`` and ``classes`` ({class: {f1, support}}).
+        ``majority_macro_f1``, ``roc_auc``, ``pr_auc``, ``classes`` ({class: {f1, support}}) and, for a
+        2-class task, the ``threshold`` it was decided at.
     """
     names = list(schema.names)
+    scores = conditional_scores(probs, schema)
     index = {n: i for i, n in enumerate(names)}
     parent_of = dict(schema.hierarchy)
     depths = _depths(names, parent_of)
@@ -141,36 +216,54 @@ def level_tasks(y_true: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, s
             group = list(group_of[name])
             done.update(group)
             tasks.append(_group_task(f"{level}: {' / '.join(group)}{given}", level, [index[g] for g in group],
-                                     parent, rows, y_true, probs, names))
+                                     parent, rows, y_true, probs, scores, names))
         else:
             done.add(name)
-            tasks.append(_binary_task(f"{level}: {name}{given}", level, index[name], parent, rows, y_true, probs,
-                                      thresholds, name))
+            cut = float(thresholds[index[name]]) if not parent else \
+                None if level_cuts is None else float(level_cuts.get(name, 0.5))
+            tasks.append(_binary_task(f"{level}: {name}{given}", level, index[name], parent, rows, y_true, scores,
+                                      cut, name))
     return tasks
 
 
-def conditional_metrics(y_true: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, schema: Any
+def conditional_metrics(y_true: np.ndarray, probs: np.ndarray, tasks: Sequence[dict[str, Any]], schema: Any
                         ) -> dict[str, dict[str, Any]]:
-    """Each child's ROC-AUC / PR-AUC / F1 (at its threshold) on the rows whose gold parent is positive.
+    """Each child's ROC-AUC / PR-AUC of P(child | parent) and the F1 of its level task's decision (its cut,
+    or its group's argmax), on the rows whose gold parent is positive.
+
+    Args:
+        y_true / probs: (N, L) gold labels and marginal probabilities.
+        tasks: the :func:`level_tasks` of the same rows (their decisions).
+        schema: the ``LabelSchema``.
 
     Returns:
         ``{child: {parent, rows, support, roc_auc, pr_auc, f1}}`` (``rows``: parent-positive rows,
         ``support``: the child's positives among them), in hierarchy order.
     """
     index = {n: i for i, n in enumerate(schema.names)}
+    scores = conditional_scores(probs, schema)
+    decided = {t["labels"][0]: t for t in tasks if t["kind"] == "binary"}
+    groups = {n: t for t in tasks if t["kind"] == "multiclass" for n in t["labels"]}
     out = {}
     for child, parent in schema.hierarchy:
         c, rows = index[child], y_true[:, index[parent]] > 0.5
         y = y_true[rows, c].astype(np.int64)
-        roc, pr = roc_pr_auc(y, probs[rows, c])
-        pred = (probs[rows, c] >= thresholds[c]).astype(np.int64)
+        roc, pr = roc_pr_auc(y, scores[rows, c])
+        if child in groups:  # the member is predicted where it is its group's argmax
+            members = [index[m] for m in groups[child]["labels"]]
+            pred = (np.asarray(members)[np.argmax(probs[rows][:, members], axis=1)] == c).astype(np.int64)
+        else:
+            pred = (scores[rows, c] >= decided[child]["threshold"]).astype(np.int64)
         out[child] = {"parent": parent, "rows": int(rows.sum()), "support": int(y.sum()), "roc_auc": roc,
                       "pr_auc": pr, "f1": float(f1_score(y, pred, zero_division=0)) if len(y) else float("nan")}
     return out
 
 
-def hierarchy_metrics(y_true: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, schema: Any) -> dict[str, Any]:
+def hierarchy_metrics(y_true: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, schema: Any,
+                      level_cuts: dict[str, float] | None = None) -> dict[str, Any]:
     """The keys :func:`compress.metrics.multilabel_metrics` adds for a schema.
+
+    ``level_cuts``: see :func:`level_tasks` (None = tune the cuts on these rows: validation).
 
     Returns:
         ``levels``: ``{"tasks": [...], "by_level": {level: mean task macro-F1}}`` (:func:`level_tasks`);
@@ -181,11 +274,11 @@ def hierarchy_metrics(y_true: np.ndarray, probs: np.ndarray, thresholds: np.ndar
     y_true = np.asarray(y_true).astype(np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     thresholds = np.asarray(thresholds, dtype=np.float64)
-    tasks = level_tasks(y_true, probs, thresholds, schema)
+    tasks = level_tasks(y_true, probs, thresholds, schema, level_cuts)
     levels = sorted({t["level"] for t in tasks})
     by_level = {lv: nanmean([t["macro_f1"] for t in tasks if t["level"] == lv]) for lv in levels}
     out: dict[str, Any] = {"levels": {"tasks": tasks, "by_level": by_level},
                            "level_macro_f1": nanmean(list(by_level.values()))}
     if schema.hierarchy:
-        out["conditional"] = conditional_metrics(y_true, probs, thresholds, schema)
+        out["conditional"] = conditional_metrics(y_true, probs, tasks, schema)
     return out

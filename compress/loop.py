@@ -30,6 +30,7 @@ import torch
 from compress.batching import Encoded, bucketed_batches, collate
 from compress.config import OptimConfig
 from compress.errors import UserError, one_line
+from compress.hierarchy_metrics import level_cuts_of
 from compress.metrics import multilabel_metrics, summary, tune_thresholds
 from compress.models.conditional import conditional_logits
 from compress.predict import logits_of, predict_logits, sigmoid
@@ -88,10 +89,11 @@ def evaluate(model, encoded: Encoded, labels: np.ndarray, names, batch_size: int
 
 
 def score_held_out(model, encoded: Encoded, labels: np.ndarray, names, thresholds: np.ndarray, batch_size: int,
-                   device, accelerator=None, schema=None) -> dict:
-    """Metrics of a held-out (test) set at the given thresholds: nothing is tuned or chosen on it."""
+                   device, accelerator=None, schema=None, level_cuts: dict[str, float] | None = None) -> dict:
+    """Metrics of a held-out (test) set at the given thresholds and validation ``level_cuts``
+    (:func:`compress.hierarchy_metrics.level_cuts_of`): nothing is tuned or chosen on it."""
     probs = predicted_probs(model, encoded, labels.shape[1], batch_size, "no", device, accelerator)
-    return multilabel_metrics(labels, probs, names, thresholds, schema)
+    return multilabel_metrics(labels, probs, names, thresholds, schema, {} if level_cuts is None else level_cuts)
 
 
 def sharded_logits(accelerator, model, encoded: Encoded, num_labels: int, batch_size: int,
@@ -189,6 +191,10 @@ class LoopData:
         schema: their ``LabelSchema`` (hierarchy, exclusive groups) for the per-level metrics; None = flat.
         test / test_labels: encoded test rows and their (N_test, L) labels, scored once after training;
             None = no test set.
+        tune_on / tune_targets: encoded rows and their (N_t, L) 0/1 targets on which the best epoch's final
+            thresholds are tuned instead of on validation (``compress distill --thresholds-from transfer``:
+            the transfer set against the teacher's decisions); None = validation. Epoch selection still
+            uses validation-tuned thresholds; the final validation and test metrics are at the final ones.
     """
 
     train: Encoded
@@ -198,6 +204,8 @@ class LoopData:
     schema: Any = None
     test: Encoded | None = None
     test_labels: np.ndarray | None = None
+    tune_on: Encoded | None = None
+    tune_targets: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -439,16 +447,37 @@ def run_loop(
     accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     if world > 1:  # rows trained on by all processes together
         seen = int(accelerator.reduce(torch.tensor(seen, device=device), reduction="sum").item())
-    metrics = best.metrics
+    metrics, thresholds = best.metrics, best.thresholds
+    if data.tune_on is not None and best.metrics:
+        with own_forward(unwrapped):
+            metrics, thresholds = retuned(unwrapped, data, optim.eval_batch_size, device, accelerator)
+        log.info("thresholds tuned on %d transfer rows: validation macro-F1 %.4f (%.4f at validation-tuned ones)",
+                 len(data.tune_targets), metrics["macro_f1"], best.metrics["macro_f1"])
     if data.test is not None and best.metrics:
         with own_forward(unwrapped):
-            test = score_held_out(unwrapped, data.test, data.test_labels, data.label_names, best.thresholds,
-                                  optim.eval_batch_size, device, accelerator, data.schema)
+            test = score_held_out(unwrapped, data.test, data.test_labels, data.label_names, thresholds,
+                                  optim.eval_batch_size, device, accelerator, data.schema, level_cuts_of(metrics))
         tracker.log_metrics({f"test_{k}": v for k, v in summary(test).items()})
         log.info("test (%d rows, once, at the best epoch's thresholds): macro ROC-AUC %.4f  macro-F1 %.4f",
                  test["n"], test["macro_roc_auc"], test["macro_f1"])
-        metrics = {**best.metrics, "test": test}
-    return LoopResult(state, metrics, best.thresholds, train_seconds, seen)
+        metrics = {**metrics, "test": test}
+    return LoopResult(state, metrics, thresholds, train_seconds, seen)
+
+
+def retuned(model, data: LoopData, batch_size: int, device, accelerator=None) -> tuple[dict, np.ndarray]:
+    """Thresholds tuned on ``data.tune_on`` against ``data.tune_targets`` and the validation metrics at them.
+
+    Returns (metrics, thresholds (L,)); ``metrics["val_tuned_macro_f1"]`` keeps the macro-F1 that
+    validation-tuned thresholds gave, for comparison.
+    """
+    num_labels = data.val_labels.shape[1]
+    probs = predicted_probs(model, data.tune_on, num_labels, batch_size, "no", device, accelerator)
+    thresholds = tune_thresholds(data.tune_targets, probs)
+    val_probs = predicted_probs(model, data.val, num_labels, batch_size, "no", device, accelerator)
+    metrics = multilabel_metrics(data.val_labels, val_probs, data.label_names, thresholds, data.schema)
+    metrics["val_tuned_macro_f1"] = float(multilabel_metrics(
+        data.val_labels, val_probs, data.label_names, tune_thresholds(data.val_labels, val_probs))["macro_f1"])
+    return metrics, thresholds
 
 
 # ----------------------------------------------------------------------------------------------

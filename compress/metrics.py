@@ -47,6 +47,7 @@ def multilabel_metrics(
     labels: Sequence[str],
     thresholds: np.ndarray | None = None,
     schema: Any = None,
+    level_cuts: dict[str, float] | None = None,
 ) -> dict:
     """All validation metrics for (N, L) labels and probabilities.
 
@@ -54,7 +55,8 @@ def multilabel_metrics(
     ``subset_accuracy``, ``label_accuracy`` and ``per_label`` ({name: {roc_auc, pr_auc, f1,
     threshold, support}}). ``thresholds`` default to 0.5. With ``schema`` (a ``LabelSchema`` whose
     names are ``labels``) also ``levels``, ``level_macro_f1`` and, for a hierarchy, ``conditional``
-    (:func:`compress.hierarchy_metrics.hierarchy_metrics`, at the same thresholds).
+    (:func:`compress.hierarchy_metrics.hierarchy_metrics`: top-level labels at the same thresholds, a child
+    at its cut on P(child | parent): ``level_cuts`` for held-out data, None = tuned here, on validation).
     """
     y_true = np.asarray(y_true).astype(np.int64)
     probs = np.asarray(probs, dtype=np.float64)
@@ -91,7 +93,7 @@ def multilabel_metrics(
         "n": int(len(y_true)),
     }
     if schema is not None:
-        metrics.update(hierarchy_metrics(y_true, probs, thresholds, schema))
+        metrics.update(hierarchy_metrics(y_true, probs, thresholds, schema, level_cuts))
     return metrics
 
 

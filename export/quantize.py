@@ -880,12 +880,14 @@ def quantized_info(info: Any, source: Path, config: QuantizeConfig, chosen: _Can
     recipe (its float-kept nodes and why), every attempt's guard numbers, the sensitivity ranking when
     one was made, the runtime that runs it."""
     from compress.artifact import ArtifactInfo
+    from compress.hierarchy_metrics import level_cuts_of
     from compress.metrics import multilabel_metrics
 
     thresholds = np.asarray(info.thresholds if info.thresholds else [0.5] * len(info.labels))
     metrics = dict(info.metrics)
     if guard is not None and chosen.probs is not None:
-        metrics = multilabel_metrics(guard.data.labels, chosen.probs, info.labels, thresholds, info.schema())
+        metrics = multilabel_metrics(guard.data.labels, chosen.probs, info.labels, thresholds, info.schema(),
+                                     level_cuts_of(info.metrics))
     runtime = {"bf16": "torch-bf16", "torch-int8-dynamic": "torch-int8"}.get(config.mode, "ort")
     guard_extra = {"data": guard.data.source, "split": guard.data.split, "rows": len(guard.data.texts),
                    "baseline_macro_roc_auc": guard.baseline, "max_auc_drop": config.max_auc_drop,

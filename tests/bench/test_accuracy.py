@@ -13,6 +13,7 @@ from bench import accuracy
 from compress.artifact import read_info
 from compress.data import LabelSchema, load_dataset
 from compress.errors import DataError
+from compress.hierarchy_metrics import level_cuts_of
 from compress.metrics import multilabel_metrics
 from export.runtime import load
 from modcompress.cli import bench_main as main
@@ -35,7 +36,8 @@ def test_metrics_equal_compress_metrics_on_the_same_rows(tfidf_artifact, jigsaw_
     data = load_dataset(jigsaw_csv)
     info = read_info(tfidf_artifact)
     probs = load(tfidf_artifact).predict(data.texts)
-    expected = multilabel_metrics(data.labels, probs, LABELS, np.asarray(info.thresholds), info.schema())
+    expected = multilabel_metrics(data.labels, probs, LABELS, np.asarray(info.thresholds), info.schema(),
+                                  level_cuts_of(info.metrics))  # the artifact's validation cuts, not re-tuned
     for key in ("macro_roc_auc", "macro_pr_auc", "macro_f1", "micro_f1", "subset_accuracy", "label_accuracy",
                 "level_macro_f1"):
         assert row["metrics"][key] == pytest.approx(expected[key], abs=1e-9), key

@@ -47,8 +47,13 @@ def test_tfidf_via_cli_writes_a_baseline_artifact(tmp_path, jigsaw_csv, capsys):
     from compress.train import load_splits
 
     test = load_splits(DataConfig(data=str(jigsaw_csv))).test
+    # at the validation thresholds and the validation's level cuts (P(child | parent)), nothing re-tuned
+    from compress.hierarchy_metrics import level_cuts_of
+
+    cuts = level_cuts_of(info.metrics)
+    assert set(cuts) == {"severe_toxic"}
     again = multilabel_metrics(test.labels, load_baseline(out).predict_proba(test.texts), info.labels,
-                               np.asarray(info.thresholds), info.schema())
+                               np.asarray(info.thresholds), info.schema(), cuts)
     assert info.extra["test_rows"] == info.metrics["test"]["n"] == 40
     for key in ("macro_f1", "macro_roc_auc", "level_macro_f1"):
         assert again[key] == pytest.approx(info.metrics["test"][key], abs=1e-9), key

@@ -19,6 +19,7 @@ from compress.distill import (
     distill,
     load_distill_config,
     masked_distillation_loss,
+    teacher_decisions,
 )
 from compress.errors import ConfigError
 from compress.losses import BCELoss, DistillationLoss
@@ -323,6 +324,51 @@ def test_hf_checkpoint_as_student(tmp_path, teacher):
 # ---------------------------------------------------------------------------------------------- bad input
 
 
+def test_teacher_decisions_are_its_probabilities_at_its_thresholds():
+    logits = np.array([[0.0, 2.0], [-1.0, 0.5], [3.0, -3.0]], dtype=np.float32)
+    # sigmoid: [[.5, .881], [.269, .622], [.953, .047]]
+    assert teacher_decisions(logits, [0.6, 0.7]).tolist() == [[0, 1], [0, 0], [1, 0]]
+    assert teacher_decisions(logits, [0.5, 0.5]).tolist() == [[1, 1], [0, 1], [1, 0]]
+    assert teacher_decisions(logits, []).tolist() == [[1, 1], [0, 1], [1, 0]]  # none recorded: 0.5
+
+
+def test_thresholds_from_transfer_are_tuned_on_the_teachers_decisions(tmp_path, teacher, monkeypatch):
+    import compress.loop as loop_mod
+    from compress.batching import encode
+    from compress.models import load_model
+    from compress.predict import predict_logits
+    from compress.train import load_splits
+
+    calls = []
+    real = loop_mod.tune_thresholds
+
+    def spy(y, probs):
+        calls.append((np.asarray(y).copy(), real(y, probs)))
+        return calls[-1][1]
+
+    monkeypatch.setattr(loop_mod, "tune_thresholds", spy)
+    cfg = _config(teacher, "textcnn", tmp_path / "s", tmp_path / "cache", "optim.max_steps=6", "optim.epochs=2",
+                  "thresholds_from=transfer", *SMALL_CNN)
+    distill(cfg)
+    info = read_info(tmp_path / "s")
+    assert info.extra["thresholds_from"] == "transfer"
+    transfer_calls = [c for c in calls if len(c[0]) == 320]  # the 320 labelled training texts = the transfer set
+    assert len(transfer_calls) == 1
+    targets, tuned = transfer_calls[0]
+    np.testing.assert_allclose(info.thresholds, tuned)
+    # the targets are the teacher's own decisions over the transfer texts, not the gold labels
+    t_model, t_tok = load_model(teacher)
+    train, _, _ = load_splits(DataConfig(data=read_info(teacher).recipe["data"]["data"]))
+    t_probs = 1 / (1 + np.exp(-predict_logits(t_model, encode(t_tok, train.texts, 32))))
+    expected = (t_probs >= np.asarray(read_info(teacher).thresholds)).astype(np.float32)
+    assert (targets == expected).mean() > 0.99
+    assert (targets != train.labels).any()
+    # validation and test metrics are at the final thresholds; validation-tuned ones are kept for comparison
+    for metrics in (info.metrics, info.metrics["test"]):
+        assert [metrics["per_label"][n]["threshold"] for n in info.labels] == pytest.approx(info.thresholds)
+    assert 0.0 <= info.metrics["val_tuned_macro_f1"] <= 1.0
+
+
 def test_config_validation_names_the_field():
     with pytest.raises(ConfigError, match="temperature"):
         DistillConfig(teacher="t", student="textcnn", temperature=0)
@@ -344,6 +390,8 @@ def _other_labels_csv(path: Path) -> Path:
     ("label_mismatch", "missing toxic"),
     ("temperature", "temperature: must be > 0"),
     ("alpha", r"alpha: must be in \[0, 1\]"),
+    ("thresholds_from", "thresholds_from: must be one of validation, transfer, got 'teacher'"),
+    ("thresholds_from_alpha_0", "thresholds_from: transfer tunes thresholds on the teacher's soft labels"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, teacher, capsys, case, message):
     out, cache = tmp_path / "out", tmp_path / "cache"
@@ -364,6 +412,10 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, teacher, capsys,
         extra = ["--temperature", "0"]
     elif case == "alpha":
         extra = ["--alpha", "1.5"]
+    elif case == "thresholds_from":
+        extra = ["--thresholds-from", "teacher"]
+    elif case == "thresholds_from_alpha_0":
+        extra = ["--thresholds-from", "transfer", "--alpha", "0"]
     code = main(["distill", teacher_arg, student, "--out", str(out), "--cache-dir", str(cache), "--no-tracking",
                  *extra])
     err = capsys.readouterr().err.strip()

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from compress.data import OLID_SCHEMA, LabelSchema
-from compress.hierarchy_metrics import conditional_metrics, hierarchy_metrics, level_tasks
+from compress.hierarchy_metrics import (
+    best_macro_f1_cut,
+    conditional_metrics,
+    conditional_scores,
+    hierarchy_metrics,
+    level_cuts_of,
+    level_tasks,
+)
 from compress.metrics import multilabel_metrics, summary
 
 # offensive, targeted, target_individual, target_group, target_other
@@ -37,6 +44,9 @@ P = np.array([
     [0.6, 0.45, 0.10, 0.10, 0.10],  # untargeted right
 ])
 T = np.full(5, 0.5)
+CUTS = {"targeted": 0.5}  # level B decided at P(targeted | offensive) >= 0.5
+# P(targeted | offensive) on the 6 offensive rows 4..9: .6/.7, .7/.8, .4/.4, .8/.9, .55/.9, .45/.6
+#   = .857 (UNT), .875 (TIN), 1.0 (TIN), .889 (TIN), .611 (TIN), .75 (UNT)
 
 
 def _by_name(tasks):
@@ -44,7 +54,7 @@ def _by_name(tasks):
 
 
 def test_levels_of_olid_match_hand_computed_values():
-    tasks = _by_name(level_tasks(Y, P, T, OLID_SCHEMA))
+    tasks = _by_name(level_tasks(Y, P, T, OLID_SCHEMA, CUTS))
     assert list(tasks) == ["A: offensive", "B: targeted | offensive",
                            "C: target_individual / target_group / target_other | targeted"]
     a, b, c = tasks.values()
@@ -55,39 +65,47 @@ def test_levels_of_olid_match_hand_computed_values():
     assert a["classes"]["not offensive"] == {"f1": pytest.approx(0.75), "support": 4}
     assert a["majority_macro_f1"] == pytest.approx(0.375)
     assert a["roc_auc"] == pytest.approx(22.5 / 24)
-    # B, the 6 offensive rows: TP 3, FP 1, FN 1 -> F1(TIN) 6/8; F1(UNT) 2/4; majority (4 TIN of 6): 0.4
-    assert (b["level"], b["rows"], b["parent"]) == ("B", 6, "offensive")
-    assert b["macro_f1"] == pytest.approx(0.625)
+    # B, the 6 offensive rows, by P(targeted | offensive) >= 0.5: all TIN -> F1(TIN) 8/10, F1(UNT) 0;
+    # majority (4 TIN of 6): 0.4. Ranking: only .611 (TIN) sits below both UNT rows -> ROC-AUC 6/8
+    assert (b["level"], b["rows"], b["parent"], b["threshold"]) == ("B", 6, "offensive", 0.5)
+    assert b["macro_f1"] == pytest.approx(0.4)
     assert b["majority_macro_f1"] == pytest.approx(0.4)
-    assert b["roc_auc"] == pytest.approx(5 / 8)
-    assert b["pr_auc"] == pytest.approx(0.25 + 0.25 + 0.25 * 3 / 4 + 0.25 * 4 / 6)
+    assert b["roc_auc"] == pytest.approx(6 / 8)
+    assert b["pr_auc"] == pytest.approx((1 + 1 + 1 + 4 / 6) / 4)
+    # the marginal P(targeted) would rank them worse (ROC-AUC 5/8): row 6's doubt about "offensive" is not
+    # a doubt about "targeted"
+    tuned = _by_name(level_tasks(Y, P, T, OLID_SCHEMA))["B: targeted | offensive"]
+    # tuned on these rows: cut .875 -> TIN TP 3, FN 1 -> 6/7; UNT TP 2, FP 1 -> 4/5
+    assert tuned["threshold"] == pytest.approx(0.875) and tuned["macro_f1"] == pytest.approx((6 / 7 + 4 / 5) / 2)
     # C, the 4 targeted rows, argmax: IND F1 1/2, GRP 2/3, OTH 0; majority (IND, 2 of 4): (2/3) / 3
     assert (c["level"], c["kind"], c["rows"], c["rows_without_class"]) == ("C", "multiclass", 4, 0)
     assert c["labels"] == ["target_individual", "target_group", "target_other"]
     assert c["macro_f1"] == pytest.approx((0.5 + 2 / 3 + 0) / 3)
     assert c["majority_macro_f1"] == pytest.approx(2 / 9)
-    assert c["roc_auc"] == pytest.approx((0.5 + 1 + 1) / 3)  # one-vs-rest on the 4 rows
+    # one-vs-rest on the 4 rows by P(member | targeted): IND .714 / .25 (IND) vs .25 / .545 -> 2.5/4
+    assert c["roc_auc"] == pytest.approx((0.625 + 1 + 1) / 3)
     assert c["pr_auc"] == pytest.approx((0.75 + 1 + 1) / 3)
     assert {k: v["support"] for k, v in c["classes"].items()} == {"target_individual": 2, "target_group": 1,
                                                                    "target_other": 1}
 
 
 def test_conditional_metrics_score_each_child_on_the_rows_of_its_parent():
-    cond = conditional_metrics(Y, P, T, OLID_SCHEMA)
+    cond = conditional_metrics(Y, P, level_tasks(Y, P, T, OLID_SCHEMA, CUTS), OLID_SCHEMA)
     assert list(cond) == ["targeted", "target_individual", "target_group", "target_other"]
-    assert cond["targeted"] == {"parent": "offensive", "rows": 6, "support": 4, "roc_auc": pytest.approx(5 / 8),
-                                "pr_auc": pytest.approx(0.8541666667), "f1": pytest.approx(0.75)}
+    assert cond["targeted"] == {"parent": "offensive", "rows": 6, "support": 4, "roc_auc": pytest.approx(6 / 8),
+                                "pr_auc": pytest.approx(0.9166666667), "f1": pytest.approx(0.8)}
     ind = cond["target_individual"]
     assert (ind["rows"], ind["support"]) == (4, 2)
-    assert ind["roc_auc"] == pytest.approx(0.5) and ind["f1"] == pytest.approx(2 / 3)
+    # F1 of the group's decision: IND is the argmax on rows 5 and 8, gold IND on rows 5 and 6 -> 1/2
+    assert ind["roc_auc"] == pytest.approx(0.625) and ind["f1"] == pytest.approx(0.5)
 
 
 def test_multilabel_metrics_adds_levels_beside_the_flat_metrics():
     flat = multilabel_metrics(Y, P, list(OLID_SCHEMA.names), T)
-    full = multilabel_metrics(Y, P, list(OLID_SCHEMA.names), T, OLID_SCHEMA)
+    full = multilabel_metrics(Y, P, list(OLID_SCHEMA.names), T, OLID_SCHEMA, CUTS)
     assert {k: v for k, v in full.items() if k in flat} == flat  # additive keys only
-    assert full["levels"]["by_level"] == pytest.approx({"A": (10 / 12 + 0.75) / 2, "B": 0.625, "C": 7 / 18})
-    assert full["level_macro_f1"] == pytest.approx(((10 / 12 + 0.75) / 2 + 0.625 + 7 / 18) / 3)
+    assert full["levels"]["by_level"] == pytest.approx({"A": (10 / 12 + 0.75) / 2, "B": 0.4, "C": 7 / 18})
+    assert full["level_macro_f1"] == pytest.approx(((10 / 12 + 0.75) / 2 + 0.4 + 7 / 18) / 3)
     assert summary(full)["level_macro_f1"] == full["level_macro_f1"] and "level_macro_f1" not in summary(flat)
     # unconditional targeted ROC-AUC over all rows is higher than among offensive rows: the flat view hides it
     assert full["per_label"]["targeted"]["roc_auc"] > full["conditional"]["targeted"]["roc_auc"]
@@ -99,12 +117,12 @@ def test_each_level_weighs_the_same_however_many_labels_it_has():
     schema = LabelSchema.from_names(["a", "b", "c"], {"c": "a"})
     y = np.array([[1, 0, 1], [1, 1, 0], [0, 1, 0], [0, 0, 0]])
     p = np.array([[0.9, 0.1, 0.9], [0.8, 0.9, 0.2], [0.1, 0.8, 0.1], [0.2, 0.2, 0.3]])
-    m = hierarchy_metrics(y, p, np.full(3, 0.5), schema)
+    m = hierarchy_metrics(y, p, np.full(3, 0.5), schema, {"c": 0.5})
     assert [t["name"] for t in m["levels"]["tasks"]] == ["A: a", "A: b", "B: c | a"]
     assert m["levels"]["by_level"] == {"A": 1.0, "B": 1.0} and m["level_macro_f1"] == 1.0
     p_bad_c = p.copy()
     p_bad_c[:2, 2] = [0.1, 0.9]  # c wrong on both rows of its parent: level B macro-F1 0
-    m = hierarchy_metrics(y, p_bad_c, np.full(3, 0.5), schema)
+    m = hierarchy_metrics(y, p_bad_c, np.full(3, 0.5), schema, {"c": 0.5})
     assert m["levels"]["by_level"] == {"A": 1.0, "B": 0.0} and m["level_macro_f1"] == 0.5  # not (1 + 1 + 0) / 3
 
 
@@ -132,3 +150,47 @@ def test_exclusive_groups_skip_rows_with_no_member_and_may_be_top_level():
     # argmax: x, y, z, x against x, y, z, y -> F1 x 2/3, y 2/3, z 1
     assert task["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
     assert task["majority_macro_f1"] == pytest.approx((2 * 0.5 / 1.5) / 3)  # y: 2 of 4 rows
+
+
+def test_conditional_scores_recover_p_child_given_parent():
+    p_parent, p_child_given = np.array([0.8, 0.5, 0.0, 0.3]), np.array([0.25, 0.9, 0.7, 0.6])
+    schema = LabelSchema.from_names(["a", "b"], {"b": "a"})
+    marginals = np.stack([p_parent, p_parent * p_child_given], axis=1)  # what a conditional head outputs
+    got = conditional_scores(marginals, schema)
+    np.testing.assert_allclose(got[:, 0], p_parent)
+    np.testing.assert_allclose(got[[0, 1, 3], 1], p_child_given[[0, 1, 3]])
+    assert got[2, 1] == 0.0  # parent probability 0: no evidence for the child
+    flat = np.array([[0.2, 0.5]])  # a flat model may say P(child) > P(parent): clipped
+    assert conditional_scores(flat, schema)[0, 1] == 1.0
+
+
+def test_best_macro_f1_cut_against_every_cut_by_hand():
+    y = np.array([0, 1, 1, 1, 1, 0])
+    s = np.array([0.857, 0.875, 1.0, 0.889, 0.611, 0.75])
+    assert best_macro_f1_cut(y, s) == pytest.approx(0.875)  # macro (6/7 + 4/5) / 2, see the B task above
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # against brute force over every distinct score (and "nothing positive")
+        y = rng.integers(0, 2, 40)
+        s = np.round(rng.random(40), 1)  # ties
+        cut = best_macro_f1_cut(y, s)
+        brute = max(f1_score(y, (s >= c).astype(int), average="macro", labels=[0, 1], zero_division=0)
+                    for c in [*np.unique(s), 2.0])
+        assert f1_score(y, (s >= cut).astype(int), average="macro", labels=[0, 1], zero_division=0) \
+            == pytest.approx(brute)
+    assert best_macro_f1_cut(np.array([], dtype=int), np.array([])) == 0.5
+
+
+def test_held_out_data_is_decided_at_the_cuts_validation_chose():
+    val = multilabel_metrics(Y, P, list(OLID_SCHEMA.names), T, OLID_SCHEMA)  # cuts tuned here
+    cuts = level_cuts_of(val)
+    assert cuts == {"targeted": pytest.approx(0.875)}
+    y_test, p_test = Y[4:], P[4:]  # "held-out" rows: not tuned again
+    test = multilabel_metrics(y_test, p_test, list(OLID_SCHEMA.names), T, OLID_SCHEMA, cuts)
+    b = _by_name(test["levels"]["tasks"])["B: targeted | offensive"]
+    assert b["threshold"] == pytest.approx(0.875)
+    # metrics without cuts (artifacts made before them): children decided at 0.5
+    assert level_cuts_of({"macro_f1": 0.5}) == {} and level_cuts_of(None) == {}
+    old = multilabel_metrics(y_test, p_test, list(OLID_SCHEMA.names), T, OLID_SCHEMA, {})
+    assert _by_name(old["levels"]["tasks"])["B: targeted | offensive"]["threshold"] == 0.5

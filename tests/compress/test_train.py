@@ -52,7 +52,11 @@ def test_trains_and_writes_a_reloadable_artifact(tmp_path, tiny_bert_dir, jigsaw
     batch = tok(test_set.texts, return_tensors="pt", padding=True, truncation=True, max_length=32)
     with torch.no_grad():
         probs = torch.sigmoid(model(**batch).logits).numpy()
-    again = multilabel_metrics(test_set.labels, probs, info.labels, np.asarray(info.thresholds), info.schema())
+    from compress.hierarchy_metrics import level_cuts_of
+
+    # the validation thresholds and level cuts, carried to the test split unchanged
+    again = multilabel_metrics(test_set.labels, probs, info.labels, np.asarray(info.thresholds), info.schema(),
+                               level_cuts_of(info.metrics))
     for key in ("macro_roc_auc", "macro_f1", "level_macro_f1"):
         assert again[key] == pytest.approx(test[key], abs=1e-5), key
 

@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unlabeled", metavar="FILE", help="extra unlabelled texts (.txt one per line, or a CSV column)")
     p.add_argument("--augment", type=int, metavar="N", help="augmented copies per transfer text (Tang et al. 2019)")
     p.add_argument("--student-layers", type=int, help="distilbert depth (default half the teacher's)")
+    p.add_argument("--thresholds-from", metavar="validation|transfer",
+                   help="tune the decision thresholds on the validation labels (default) or on the whole "
+                        "transfer set against the teacher's decisions")
     p.add_argument("--cache-dir", help="soft-label cache (default ~/.cache/modcompress/soft_labels)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint after a crash")
     add_common_options(p)
@@ -53,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     pairs = common_overrides(args)
     for flag, key in (("loss", "loss.name"), ("temperature", "temperature"), ("alpha", "alpha"),
                       ("unlabeled", "unlabeled"), ("augment", "augment"), ("student_layers", "student_layers"),
-                      ("cache_dir", "cache_dir")):
+                      ("cache_dir", "cache_dir"), ("thresholds_from", "thresholds_from")):
         value = getattr(args, flag)
         if value is not None:
             pairs.append(f"{key}={value}")
