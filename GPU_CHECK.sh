@@ -16,7 +16,7 @@ set -uo pipefail
 cd "$(dirname "$0")"
 OUT=${OUT:-$PWD/gpu-check-out}
 mkdir -p "$OUT"
-PY=${PYTHON:-python3}
+export PY=${PYTHON:-python3}
 ROOT=runs/gpu-check
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
@@ -34,15 +34,16 @@ step() {  # step NAME SECONDS LOG COMMAND...: run COMMAND under a time limit, it
 note "# GPU check, issue 17 ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
 note "- GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
 
-# 1. install
-install() {
+# 1. install (a function run by a child bash, so that `timeout` can limit it)
+install_all() {
   "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" || "$PY" -m pip install "torch==2.13.0"
   "$PY" -m pip install -e ".[test,gpu]"
   # the CPU onnxruntime (a base dependency) and onnxruntime-gpu share one module: keep the GPU build's files
   "$PY" -m pip uninstall -y onnxruntime
   "$PY" -m pip install --force-reinstall --no-deps "onnxruntime-gpu>=1.18,<2"
 }
-step "install" 420 "$OUT/setup.log" install
+export -f install_all
+step "install" 420 "$OUT/setup.log" bash -c install_all
 if ! "$PY" -c "import tensorrt, torch; assert torch.cuda.is_available()" >>"$OUT/setup.log" 2>&1; then
   note "- STOP: tensorrt cannot be imported or torch sees no GPU (setup.log)"
   exit 1
@@ -101,16 +102,20 @@ import json
 import sys
 from pathlib import Path
 
-report, root, int8 = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2]), sys.argv[3]
-student = json.loads((root / "student" / "artifact.json").read_text())
-print(f"\n## The student\nvalidation macro ROC-AUC {student['metrics'].get('macro_roc_auc')}")
-guard = json.loads((root / int8 / "artifact.json").read_text())["extra"].get("guard", {})
+def read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+report, root, int8 = read(Path(sys.argv[1])), Path(sys.argv[2]), sys.argv[3]
+student = read(root / "student" / "artifact.json")
+print(f"\n## The student\nvalidation macro ROC-AUC {student.get('metrics', {}).get('macro_roc_auc')}")
+guard = read(root / int8 / "artifact.json").get("extra", {}).get("guard", {})
 if guard:
     print(f"int8 guard ({guard['rows']} rows, limit {guard['max_auc_drop']}): fp32 {guard['baseline_macro_roc_auc']:.4f}, "
           f"Q/DQ on ORT CPU drop {guard['qdq_onnxruntime_cpu']['drop']:+.4f}, engine drop {guard['engine']['drop']:+.4f}, "
           f"engine vs Q/DQ max |prob diff| {guard['engine']['max_abs_prob_diff_vs_qdq_cpu']:.4f}")
 print("\n## Batch 1, 128 tokens (ms)\n\n| row | p50 | p90 | p99 |\n|---|---:|---:|---:|")
-for r in report["rows"]:
+for r in report.get("rows", []):
     if r["status"] == "ok" and r["batch_size"] == 1:
         print(f"| {r['name']} ({r.get('precision', 'fp32, CPU')}) | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} |")
 print("\nNVIDIA's published TensorRT BERT-Base (12 layers x 768, twice the student's depth), 128 tokens, batch 1, "
