@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.artifacts import Skipped, check_artifacts, load_predictor
+from bench.artifacts import GPU_RUNTIMES, Skipped, check_artifacts, load_predictor
 from bench.inputs import fixed_length_text, load_tokenizer, mean_length, real_batches
 from bench.measure import CpuWatch, machine_notes, time_calls
 from compress.artifact import ArtifactInfo, read_info
@@ -134,8 +134,11 @@ class LatencyConfig:
 def _row(artifact: Path, info: ArtifactInfo, runtime: str, backend: str | None = None, **fields: Any
          ) -> dict[str, Any]:
     backend = backend or runtime
+    # an engine's precision (fp32 / fp16 / int8) is fixed when it is built: a TensorRT row says which
+    precision = {"precision": info.extra["precision"]} if info.kind == "tensorrt" and "precision" in info.extra else {}
     return {"name": f"{artifact.name}/{backend}", "artifact": str(artifact), "artifact_name": artifact.name,
-            "kind": info.kind, "architecture": info.architecture, "runtime": runtime, "backend": backend, **fields}
+            "kind": info.kind, "architecture": info.architecture, "runtime": runtime, "backend": backend,
+            **precision, **fields}
 
 
 class _TritonPredictor:
@@ -314,13 +317,18 @@ def _fmt(value: float | None, spec: str = ".2f", suffix: str = "") -> str:
     return "—" if value is None else f"{value:{spec}}{suffix}"
 
 
+def _label(row: dict[str, Any]) -> str:
+    return f"{row['name']} ({row['precision']})" if row.get("precision") else row["name"]
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: measured rows, then skipped/error rows with reasons, then notes."""
     base = report.get("baseline")
     env = report.get("environment", {})
     ok = [r for r in report["rows"] if r["status"] == "ok"]
     other = [r for r in report["rows"] if r["status"] != "ok"]
-    lines = [f"Latency of one `predict` call (one batch, tokenization included); {env.get('cpu', '?')}, "
+    gpu = f", GPU {env['cuda']}" if env.get("cuda") and any(r["backend"] in GPU_RUNTIMES for r in ok) else ""
+    lines = [f"Latency of one `predict` call (one batch, tokenization included); {env.get('cpu', '?')}{gpu}, "
              f"{env.get('torch_threads', '?')} torch threads. Ratios vs `{base}` at the same batch and length "
              f"(> 1 = faster).", ""]
     if ok:
@@ -328,7 +336,7 @@ def markdown(report: dict[str, Any]) -> str:
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in ok:
             length = f"real (mean {r['mean_length']:.0f})" if r["seq_length"] == REAL else str(r["seq_length"])
-            lines.append(f"| {r['name']} | {r['batch_size']} | {length} {r['length_unit']} | {r['p50_ms']:.2f} | "
+            lines.append(f"| {_label(r)} | {r['batch_size']} | {length} {r['length_unit']} | {r['p50_ms']:.2f} | "
                          f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['throughput']:.1f} | "
                          f"{_fmt(r.get('speedup'), '.2f', 'x')} | {_fmt(r.get('throughput_ratio'), '.2f', 'x')} |")
     else:
@@ -336,7 +344,7 @@ def markdown(report: dict[str, Any]) -> str:
     if other:
         lines += ["", "| row | batch | length | status | reason |", "|---|---:|---:|---|---|"]
         for r in other:
-            lines.append(f"| {r['name']} | {r.get('batch_size') or 'all'} | {r.get('seq_length') or 'all'} | "
+            lines.append(f"| {_label(r)} | {r.get('batch_size') or 'all'} | {r.get('seq_length') or 'all'} | "
                          f"{r['status']} | {r['reason']} |")
     for choice in report.get("auto_choices", []):
         lines += ["", f"auto on `{choice['artifact_name']}`: {choice['backend']} ({choice['reason']})."]

@@ -80,6 +80,13 @@ HEAD_NODES = 2  # the last weight-carrying ops (classifier + pooler / pre-classi
 # is the fast int8 path for convolutions.
 DYNAMIC_OPS = ("MatMul", "Attention", "LSTM", "Gather", "Transpose", "EmbedLayerNormalization")
 INT8_MODES = ("int8-dynamic", "int8-static")
+# TensorRT's explicit quantization (``int8_static_onnx(tensorrt=True)``): symmetric int8 (zero point 0) on
+# activations and weights, a weight stays float behind its own Q/DQ pair (TensorRT folds it), only the inputs
+# of the quantized ops are quantized (their outputs and biases stay float), MatMul weights per output column.
+TENSORRT_QDQ_OPTIONS = {"ActivationSymmetric": True, "WeightSymmetric": True, "AddQDQPairToWeight": True,
+                        "DedicatedQDQPair": True, "QuantizeBias": False,
+                        "OpTypesToExcludeOutputQuantization": list(WEIGHT_OPS),
+                        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}}
 # Texts the sensitivity ranking measures each node-only model on. Evaluating them is most of a ranked
 # node's cost (MiniLM-L6: ~1.5 s of CPU for 64 texts, the quantization ~0.7 s), and the ranking needs
 # the order of the errors, which a broken node makes plain on a few dozen texts.
@@ -157,12 +164,7 @@ class QuantizeConfig:
         if self.calibration_samples < MIN_CALIBRATION_SAMPLES:
             raise ConfigError(f"calibration_samples: must be >= {MIN_CALIBRATION_SAMPLES}, "
                               f"got {self.calibration_samples}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction: must be in (0, 1), got {self.val_fraction}")
-        if not 0.0 <= self.max_auc_drop < 1.0:
-            raise ConfigError(f"max_auc_drop: must be in [0, 1), got {self.max_auc_drop}")
-        if self.max_eval_samples is not None and self.max_eval_samples < 2:
-            raise ConfigError(f"max_eval_samples: must be >= 2, got {self.max_eval_samples}")
+        check_guard_settings(self.val_fraction, self.max_auc_drop, self.max_eval_samples)
         if self.optimize not in OPTIMIZE_CHOICES:
             raise ConfigError(f"optimize: must be one of {', '.join(OPTIMIZE_CHOICES)}, got {self.optimize!r}")
         if self.mode == "int8-static" and not self.data:
@@ -184,6 +186,16 @@ class QuantizeConfig:
         if self.exclude_nodes and self.mode == "bf16":
             raise ConfigError("exclude_nodes: bf16 runs the whole PyTorch model under autocast, there are no nodes "
                               "to keep in float; use an ONNX mode or torch-int8-dynamic")
+
+
+def check_guard_settings(val_fraction: float, max_auc_drop: float, max_eval_samples: int | None) -> None:
+    """ConfigError naming the first accuracy-guard setting out of range (``compress quantize``, ``export tensorrt``)."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"val_fraction: must be in (0, 1), got {val_fraction}")
+    if not 0.0 <= max_auc_drop < 1.0:
+        raise ConfigError(f"max_auc_drop: must be in [0, 1), got {max_auc_drop}")
+    if max_eval_samples is not None and max_eval_samples < 2:
+        raise ConfigError(f"max_eval_samples: must be >= 2, got {max_eval_samples}")
 
 
 def resolve_reduce_range(requested: bool | None) -> tuple[bool, str]:
@@ -217,8 +229,8 @@ def _graph_nodes(onnx_path: str | os.PathLike[str]) -> list[Any]:
     return list(onnx.load(str(onnx_path), load_external_data=False).graph.node)
 
 
-def head_nodes(onnx_path: str | os.PathLike[str], n: int = HEAD_NODES, ops: Sequence[str] = WEIGHT_OPS) -> list[str]:
-    """Names of the last ``n`` weight-carrying nodes of type ``ops`` (the classifier head), graph order."""
+def weight_nodes(onnx_path: str | os.PathLike[str], ops: Sequence[str] = WEIGHT_OPS) -> list[str]:
+    """Names of the weight-carrying nodes of type ``ops`` (an input is an initializer), graph order."""
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
@@ -226,9 +238,13 @@ def head_nodes(onnx_path: str | os.PathLike[str], n: int = HEAD_NODES, ops: Sequ
     # a weight may reach its op through a Transpose/Cast of an initializer
     derived = {o for node in model.graph.node if node.op_type in ("Transpose", "Cast", "DequantizeLinear")
                and node.input and node.input[0] in weights for o in node.output}
-    names = [node.name for node in model.graph.node
-             if node.op_type in ops and any(i in weights or i in derived for i in node.input[1:])]
-    return names[-n:] if n else []
+    return [node.name for node in model.graph.node
+            if node.op_type in ops and any(i in weights or i in derived for i in node.input[1:])]
+
+
+def head_nodes(onnx_path: str | os.PathLike[str], n: int = HEAD_NODES, ops: Sequence[str] = WEIGHT_OPS) -> list[str]:
+    """Names of the last ``n`` weight-carrying nodes of type ``ops`` (the classifier head), graph order."""
+    return weight_nodes(onnx_path, ops)[-n:] if n else []
 
 
 def marginal_nodes(onnx_path: str | os.PathLike[str]) -> list[str]:
@@ -308,8 +324,9 @@ def calibration_cache_supported() -> bool:
 def int8_static_onnx(src: Path, dst: Path, reader: TextCalibrationReader, method: str, per_channel: bool,
                      reduce_range: bool, nodes_to_exclude: Sequence[str] = (),
                      op_types: Sequence[str] | None = None, nodes_to_quantize: Sequence[str] = (),
-                     calibration_cache: Path | None = None) -> None:
-    """``quantize_static`` in QDQ format: uint8 activations, int8 weights (ORT's CPU recommendation).
+                     calibration_cache: Path | None = None, tensorrt: bool = False) -> None:
+    """``quantize_static`` in QDQ format: uint8 activations, int8 weights (ORT's CPU recommendation), or with
+    ``tensorrt`` the Q/DQ TensorRT builds int8 engines from (:data:`TENSORRT_QDQ_OPTIONS`, int8 activations).
 
     ``nodes_to_quantize`` (non-empty) limits it to those nodes. ``calibration_cache``: a JSON file of
     calibrated ranges, written by the first call and read by the next ones (one calibration per run,
@@ -322,7 +339,7 @@ def int8_static_onnx(src: Path, dst: Path, reader: TextCalibrationReader, method
                "percentile": CalibrationMethod.Percentile}
     # Not CalibMaxIntermediateOutputs: in onnxruntime 1.31 it drops the collected outputs without
     # folding them into the ranges. Calibration memory grows with calibration_samples instead.
-    extra: dict[str, Any] = {"DefaultTensorType": 1}
+    extra: dict[str, Any] = {"DefaultTensorType": 1, **(TENSORRT_QDQ_OPTIONS if tensorrt else {})}
     cache: dict[str, Any] = {}
     if calibration_cache is not None and calibration_cache_supported():
         cache["calibration_cache_path"] = str(calibration_cache)
@@ -330,7 +347,8 @@ def int8_static_onnx(src: Path, dst: Path, reader: TextCalibrationReader, method
     with quiet_onnxruntime_logs():
         quantize_static(
             str(src), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-            reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            reduce_range=reduce_range, activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
             nodes_to_exclude=list(nodes_to_exclude), nodes_to_quantize=list(nodes_to_quantize),
             op_types_to_quantize=list(op_types) if op_types else None,
             calibrate_method=methods[method], extra_options=extra, **cache,
@@ -451,14 +469,14 @@ def macro_auc(labels: np.ndarray, probs: np.ndarray, names: Sequence[str]) -> fl
     return float(value)
 
 
-def onnx_probs(path: Path, encoded: Any) -> np.ndarray:
-    """(N, L) probabilities of an ONNX file (CUDA EP for fp16 when present, else CPU)."""
+def onnx_probs(path: Path, encoded: Any, cpu: bool = False) -> np.ndarray:
+    """(N, L) probabilities of an ONNX file (CUDA EP for fp16 when present, else CPU; ``cpu``: CPU only)."""
     import onnxruntime as ort
 
     from compress.predict import sigmoid
 
     providers = ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in ort.get_available_providers():
+    if not cpu and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     return sigmoid(onnx_logits(ort_session(path, providers), encoded))
 
@@ -712,17 +730,41 @@ def candidate_probs(encoded: Any, model: Any, onnx_file: Path | None, precision:
 
 
 @dataclass(frozen=True)
-class _Guard:
-    """The guard of one run: its rows, encoded for the source's tokenizer, and the fp32 score to keep."""
+class AucGuard:
+    """The guard of one run: its rows, encoded for the source's tokenizer, and the fp32 score to keep.
+
+    Attributes:
+        encoded: :class:`compress.batching.Encoded` of ``data.texts`` (N rows).
+        baseline: fp32 validation macro ROC-AUC on them.
+    """
 
     data: GuardData
     encoded: Any
-    baseline: float  # fp32 validation macro ROC-AUC
+    baseline: float
     max_auc_drop: float
     labels: list[str]
 
+    @classmethod
+    def measure(cls, data: GuardData, encoded: Any, fp32_probs: np.ndarray, labels: Sequence[str],
+                max_auc_drop: float) -> AucGuard:
+        """The guard whose baseline is the fp32 model's (N, L) probabilities on ``encoded``."""
+        baseline = macro_auc(data.labels, fp32_probs, labels)
+        log.info("fp32 validation macro ROC-AUC %.4f on %d rows (%s split of %s)", baseline, len(data.texts),
+                 data.split, data.source)
+        return cls(data, encoded, baseline, max_auc_drop, list(labels))
 
-def judge(guard: _Guard | None, mode: str, name: str, qmodel: Any, onnx_file: Path | None
+    def verdict(self, name: str, probs: np.ndarray) -> dict[str, Any]:
+        """``macro_roc_auc``, ``drop`` (fp32 minus it) and ``passed`` (drop within ``max_auc_drop``) of a
+        candidate's (N, L) probabilities on the guard's rows."""
+        after = macro_auc(self.data.labels, probs, self.labels)
+        drop = self.baseline - after
+        verdict = {"macro_roc_auc": after, "drop": drop, "passed": bool(drop <= self.max_auc_drop)}
+        log.info("%s: macro ROC-AUC %.4f (drop %+.4f, limit %.4f) %s", name, after, drop, self.max_auc_drop,
+                 "ok" if verdict["passed"] else "too large")
+        return verdict
+
+
+def judge(guard: AucGuard | None, mode: str, name: str, qmodel: Any, onnx_file: Path | None
           ) -> tuple[dict[str, Any], np.ndarray | None]:
     """(the guard's verdict on one candidate, its (N, L) probabilities or None when not evaluated)."""
     if guard is None:
@@ -734,16 +776,11 @@ def judge(guard: _Guard | None, mode: str, name: str, qmodel: Any, onnx_file: Pa
             raise
         return {"macro_roc_auc": None, "drop": None, "passed": True,
                 "note": f"not evaluated: this ONNX Runtime cannot run fp16 here ({type(exc).__name__})"}, None
-    after = macro_auc(guard.data.labels, probs, guard.labels)
-    drop = guard.baseline - after
-    verdict = {"macro_roc_auc": after, "drop": drop, "passed": bool(drop <= guard.max_auc_drop)}
-    log.info("attempt %s: macro ROC-AUC %.4f (drop %+.4f, limit %.4f) %s", name, after, drop, guard.max_auc_drop,
-             "ok" if verdict["passed"] else "too large")
-    return verdict, probs
+    return guard.verdict(f"attempt {name}", probs), probs
 
 
 def fp32_guard(data: GuardData, src: _Source, max_length: int, labels: Sequence[str], mode: str,
-               max_auc_drop: float) -> _Guard:
+               max_auc_drop: float) -> AucGuard:
     """Encode the guard's rows for the source's tokenizer and score the fp32 source on them."""
     from compress.batching import encode
     from compress.precision import fast_bf16
@@ -752,10 +789,7 @@ def fp32_guard(data: GuardData, src: _Source, max_length: int, labels: Sequence[
         log.warning("this CPU has no AMX / AVX512-BF16: bf16 matmuls are emulated and far slower than fp32; "
                     "the guard evaluation will be slow (cap it with --max-eval-samples)")
     encoded = encode(src.tokenizer, data.texts, max_length)
-    baseline = macro_auc(data.labels, candidate_probs(encoded, src.model, src.onnx), labels)
-    log.info("fp32 validation macro ROC-AUC %.4f on %d rows (%s split of %s)", baseline, len(data.texts),
-             data.split, data.source)
-    return _Guard(data, encoded, baseline, max_auc_drop, list(labels))
+    return AucGuard.measure(data, encoded, candidate_probs(encoded, src.model, src.onnx), labels, max_auc_drop)
 
 
 @dataclass
@@ -768,7 +802,7 @@ class _Candidate:
     probs: np.ndarray | None
 
 
-def probe_inputs(tokenizer: Any, guard: _Guard, calibration: Calibration | None, n: int, max_length: int,
+def probe_inputs(tokenizer: Any, guard: AucGuard, calibration: Calibration | None, n: int, max_length: int,
                  seed: int) -> Any:
     """:class:`compress.batching.Encoded` rows the sensitivity ranking measures on: the first ``n`` of
     int8-static's (already sampled) calibration texts, else up to ``n`` texts sampled (seeded) from the
@@ -784,7 +818,7 @@ def probe_inputs(tokenizer: Any, guard: _Guard, calibration: Calibration | None,
     return encode(tokenizer, chosen, max_length)
 
 
-def node_sensitivity(src: _Source, config: QuantizeConfig, guard: _Guard, calibration: Calibration | None,
+def node_sensitivity(src: _Source, config: QuantizeConfig, guard: AucGuard, calibration: Calibration | None,
                      max_length: int, workdir: Path, why: str) -> dict[str, Any]:
     """Rank the nodes the first int8 attempt quantizes by what each costs when it alone is int8
     (:func:`export.quantize_sensitivity.rank_nodes`); the record ``extra.sensitivity`` keeps.
@@ -830,7 +864,7 @@ def node_sensitivity(src: _Source, config: QuantizeConfig, guard: _Guard, calibr
     return record
 
 
-def first_passing(src: _Source, config: QuantizeConfig, guard: _Guard | None, calibration: Calibration | None,
+def first_passing(src: _Source, config: QuantizeConfig, guard: AucGuard | None, calibration: Calibration | None,
                   workdir: Path, rank: Callable[[str], dict[str, Any]] | None = None,
                   sensitivity: dict[str, Any] | None = None
                   ) -> tuple[_Candidate | None, list[dict[str, Any]], dict[str, Any] | None]:
@@ -874,7 +908,7 @@ def first_passing(src: _Source, config: QuantizeConfig, guard: _Guard | None, ca
 
 
 def quantized_info(info: Any, source: Path, config: QuantizeConfig, chosen: _Candidate,
-                   attempts: list[dict[str, Any]], guard: _Guard | None, export_extra: dict[str, Any],
+                   attempts: list[dict[str, Any]], guard: AucGuard | None, export_extra: dict[str, Any],
                    sensitivity: dict[str, Any] | None = None, fusion: dict[str, Any] | None = None) -> Any:
     """artifact.json of the quantized artifact: the source's labels and thresholds, the chosen attempt's
     recipe (its float-kept nodes and why), every attempt's guard numbers, the sensitivity ranking when

@@ -2,21 +2,27 @@
 
 Recipe: parse the artifact's ``model.onnx`` with TensorRT's ONNX parser -> one optimization
 profile for ``input_ids`` / ``attention_mask`` (min/opt/max batch x sequence) -> fp16 and/or int8
-(implicit quantization, entropy calibration on real texts from ``--data``, run at the profile's
-opt shape) -> ``build_serialized_network`` -> validation against ONNX Runtime (CPU, fp32) on
-random inputs inside the profile (fp32 engines: atol 1e-3; fp16: 5e-2; int8: reported only) ->
-a new artifact (kind ``tensorrt``) with ``model.plan``, ``model.onnx`` (what it was built from),
-``tokenizer/``, and the profile under ``extra.profile``.
+-> ``build_serialized_network`` -> validation against ONNX Runtime (CPU, fp32) on random inputs
+inside the profile (fp32 engines: atol 1e-3; fp16: 5e-2; int8: reported) -> a new artifact (kind
+``tensorrt``) with ``model.plan``, ``model.onnx`` (the fp32 source), ``tokenizer/``, and the profile
+under ``extra.profile``.
 
-Build from the fp32 ``onnx`` artifact and let ``--int8`` calibrate: the ``int8-static`` artifacts
-of ``compress quantize`` use asymmetric uint8 activations (ONNX Runtime's CPU recipe), which
-TensorRT's explicit-quantization path (symmetric int8 Q/DQ) does not take. TensorRT 10 deprecates
-implicit int8 calibration in favour of explicit Q/DQ; it still works there.
+int8 is explicit quantization, TensorRT 10's way (implicit calibration is deprecated there and gone in 11):
+before any GPU work, :func:`export.tensorrt_qdq.qdq_for_tensorrt` writes ``model.qdq.onnx`` (symmetric int8
+Q/DQ at the inputs of the weight-carrying MatMul/Gemm/Conv nodes, calibrated on real texts from ``--data``)
+and guards it on ONNX Runtime's CPU: validation macro ROC-AUC against the fp32 model on the held-out split of
+``--data``, at most ``max_auc_drop`` lower (``compress quantize``'s guard and option names). The engine is
+built from that model with the INT8 flag and no calibrator (``--fp16`` also lets the float parts run in
+fp16), then guarded the same way on the same rows; either guard failing is one UserError line and nothing
+written. Both verdicts are kept in ``extra.guard``, the Q/DQ model in the artifact. Build from the fp32
+``onnx`` artifact: the ``int8-static`` artifacts of ``compress quantize`` hold asymmetric uint8 activations
+(ONNX Runtime's CPU recipe), which TensorRT does not take.
 
-Without the ``tensorrt`` package or a CUDA GPU every entry point raises one UserError line.
-Export the ONNX artifact with ``--optimize none``: O2 graphs hold ONNX Runtime contrib operators
-that TensorRT cannot parse. Engines are specific to the GPU model and TensorRT version that
-built them.
+Without the ``tensorrt`` package or a CUDA GPU every entry point raises one UserError line. Export the
+ONNX artifact with ``--optimize none``: O2 graphs hold ONNX Runtime contrib operators that TensorRT cannot
+parse. Engines are specific to the GPU model and TensorRT version that built them. TensorRT 11 builds only
+strongly typed networks: it has no fp16 builder flag (``--fp16`` is one UserError line there; the gpu extra
+installs TensorRT 10), and reads int8 from the Q/DQ nodes alone.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from typing import Any
 import numpy as np
 
 from compress.errors import ArtifactError, ConfigError, UserError
+from export.quantize import check_guard_settings
+from export.tensorrt_qdq import QDQ_FILE, QdqModel, qdq_for_tensorrt
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +53,13 @@ class TensorRTConfig:
     Attributes:
         out: artifact directory; None -> ``<source>-tensorrt``.
         fp16: allow fp16 kernels.
-        int8: allow int8 kernels, calibrated on ``calibration_samples`` texts of ``data``.
+        int8: build from an int8 Q/DQ model (:mod:`export.tensorrt_qdq`) calibrated on ``calibration_samples``
+            texts of ``data``, guarded on CPU and again as an engine.
         data: labelled file with the artifact's labels (``compress.data.load_dataset``); int8 calibrates
-            on texts from its training part.
+            on texts from its training part and is guarded on its held-out part.
+        val_fraction / max_eval_samples / max_auc_drop: the int8 guard (``compress quantize``'s): the held-out
+            share of ``data``, a cap on its rows (seeded sample; None for all), the largest accepted fall in
+            validation macro ROC-AUC.
         min_batch / opt_batch / max_batch: batch dimension of the profile.
         min_seq / opt_seq / max_seq: sequence dimension; max_seq None -> the artifact's max_length.
     """
@@ -59,6 +71,9 @@ class TensorRTConfig:
     data: str | None = None
     format: str | None = None
     calibration_samples: int = 256
+    val_fraction: float = 0.1
+    max_eval_samples: int | None = None
+    max_auc_drop: float = 0.005
     min_batch: int = 1
     opt_batch: int = 8
     max_batch: int = 32
@@ -79,6 +94,7 @@ class TensorRTConfig:
             raise ConfigError("data: --int8 calibrates on real texts; pass --data FILE")
         if self.calibration_samples < 1:
             raise ConfigError(f"calibration_samples: must be >= 1, got {self.calibration_samples}")
+        check_guard_settings(self.val_fraction, self.max_auc_drop, self.max_eval_samples)
 
 
 def require_tensorrt() -> Any:
@@ -157,61 +173,12 @@ class TensorRTRunner:
         return outputs["logits"].float().cpu().numpy()
 
 
-def entropy_calibrator(trt: Any, batches: list[dict[str, np.ndarray]], dtypes: dict[str, Any]) -> Any:
-    """An ``IInt8EntropyCalibrator2`` feeding ``batches`` (the profile's opt shape) from torch CUDA tensors."""
-    import torch
+def build_engine(onnx_path: Path, config: TensorRTConfig, max_seq: int) -> bytes:
+    """Serialized engine bytes for ``onnx_path`` with one optimization profile (GPU).
 
-    class Calibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            super().__init__()
-            self.batches = batches
-            self.index = 0
-            self.live: list[Any] = []
-
-        def get_batch_size(self) -> int:
-            return int(next(iter(batches[0].values())).shape[0]) if batches else 1
-
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            if self.index >= len(self.batches):
-                return None
-            batch = self.batches[self.index]
-            self.index += 1
-            self.live = [torch.from_numpy(batch[n]).to("cuda", dtype=dtypes[n]).contiguous() for n in names]
-            return [t.data_ptr() for t in self.live]
-
-        def read_calibration_cache(self) -> bytes | None:
-            return None
-
-        def write_calibration_cache(self, cache: bytes) -> None:
-            return None
-
-    return Calibrator()
-
-
-def _calibration_batches(tokenizer: Any, config: TensorRTConfig, labels: list[str], hierarchy: dict[str, str],
-                         max_seq: int) -> list[dict[str, np.ndarray]]:
-    from compress.batching import pad_batch
-    from export.quantize import load_guard_data
-
-    data = load_guard_data(config.data or "", config.format, labels, hierarchy, 0.1, config.seed, None)
-    texts = data.calibration_texts
-    rng = np.random.default_rng(config.seed)
-    chosen = [texts[i] for i in rng.permutation(len(texts))[: config.calibration_samples]]
-    ids = tokenizer(chosen, truncation=True, max_length=min(config.opt_seq, max_seq), padding=False)["input_ids"]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    batches = []
-    for start in range(0, len(ids) - config.opt_batch + 1, config.opt_batch):
-        a, m = pad_batch(ids[start:start + config.opt_batch], int(pad), width=min(config.opt_seq, max_seq))
-        batches.append({"input_ids": a, "attention_mask": m})
-    if not batches:
-        raise UserError(f"{config.data}: fewer than --opt-batch {config.opt_batch} texts for int8 calibration; "
-                        "pass more data or a smaller --opt-batch")
-    return batches
-
-
-def build_engine(onnx_path: Path, config: TensorRTConfig, max_seq: int,
-                 calibration: list[dict[str, np.ndarray]] | None = None) -> bytes:
-    """Serialized engine bytes for ``onnx_path`` with one optimization profile (GPU)."""
+    int8 takes ``onnx_path`` to be a Q/DQ model (:mod:`export.tensorrt_qdq`): its scales are the calibration,
+    so no calibrator is set.
+    """
     trt = require_tensorrt()
     import torch
 
@@ -231,13 +198,12 @@ def build_engine(onnx_path: Path, config: TensorRTConfig, max_seq: int,
                           (config.max_batch, max_seq))
     trt_config.add_optimization_profile(profile)
     if config.fp16:
+        if not hasattr(trt.BuilderFlag, "FP16"):
+            raise UserError(f"TensorRT {trt.__version__} has no fp16 builder flag (TensorRT 11 builds only strongly "
+                            "typed networks); install TensorRT 10 (pip install 'tensorrt>=10,<11') or drop --fp16")
         trt_config.set_flag(trt.BuilderFlag.FP16)
-    if config.int8:
+    if config.int8 and hasattr(trt.BuilderFlag, "INT8"):  # TensorRT 11 reads int8 from the Q/DQ nodes alone
         trt_config.set_flag(trt.BuilderFlag.INT8)
-        dtypes = {network.get_input(i).name: _torch_dtype(trt, network.get_input(i).dtype)
-                  for i in range(network.num_inputs)}
-        trt_config.int8_calibrator = entropy_calibrator(trt, calibration or [], dtypes)
-        trt_config.set_calibration_profile(profile)
     serialized = builder.build_serialized_network(network, trt_config)
     torch.cuda.synchronize()
     if serialized is None:
@@ -246,13 +212,12 @@ def build_engine(onnx_path: Path, config: TensorRTConfig, max_seq: int,
     return bytes(serialized)
 
 
-def validate_engine(plan: Path, onnx_path: Path, config: TensorRTConfig, max_seq: int, vocab_size: int,
+def validate_engine(runner: TensorRTRunner, onnx_path: Path, config: TensorRTConfig, max_seq: int, vocab_size: int,
                     pad_id: int, atol: float | None) -> dict[str, Any]:
     """Engine vs ONNX Runtime (CPU fp32) on random inputs inside the profile; AtolError past ``atol``."""
     from export.onnx import AtolError, random_inputs
     from export.ort import ort_session
 
-    runner = TensorRTRunner(plan)
     session = ort_session(onnx_path)
     rng = np.random.default_rng(config.seed)
     cases, worst = [], 0.0
@@ -272,12 +237,60 @@ def validate_engine(plan: Path, onnx_path: Path, config: TensorRTConfig, max_seq
             "ids_dtype": ids_dtype}
 
 
+def int8_source(source: Path, info: Any, tokenizer: Any, config: TensorRTConfig, max_seq: int,
+                workdir: Path) -> QdqModel:
+    """The Q/DQ model an int8 engine is built from, guarded on CPU (:func:`export.tensorrt_qdq.qdq_for_tensorrt`)."""
+    from export.quantize import load_guard_data
+
+    if info.kind != "onnx":
+        raise ArtifactError(f"{source} is a {info.kind} artifact; --int8 quantizes the fp32 model itself: build "
+                            f"from the fp32 onnx artifact{f' (its parent {info.parent})' if info.parent else ''}")
+    data = load_guard_data(config.data or "", config.format, info.labels, info.hierarchy, config.val_fraction,
+                           config.seed, config.max_eval_samples)
+    return qdq_for_tensorrt(source / "model.onnx", tokenizer, data, list(info.labels), max_seq,
+                            config.calibration_samples, config.max_auc_drop, config.seed, workdir)
+
+
+def engine_guard(runner: TensorRTRunner, qdq: QdqModel, config: TensorRTConfig, pad_id: int) -> dict[str, Any]:
+    """The int8 engine on the CPU guard's rows: its macro ROC-AUC drop vs the fp32 model (UserError past
+    ``max_auc_drop``) and its largest probability difference from the Q/DQ model on ONNX Runtime CPU."""
+    from compress.predict import batched_logits, sigmoid
+
+    def forward(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        short = config.min_seq - input_ids.shape[1]  # the profile takes no sequence under min_seq
+        if short > 0:
+            input_ids = np.pad(input_ids, ((0, 0), (0, short)), constant_values=pad_id)
+            attention_mask = np.pad(attention_mask, ((0, 0), (0, short)))
+        return runner(input_ids, attention_mask)
+
+    probs = sigmoid(batched_logits(forward, qdq.guard.encoded, config.max_batch))
+    verdict = qdq.guard.verdict("TensorRT int8 engine", probs)
+    verdict["max_abs_prob_diff_vs_qdq_cpu"] = float(np.max(np.abs(probs - qdq.probs)))
+    if not verdict["passed"]:
+        raise UserError(f"the int8 engine loses too much accuracy: validation macro ROC-AUC {qdq.guard.baseline:.4f} "
+                        f"fp32, {verdict['macro_roc_auc']:.4f} int8 engine (drop {verdict['drop']:.4f}, limit "
+                        f"{config.max_auc_drop:g}; the Q/DQ model dropped {qdq.verdict['drop']:.4f} on CPU); nothing "
+                        "was written; raise --max-auc-drop or build without --int8")
+    return verdict
+
+
+def guard_record(qdq: QdqModel, engine: dict[str, Any]) -> dict[str, Any]:
+    """``extra.guard`` of an int8 tensorrt artifact: the rows, the fp32 baseline and both verdicts."""
+    data = qdq.guard.data
+    return {"data": data.source, "split": data.split, "rows": len(data.texts),
+            "baseline_macro_roc_auc": qdq.guard.baseline, "max_auc_drop": qdq.guard.max_auc_drop,
+            "reference": "onnxruntime CPU fp32 (model.onnx)", "qdq_onnxruntime_cpu": qdq.verdict, "engine": engine}
+
+
 def export_tensorrt(artifact: str | os.PathLike[str], config: TensorRTConfig | None = None) -> Path:
     """Build, validate and write a tensorrt artifact from an ``onnx`` (or ONNX-quantized) artifact.
 
+    Steps: checks (TensorRT and a GPU first) -> int8: the Q/DQ model and its CPU guard -> engine build ->
+    validation on random inputs -> int8: the engine's guard -> the artifact, written atomically.
+
     Raises:
-        UserError: no tensorrt package or no GPU (checked first), parse/build failures.
-        ArtifactError: the source has no model.onnx.
+        UserError: no tensorrt package or no GPU (checked first), parse/build failures, an int8 guard failing.
+        ArtifactError: the source has no model.onnx; --int8 from a source that is not fp32.
     """
     import shutil
     import tempfile
@@ -304,15 +317,18 @@ def export_tensorrt(artifact: str | os.PathLike[str], config: TensorRTConfig | N
         raise ArtifactError(f"{source} has no model.onnx; build engines from `modcompress-export onnx` artifacts")
     max_seq = config.max_seq or info.max_length
     tokenizer = AutoTokenizer.from_pretrained(str(source / "tokenizer"))
-    calibration = _calibration_batches(tokenizer, config, info.labels, info.hierarchy, max_seq) if config.int8 else None
-    plan_bytes = build_engine(onnx_path, config, max_seq, calibration)
+    pad_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
     precision = "int8" if config.int8 else "fp16" if config.fp16 else "fp32"
     with tempfile.TemporaryDirectory(prefix=".trt-", dir=out.parent if out.parent.exists() else None) as t:
-        plan = Path(t) / PLAN_FILE
-        plan.write_bytes(plan_bytes)
-        pad_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
-        validation = validate_engine(plan, onnx_path, config, max_seq, int(info.extra.get("vocab_size", len(tokenizer))),
-                                     pad_id, ATOL.get(precision))
+        work = Path(t)
+        qdq = int8_source(source, info, tokenizer, config, max_seq, work) if config.int8 else None
+        plan = work / PLAN_FILE
+        plan.write_bytes(build_engine(qdq.path if qdq else onnx_path, config, max_seq))
+        runner = TensorRTRunner(plan)
+        validation = validate_engine(runner, onnx_path, config, max_seq,
+                                     int(info.extra.get("vocab_size", len(tokenizer))), pad_id, ATOL.get(precision))
+        int8_extra = {"quantization": qdq.record, "guard": guard_record(qdq, engine_guard(runner, qdq, config, pad_id))} \
+            if qdq else {}
         import tensorrt as trt  # type: ignore[import-not-found]
         import torch
 
@@ -325,10 +341,12 @@ def export_tensorrt(artifact: str | os.PathLike[str], config: TensorRTConfig | N
                                "max_batch": config.max_batch, "min_seq": config.min_seq,
                                "opt_seq": min(config.opt_seq, max_seq), "max_seq": max_seq},
                    "validation": validation, "tensorrt": trt.__version__, "gpu": torch.cuda.get_device_name(0),
-                   "runtime": "tensorrt", "ids_dtype": validation.pop("ids_dtype")},
+                   "runtime": "tensorrt", "ids_dtype": validation.pop("ids_dtype"), **int8_extra},
         )
         with atomic_artifact_dir(out, config.overwrite) as tmp:
             shutil.move(str(plan), tmp / PLAN_FILE)
+            if qdq:
+                shutil.move(str(qdq.path), tmp / QDQ_FILE)
             copy_artifact_files(source, tmp, ["model.onnx", "tokenizer", "config.json"])
             write_info(tmp, new_info)
     return out

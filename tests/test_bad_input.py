@@ -179,6 +179,13 @@ CASES: list[tuple[str, str, list[str]]] = [
                                                 "--tokenizer-texts", "garbage.csv"]),
     ("tensorrt-corrupt", "export", ["tensorrt", "corrupt", "--out", "e"]),
     ("tensorrt-wrong-kind", "export", ["tensorrt", "baseline", "--out", "e"]),
+    ("tensorrt-int8-no-data", "export", ["tensorrt", "fragile", "--int8", "--out", "e"]),
+    ("tensorrt-int8-max-auc-drop", "export", ["tensorrt", "fragile", "--int8", "--data", "data.csv",
+                                              "--max-auc-drop", "1.5", "--out", "e"]),
+    ("tensorrt-int8-missing-data", "export", ["tensorrt", "fragile", "--int8", "--data", "nope.csv", "--out", "e"]),
+    # without TensorRT: the missing package; with it and a GPU: the CPU guard refusing the fragile node
+    ("tensorrt-int8-fragile", "export", ["tensorrt", "fragile", "--int8", "--data", "data.csv",
+                                         "--calibration-samples", "16", "--out", "e"]),
     ("triton-corrupt", "export", ["triton", "corrupt", "--out", "repo"]),
     ("triton-wrong-kind", "export", ["triton", "baseline", "--out", "repo"]),
     ("triton-batch-sizes", "export", ["triton", "baseline", "--out", "repo", "--preferred-batch-sizes", "a,b"]),

@@ -161,3 +161,59 @@ def test_torch_fp32_and_bf16_rows_and_what_auto_chose(hf_artifact, monkeypatch, 
     md = latency.markdown(report)
     assert f"auto on `teacher`: torch-bf16 ({choice['reason']})." in md
     assert md.startswith(f"Latency of one `predict` call (one batch, tokenization included); {report['environment']['cpu']}")
+
+
+def test_tensorrt_rows_say_the_engines_precision(tmp_path):
+    """An fp16 and an int8 engine of one model are two rows that say which is which (measured on a GPU; here
+    skipped, with the same names)."""
+    from compress.artifact import ArtifactInfo, write_info
+    from tests.bench.conftest import LABELS
+
+    engines = []
+    for precision in ("fp16", "int8"):
+        directory = tmp_path / f"student-{precision}"
+        directory.mkdir()
+        write_info(directory, ArtifactInfo(kind="tensorrt", architecture="distilbert", labels=LABELS, max_length=32,
+                                           extra={"precision": precision, "runtime": "tensorrt"}))
+        engines.append(directory)
+    config = latency.LatencyConfig(runtimes=("tensorrt",), batch_sizes=(1,), seq_lengths=(8,), **FAST)
+    report = latency.run(engines, config)
+    assert [(r["name"], r["precision"]) for r in report["rows"]] == [("student-fp16/tensorrt", "fp16"),
+                                                                     ("student-int8/tensorrt", "int8")]
+    assert "| student-int8/tensorrt (int8) |" in latency.markdown(report)
+
+
+def test_markdown_names_the_gpu_of_gpu_rows():
+    row = {"name": "student-int8/tensorrt", "backend": "tensorrt", "precision": "int8", "status": "ok",
+           "batch_size": 1, "seq_length": 128, "length_unit": "tokens", "p50_ms": 0.9, "p90_ms": 1.0, "p99_ms": 1.1,
+           "throughput": 1100.0, "speedup": 1.0, "throughput_ratio": 1.0}
+    env = {"cpu": "Intel Xeon", "cuda": "NVIDIA H200", "torch_threads": 16}
+    md = latency.markdown({"baseline": row["name"], "environment": env, "rows": [row]})
+    assert "; Intel Xeon, GPU NVIDIA H200, 16 torch threads." in md
+    assert "| student-int8/tensorrt (int8) | 1 | 128 tokens | 0.90 |" in md
+    cpu_row = {**row, "name": "student/ort", "backend": "ort"}
+    del cpu_row["precision"]
+    assert "GPU" not in latency.markdown({"baseline": "student/ort", "environment": env, "rows": [cpu_row]})
+
+
+@pytest.mark.gpu
+def test_tensorrt_fp16_and_int8_rows_beside_onnx_runtime(tmp_path, hf_artifact, jigsaw_csv):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        pytest.skip("tensorrt is not installed")
+    from export.onnx import OnnxExportConfig, export_onnx
+    from export.tensorrt import TensorRTConfig, export_tensorrt
+
+    onnx = export_onnx(hf_artifact, OnnxExportConfig(out=str(tmp_path / "student-onnx"))).artifact
+    profile = {"opt_batch": 8, "opt_seq": 16, "max_seq": 32}
+    engines = [export_tensorrt(onnx, TensorRTConfig(out=str(tmp_path / "student-fp16"), fp16=True, **profile)),
+               export_tensorrt(onnx, TensorRTConfig(out=str(tmp_path / "student-int8"), int8=True, fp16=True,
+                                                    data=str(jigsaw_csv), calibration_samples=64,
+                                                    max_auc_drop=0.5, **profile))]  # untrained: any AUC will do
+    config = latency.LatencyConfig(runtimes=("auto",), batch_sizes=(1, 8), seq_lengths=(16,), **FAST)
+    report = latency.run([onnx, *engines], config)
+    assert [(r["name"], r.get("precision")) for r in report["rows"] if r["status"] == "ok" and r["batch_size"] == 1] \
+        == [("student-onnx/ort", None), ("student-fp16/tensorrt", "fp16"), ("student-int8/tensorrt", "int8")]
+    md = latency.markdown(report)
+    assert f"GPU {report['environment']['cuda']}" in md and "| student-int8/tensorrt (int8) | 1 | 16 tokens |" in md

@@ -429,3 +429,25 @@ def test_quantization_keeps_the_marginalisation_float(tmp_path, conditional_teac
     assert read_info(out).extra["quantization"]["float_marginal_nodes"] > 0
     texts = [" ".join(t.split()[:-1]) for t in olid[1].read_text().splitlines()[1:60]]
     assert_hierarchy_holds(load_predictor(out).predict(texts), OLID_TREE)
+
+
+def test_tensorrt_qdq_keeps_the_marginalisation_float(tmp_path, conditional_teacher, olid):
+    import onnx
+    from transformers import AutoTokenizer
+
+    from compress.artifact import read_info
+    from export.onnx import OnnxExportConfig, export_onnx
+    from export.quantize import load_guard_data, marginal_nodes
+    from export.tensorrt_qdq import qdq_for_tensorrt
+
+    exported = export_onnx(conditional_teacher, OnnxExportConfig(out=str(tmp_path / "onnx"))).artifact
+    info = read_info(exported)
+    data = load_guard_data(str(olid[1]), None, info.labels, info.hierarchy, 0.1, 0, None)
+    tokenizer = AutoTokenizer.from_pretrained(str(exported / "tokenizer"))
+    qdq = qdq_for_tensorrt(exported / "model.onnx", tokenizer, data, list(info.labels), 32, 32, 0.5, 0, tmp_path)
+    marginal = set(marginal_nodes(exported / "model.onnx"))
+    assert qdq.record["float_marginal_nodes"] == len(marginal) > 0
+    graph = onnx.load(str(qdq.path)).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    assert not [n.name for n in graph.node if n.name in marginal and "DequantizeLinear" in map(producer.get, n.input)]
+    assert_hierarchy_holds(qdq.probs, OLID_TREE)

@@ -1,4 +1,5 @@
-"""TensorRT: one clear line without the package or a GPU; engines built and validated on a GPU."""
+"""TensorRT: one clear line without the package or a GPU; int8's Q/DQ guard runs on CPU before any GPU work;
+engines built, validated and (int8) guarded on a GPU."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import importlib.util
 import numpy as np
 import pytest
 
-from compress.errors import ConfigError, UserError
+from compress.errors import ArtifactError, ConfigError, UserError
 from export.onnx import OnnxExportConfig, export_onnx
 from export.runtime import load
 from export.tensorrt import TensorRTConfig, export_tensorrt
 from modcompress.cli import export_main as main
+from tests import fixtures
 from tests.export.helpers import TRICKY_TEXTS
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -45,6 +47,49 @@ def test_profile_and_int8_settings_are_validated():
         TensorRTConfig(min_seq=16, opt_seq=8, max_seq=32)
     with pytest.raises(ConfigError, match="--int8 calibrates"):
         TensorRTConfig(int8=True)
+    with pytest.raises(ConfigError, match="max_auc_drop: must be in"):
+        TensorRTConfig(int8=True, data="d.csv", max_auc_drop=1.5)
+    with pytest.raises(ConfigError, match="val_fraction: must be in"):
+        TensorRTConfig(int8=True, data="d.csv", val_fraction=0.0)
+
+
+@pytest.fixture
+def as_if_tensorrt(monkeypatch):
+    """TensorRT and a GPU 'present' up to the engine build, which must not be reached."""
+    import export.tensorrt as trt_module
+
+    def no_build(*_args, **_kwargs):
+        raise AssertionError("the engine build was reached")
+
+    monkeypatch.setattr(trt_module, "require_tensorrt", lambda: None)
+    monkeypatch.setattr(trt_module, "build_engine", no_build)
+
+
+def test_int8_guard_refuses_on_cpu_before_any_gpu_work(tmp_path, jigsaw_csv, as_if_tensorrt, capsys):
+    fragile = fixtures.write_fragile_onnx_artifact(tmp_path / "fragile")
+    code = main(["tensorrt", str(fragile), "--int8", "--data", str(jigsaw_csv), "--calibration-samples", "64",
+                 "--out", str(tmp_path / "plan")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: int8 loses too much accuracy")
+    assert "no engine was built" in err[0] and "--max-auc-drop" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fragile"]  # no plan, no temporary directory left
+
+
+def test_int8_needs_the_fp32_onnx_artifact(tmp_path, jigsaw_csv, as_if_tensorrt):
+    import shutil
+
+    from compress.artifact import read_info, write_info
+
+    fragile = fixtures.write_fragile_onnx_artifact(tmp_path / "fragile")
+    quantized = tmp_path / "fragile-int8-dynamic"
+    shutil.copytree(fragile, quantized)
+    info = read_info(quantized)
+    info.kind, info.parent = "quantized", str(fragile)
+    write_info(quantized, info)
+    with pytest.raises(ArtifactError, match=r"is a quantized artifact; --int8 quantizes the fp32 model itself.*"
+                                            r"its parent"):
+        export_tensorrt(quantized, TensorRTConfig(out=str(tmp_path / "plan"), int8=True, data=str(jigsaw_csv)))
+    assert not (tmp_path / "plan").exists()
 
 
 @pytest.mark.gpu
@@ -66,10 +111,22 @@ def test_engine_builds_validates_and_serves(tmp_path, onnx_artifact, fp16):
 
 
 @pytest.mark.gpu
-def test_int8_engine_calibrates_on_data(tmp_path, onnx_artifact, jigsaw_csv):
+def test_int8_engine_from_the_qdq_model_passes_both_guards(tmp_path, trained_onnx, jigsaw_csv):
     if not HAS_TRT:
         pytest.skip("tensorrt is not installed")
-    out = export_tensorrt(onnx_artifact, TensorRTConfig(out=str(tmp_path / "int8"), int8=True, fp16=True,
-                                                        data=str(jigsaw_csv), calibration_samples=64,
-                                                        opt_batch=8, opt_seq=32, max_seq=32))
-    assert load(out).predict(TRICKY_TEXTS).shape == (len(TRICKY_TEXTS), 6)
+    from compress.artifact import read_info
+    from export.tensorrt_qdq import QDQ_FILE
+
+    out = export_tensorrt(trained_onnx, TensorRTConfig(out=str(tmp_path / "int8"), int8=True, fp16=True,
+                                                       data=str(jigsaw_csv), calibration_samples=64,
+                                                       opt_batch=8, opt_seq=32, max_seq=32))
+    info = read_info(out, kinds=["tensorrt"])
+    guard = info.extra["guard"]
+    assert info.extra["precision"] == "int8" and (out / QDQ_FILE).is_file()
+    assert info.extra["quantization"]["nodes_quantized"] == 14
+    assert guard["qdq_onnxruntime_cpu"]["passed"] and guard["engine"]["passed"]
+    assert guard["engine"]["drop"] <= guard["max_auc_drop"] == 0.005
+    assert guard["engine"]["max_abs_prob_diff_vs_qdq_cpu"] < 0.02  # the engine computes what the Q/DQ model says
+    predictor = load(out)
+    assert predictor.backend == "tensorrt"
+    np.testing.assert_allclose(predictor.predict(TRICKY_TEXTS), load(trained_onnx).predict(TRICKY_TEXTS), atol=0.03)
