@@ -702,7 +702,7 @@ def load_dataset(path: str | Path, format: str | None = None, text_column: str |
     return data
 
 
-TEXT_COLUMNS = ("comment_text", "text", "tweet", "comment", "sentence")  # looked for, in order, when not named
+TEXT_COLUMNS = ("comment_text", "text", "tweet", "tweet_text", "comment", "sentence")  # looked for, in order, when not named
 
 
 def read_text_table(path: str | Path, columns: Sequence[str], text_column: str | None = None,

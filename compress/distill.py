@@ -240,10 +240,13 @@ class TransferSet:
 def read_unlabeled(path: str | Path, column: str | None = None) -> list[str]:
     """Unlabelled texts: a ``.txt`` file (one per line), or a column of a CSV/TSV/JSONL/Parquet table.
 
-    ``.gz``/``.bz2``/``.xz`` compression is fine. Without ``column`` a table's text column is found
-    among ``text``, ``comment_text``, ``tweet``, ``comment``, ``sentence``. Empty lines are skipped.
+    ``.gz``/``.bz2``/``.xz`` compression is fine. Without ``column`` a table's text column is the first of
+    :data:`compress.data.TEXT_COLUMNS` it has (``comment_text``, ``text``, ``tweet``, ``tweet_text``, ...).
+    Empty lines are skipped.
     """
     import pandas as pd
+
+    from compress.data import TEXT_COLUMNS
 
     p = Path(path)
     if not p.is_file():
@@ -272,8 +275,7 @@ def read_unlabeled(path: str | Path, column: str | None = None) -> list[str]:
                                 ".csv, .tsv, .jsonl or .parquet")
             columns = [str(c) for c in frame.columns]
             if column is None:
-                column = next((c for c in ("text", "comment_text", "tweet", "comment", "sentence")
-                               if c in columns), None)
+                column = next((c for c in TEXT_COLUMNS if c in columns), None)
                 if column is None:
                     raise DataError(f"{p}: no text column found among {', '.join(columns[:8])}; "
                                     "pass unlabeled_column=NAME")

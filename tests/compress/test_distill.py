@@ -147,6 +147,16 @@ def test_unlabeled_texts_drop_validation_and_test_texts(tmp_path, caplog):
     assert "dropped 2 unlabeled texts that are validation or test texts" in caplog.text
 
 
+def test_unlabeled_table_text_column_is_found_like_a_data_files(tmp_path):
+    # the cyberbullying corpus in ../shared/data names its column tweet_text
+    path = tmp_path / "u.csv"
+    path.write_text("tweet_text,cyberbullying_type\nfirst tweet,age\nsecond tweet,religion\n")
+    assert distill_mod.read_unlabeled(path) == ["first tweet", "second tweet"]
+    both = tmp_path / "both.csv"
+    both.write_text("text,comment_text\na,b\n")  # the data loader's order: comment_text first
+    assert distill_mod.read_unlabeled(both) == ["b"]
+
+
 # ---------------------------------------------------------------------------------------------- recipe
 
 
