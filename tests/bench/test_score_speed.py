@@ -36,6 +36,34 @@ def test_local_engine_vs_in_process(tmp_path, tfidf_artifact, capsys):
     assert "| in-process predict | 600 |" in text and "serve score --engine local" in text and "CPU: " in text
 
 
+def test_rounds_alternate_and_the_local_ratio_is_their_median(tmp_path, tfidf_artifact, monkeypatch):
+    order = []
+    real_in, real_engine = score_speed.in_process, score_speed.engine_run
+    speeds = iter([100.0, 120.0, 200.0])  # in-process rows/s of rounds 1..3
+
+    def fake_in_process(artifact, path, config):
+        order.append(("in-process", path.name))
+        return {**real_in(artifact, path, config), "rows_per_s": next(speeds)}
+
+    def fake_engine(artifact, engine, path, out, config):
+        order.append((engine, path.name))
+        return {**real_engine(artifact, engine, path, out, config), "rows_per_s": 90.0}
+
+    monkeypatch.setattr(score_speed, "in_process", fake_in_process)
+    monkeypatch.setattr(score_speed, "engine_run", fake_engine)
+    out = tmp_path / "score.json"
+    code = main(["score-speed", str(tfidf_artifact), "--rows", "300", "--small-rows", "100", "--chunk-size", "100",
+                 "--engines", "local", "--rounds", "3", "--json-out", str(out), "--no-tracking"])
+    assert code == 0
+    (a,) = json.loads(out.read_text())["artifacts"]
+    assert order == [("in-process", "score-300.csv"), ("local", "score-100.csv"), ("local", "score-300.csv"),
+                     ("in-process", "score-300.csv"), ("local", "score-300.csv"),
+                     ("in-process", "score-300.csv"), ("local", "score-300.csv")]
+    assert [r["ratio"] for r in a["rounds"]] == pytest.approx([0.9, 0.75, 0.45])
+    big = a["runs"][1]
+    assert big["ratio"] == pytest.approx(0.75) and big["ratio_first_round"] == pytest.approx(0.9)
+
+
 def test_input_file_cycles_the_texts(tmp_path):
     path = score_speed.write_input(["a", "b, with a comma", 'c "quoted"'], 7, tmp_path / "in.csv", block=3)
     import pyarrow.csv as pacsv
@@ -65,3 +93,5 @@ def test_config_is_bounded():
         score_speed.ScoreSpeedConfig(engines=("spark",), texts=("x",))
     with pytest.raises(ConfigError, match="chunk_size"):
         score_speed.ScoreSpeedConfig(chunk_size=0, texts=("x",))
+    with pytest.raises(ConfigError, match="rounds"):
+        score_speed.ScoreSpeedConfig(rounds=0, texts=("x",))

@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="auto", help="export.runtime backend (default: auto)")
     p.add_argument("--threads", type=int, help="intra-op threads (local and in-process; Ray: per actor, default 1)")
     p.add_argument("--ray-workers", type=int, help="Ray actors (default: serve score's, one per CPU)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="alternate in-process and the local engine on the big file this many times; the local "
+                        "ratio is the median of the rounds (default: 1)")
     p.add_argument("--work-dir", metavar="DIR", help="keep the files and outputs in a new directory here "
                                                      "(default: a temporary one, removed after)")
     output.add_output_args(p)
@@ -38,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     config = score_speed.ScoreSpeedConfig(
         rows=args.rows, small_rows=args.small_rows, chunk_size=args.chunk_size,
         engines=tuple(output.split_list(args.engines, str, "engines")), texts=texts, texts_source=args.texts,
-        backend=args.backend, threads=args.threads, ray_workers=args.ray_workers, work_dir=args.work_dir)
+        backend=args.backend, threads=args.threads, ray_workers=args.ray_workers, work_dir=args.work_dir,
+        rounds=args.rounds)
     report = score_speed.run(args.artifacts, config, log=output.progress)
     output.write_outputs(args, score_speed.dumps(report), score_speed.markdown(report), command="bench score-speed")
     return 0
