@@ -492,9 +492,10 @@ def teacher_soft_labels(teacher, teacher_dir: Path, tokenizer, transfer: Transfe
 def teacher_decisions(logits: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
     """(N, L) 0/1 decisions of the teacher: sigmoid of its (N, L) ``logits`` at its (L,) ``thresholds``
     (0.5 where the artifact records none). A conditional teacher's logits are marginal, as its thresholds."""
+    from compress.predict import sigmoid  # the probabilities the teacher's thresholds were tuned on
+
     cuts = np.asarray(thresholds, dtype=np.float64) if len(thresholds) else np.full(logits.shape[1], 0.5)
-    probs = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
-    return (probs >= cuts).astype(np.float32)
+    return (sigmoid(logits) >= cuts).astype(np.float32)
 
 
 def masked_distillation_loss(student_logits, teacher_logits, targets, has_labels, loss):
