@@ -460,3 +460,34 @@ def test_a_client_that_stops_reading_holds_up_no_one_else(tmp_path):
     finally:
         front.close()
         upstream.close()
+
+
+def test_a_repeated_head_or_binary_json_part_is_checked_once_and_a_bad_one_every_time(front, upstream,
+                                                                                       monkeypatch):
+    import serve.front as front_module
+
+    calls = {"head": 0, "body": 0}
+
+    def counting(name, fn):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(front_module, "parse_head", counting("head", front_module.parse_head))
+    monkeypatch.setattr(front_module, "check_infer_body", counting("body", front_module.check_infer_body))
+    header = (b'{"inputs":[{"name":"TEXT","shape":[1,1],"datatype":"BYTES","parameters":{"binary_data_size":5}}],'
+              b'"outputs":[{"name":"PROBABILITIES","parameters":{"binary_data":true}}]}')
+    binary = _post(INFER, header + b"\x01\x00\x00\x00a", f"Inference-Header-Content-Length: {len(header)}\r\n")
+    bad = _post(INFER, b'{"inputs": 5}' + b"\x01\x00\x00\x00a", "Inference-Header-Content-Length: 13\r\n")
+    with _connect(front) as sock:
+        for _ in range(3):
+            sock.sendall(binary)
+            assert _read_response(sock)[0] == 200
+        assert calls == {"head": 1, "body": 1}
+        for _ in range(2):
+            sock.sendall(bad)
+            status, _, body = _read_response(sock)
+            assert status == 400 and "'inputs' must be a list" in json.loads(body)["error"]
+        assert calls == {"head": 2, "body": 3}
+    assert upstream.requests == [binary] * 3
