@@ -100,6 +100,15 @@ def test_http_predictions_equal_in_process(server, reference):
     np.testing.assert_allclose(probs, reference["tiny"].predict_all(TEXTS), atol=1e-6, rtol=0)
 
 
+def test_json_and_binary_tensors_give_the_same_answers(server, reference):
+    texts = [*TEXTS[:5], "ünïcödé 🙂 text", 'a "quoted" \\ back\nslash']
+    expected = reference["tiny"].predict_all(texts)
+    for binary in (True, False):
+        with ServeClient(server.http_url, model="tiny", binary=binary) as client:
+            np.testing.assert_allclose(client.predict(texts), expected, atol=1e-6, rtol=0)
+            assert client.predict_labels(texts) == labels_over(expected, reference["tiny"])
+
+
 def test_grpc_predictions_equal_in_process(server, reference):
     with ServeClient(server.grpc_url, model="small") as client:
         probs = client.predict(TEXTS)
