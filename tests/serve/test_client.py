@@ -103,3 +103,37 @@ def test_outputs_are_read_from_binary_data_or_json():
     labels = {"name": "L", "datatype": "BYTES", "shape": [2, 1]}
     assert _output_array(labels, encode_bytes_tensor([b"a;b", b""])).tolist() == [[b"a;b"], [b""]]
     assert _output_array({**labels, "data": ["a;b", ""]}, None).tolist() == [[b"a;b"], [b""]]
+
+
+def test_chunked_interim_and_close_delimited_answers_are_read_whole():
+    from serve.http_connection import HttpConnection
+
+    answers = [b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"3;x=1\r\nabc\r\n2\r\nde\r\n0\r\nTrailer: t\r\n\r\n",
+               b"HTTP/1.0 200 OK\r\nX-Seen:  spaced  \r\n\r\nuntil the end"]
+    sock = socket.create_server(("127.0.0.1", 0))
+    requests: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = sock.accept()
+        with conn:
+            for answer in answers:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                requests.append(data)
+                conn.sendall(answer)
+            # HTTP/1.0 without keep-alive: the body ends with the connection
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        connection = HttpConnection("127.0.0.1", sock.getsockname()[1], timeout_s=5)
+        first = connection.request("POST", "/a", b"xyz", {"X-Test": "1"})
+        assert (first.status, first.body) == (200, b"abcde") and connection.reused
+        second = connection.request("GET", "/b")
+        assert (second.status, second.body, second.headers["x-seen"]) == (200, b"until the end", "spaced")
+        assert not connection.reused  # closed after a close-delimited answer
+        assert requests[0].startswith(b"POST /a HTTP/1.1\r\nHost: 127.0.0.1:") and requests[0].endswith(
+            b"X-Test: 1\r\nContent-Length: 3\r\n\r\nxyz")
+    finally:
+        sock.close()
