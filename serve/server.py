@@ -306,9 +306,21 @@ def _triton_args(config: ServeConfig, repository: Path, backends: Path, binary: 
     return args
 
 
+# OpenMP's idle workers (PyTorch's intra-op threads, GNU libgomp) spin after each parallel region for
+# ~300k pause instructions (tens of ms) waiting for the next one. In a model instance the next one comes
+# with the next batch, after a round trip through the clients, the front and Triton that needs those very
+# cores: with 2 threads on the 2-core VM, 8 clients got 25 req/s from a TextCNN with spinning workers and
+# 518 req/s with sleeping ones (/work/runs/i16e/ab-textcnn-c8-omp-t2.json). ONNX Runtime's pool sleeps too
+# (export.ort.ort_session). A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is kept.
+_OPENMP_WAIT = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
 def _triton_env(libs: Path) -> dict[str, str]:
-    """This process's environment, plus what tritonserver and its stubs need to find (this one is left as is)."""
+    """This process's environment, plus what tritonserver and its stubs need to find (this one is left as is),
+    and idle OpenMP workers that sleep (:data:`_OPENMP_WAIT`)."""
     env = dict(os.environ)
+    if "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env:
+        env.update(_OPENMP_WAIT)
     use_own_libpython(env)
     env["LD_LIBRARY_PATH"] = os.pathsep.join([p for p in (env.get("LD_LIBRARY_PATH"), str(libs)) if p])
     # The stub's embedded interpreter finds its prefix (this venv's site-packages) through PATH.
