@@ -31,7 +31,10 @@ sides alike instead of whichever ran second. Rates are totals over
 the rounds; the per-round rates and ratios are in the JSON. In-process runs while the server
 idles and the endpoint while this process waits, so the two never compete for the CPU; the client
 threads do share it with the server (as a client on the same box would). Every request count is
-bounded.
+bounded. The server's model instances run with sleeping OpenMP workers
+(:func:`compress.cpu.sleeping_openmp_workers`); ``bench serve-speed`` gives the in-process side the
+same policy when it starts (``settings.omp_wait_policy``), so that spinning PyTorch threads, up to
+25x slower on a shared machine, do not decide the ratio.
 """
 
 from __future__ import annotations
@@ -320,7 +323,8 @@ def run(artifacts: Sequence[str | os.PathLike[str]], config: ServeSpeedConfig,
                      "max_queue_delay_us": config.max_queue_delay_us, "tune_batcher": config.tune_batcher,
                      "rounds": config.rounds,
                      "protocol": config.protocols[0], "protocols": list(config.protocols),
-                     "instances": config.instances, "threads": config.threads},
+                     "instances": config.instances, "threads": config.threads,
+                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
         "artifacts": results,
     }
 

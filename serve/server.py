@@ -54,6 +54,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from compress.cpu import sleeping_openmp_workers
 from compress.errors import ConfigError, UserError
 from serve.backend_model import PARAM_MAX_TEXT_BYTES, save_predictor
 from serve.config import (
@@ -306,21 +307,16 @@ def _triton_args(config: ServeConfig, repository: Path, backends: Path, binary: 
     return args
 
 
-# OpenMP's idle workers (PyTorch's intra-op threads, GNU libgomp) spin after each parallel region for
-# ~300k pause instructions (tens of ms) waiting for the next one. In a model instance the next one comes
-# with the next batch, after a round trip through the clients, the front and Triton that needs those very
-# cores: with 2 threads on the 2-core VM, 8 clients got 25 req/s from a TextCNN with spinning workers and
-# 518 req/s with sleeping ones (/work/runs/i16e/ab-textcnn-c8-omp-t2.json). ONNX Runtime's pool sleeps too
-# (export.ort.ort_session). A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is kept.
-_OPENMP_WAIT = {"OMP_WAIT_POLICY": "PASSIVE"}
-
-
 def _triton_env(libs: Path) -> dict[str, str]:
-    """This process's environment, plus what tritonserver and its stubs need to find (this one is left as is),
-    and idle OpenMP workers that sleep (:data:`_OPENMP_WAIT`)."""
+    """This process's environment, plus what tritonserver and its stubs need to find (this one is left as is).
+
+    Idle OpenMP workers sleep in the model instances (:func:`compress.cpu.sleeping_openmp_workers`, unless
+    the environment chose a policy): spinning ones took the cores the next batch's round trip through the
+    clients, the front and Triton needs; a TextCNN with 2 threads served 8 clients 25 req/s with spinning
+    workers, 518 req/s with sleeping ones (loaded 2-core VM, interleaved rounds).
+    """
     env = dict(os.environ)
-    if "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env:
-        env.update(_OPENMP_WAIT)
+    sleeping_openmp_workers(env)
     use_own_libpython(env)
     env["LD_LIBRARY_PATH"] = os.pathsep.join([p for p in (env.get("LD_LIBRARY_PATH"), str(libs)) if p])
     # The stub's embedded interpreter finds its prefix (this venv's site-packages) through PATH.

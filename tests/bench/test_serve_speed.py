@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -53,6 +54,26 @@ def test_each_protocol_is_measured_in_the_same_rounds(tmp_path, tfidf_artifact, 
                                                   / row["in_process"]["examples_per_s"])
     table = capsys.readouterr().out
     assert "| tfidf | 2 | http |" in table and "| tfidf | 2 | http-json |" in table and "| tfidf | 2 | grpc |" in table
+
+
+def test_the_in_process_side_gets_the_servers_openmp_wait_policy(tmp_path, tfidf_artifact):
+    """A fresh `bench serve-speed` (PyTorch not loaded yet) sets OMP_WAIT_POLICY=PASSIVE for itself, as the
+    server does for its instances; a policy of the user's own is kept."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+        env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+        if given:
+            env["OMP_WAIT_POLICY"] = given
+        out = tmp_path / f"speed-{expected}.json"
+        subprocess.run([sys.executable, "-m", "modcompress", "bench", "serve-speed", str(tfidf_artifact),
+                        "--concurrency", "1", "--requests", "4", "--rounds", "1", "--json-out", str(out),
+                        "--print", "json", "--no-tracking"], env=env, check=True, capture_output=True, timeout=300)
+        assert json.loads(out.read_text())["settings"]["omp_wait_policy"] == expected
 
 
 def test_rounds_merge_into_totals_not_a_mean_of_rates():
