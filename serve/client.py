@@ -156,7 +156,10 @@ class HttpTransport:
         data = response.body
         if response.status != 200:
             raise ClientError(f"{what} failed ({response.status}): {_error_text(data)}", str(response.status))
-        return json.loads(data)
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise ClientError(f"{what} failed: the server's answer is not JSON ({data[:60]!r})") from None
 
     def _ok(self, path: str) -> bool:
         return self._request("GET", path).status == 200
@@ -197,17 +200,26 @@ class HttpTransport:
         data = response.body
         if response.status != 200:
             raise ClientError(f"inference failed ({response.status}): {_error_text(data)}", str(response.status))
-        json_length = response.headers.get("inference-header-content-length")
-        split = int(json_length) if json_length is not None else len(data)
-        answer = json.loads(data[:split])
-        offset = split
-        for tensor_out in answer.get("outputs", []):
-            size = (tensor_out.get("parameters") or {}).get("binary_data_size")
-            raw = None if size is None else data[offset:offset + int(size)]
-            offset += int(size or 0)
-            if tensor_out.get("name") == output:
-                return _output_array(tensor_out, raw)
-        raise ClientError(f"inference failed: the answer of model {model} has no {output} output")
+        try:
+            return _read_output(data, response.headers.get("inference-header-content-length"), output)
+        except (ValueError, TypeError, KeyError, AttributeError, struct.error) as exc:
+            raise ClientError(f"inference failed: the answer of model {model} could not be read "
+                              f"({type(exc).__name__}: {exc})") from None
+
+
+def _read_output(data: bytes, json_length: str | None, output: str) -> np.ndarray:
+    """The ``output`` tensor of an infer answer: its JSON part (the first ``json_length`` bytes, or all), then
+    the binary data of the outputs that have ``binary_data_size``, in their order."""
+    split = int(json_length) if json_length is not None else len(data)
+    answer = json.loads(data[:split])
+    offset = split
+    for tensor_out in answer.get("outputs", []):
+        size = (tensor_out.get("parameters") or {}).get("binary_data_size")
+        raw = None if size is None else data[offset:offset + int(size)]
+        offset += int(size or 0)
+        if tensor_out.get("name") == output:
+            return _output_array(tensor_out, raw)
+    raise ValueError(f"it has no {output} output")
 
 
 def _error_text(data: bytes) -> str:

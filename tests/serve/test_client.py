@@ -137,3 +137,27 @@ def test_chunked_interim_and_close_delimited_answers_are_read_whole():
             b"X-Test: 1\r\nContent-Length: 3\r\n\r\nxyz")
     finally:
         sock.close()
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",  # not JSON
+    b"HTTP/1.1 200 OK\r\nInference-Header-Content-Length: 99\r\nContent-Length: 2\r\n\r\n{}",  # bad split
+    b'HTTP/1.1 200 OK\r\nContent-Length: 60\r\n\r\n{"outputs": [{"name": "PROBABILITIES", "datatype": "FP32"}]}   ',
+])
+def test_an_unreadable_answer_is_one_line(answer):
+    sock = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = sock.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        transport = HttpTransport(f"127.0.0.1:{sock.getsockname()[1]}", timeout_s=5)
+        with pytest.raises(ClientError) as info:
+            transport.infer_texts("m", "TEXT", [b"x"], "PROBABILITIES")
+        assert "could not be read" in str(info.value) and "\n" not in str(info.value)
+    finally:
+        sock.close()
