@@ -9,10 +9,13 @@ For each artifact:
    reference the endpoint is held to.
 2. **endpoint**: the same artifact, loaded the same way (backend, threads), served by a real
    Triton server from :func:`serve.server.start_server` on free loopback ports (a fresh server
-   per level, a few seconds to start); ``c`` client threads in a separate process, each with its
-   own :class:`serve.client.ServeClient` (HTTP), send one text per request until ``requests``
-   requests are done: requests/s (= texts/s) and p50/p99 request latency, plus Triton's own
-   counters (mean executed batch size, mean queue time).
+   per level, a few seconds to start, ``instances`` model instances); ``c`` client threads in a
+   separate process, each with its own :class:`serve.client.ServeClient`, send one text per
+   request until ``requests`` requests are done: requests/s (= texts/s) and p50/p99 request
+   latency, plus Triton's own counters (mean executed batch size, mean queue time). The client
+   speaks each of ``protocols``: ``http`` (KServe binary tensor data, through the HTTP front, the
+   default), ``http-json`` (the same with JSON tensors) and ``grpc`` (Triton's own gRPC port,
+   tritonclient); the first is the headline.
 
 The dynamic batcher is tuned per level (``tune_batcher``): preferred batch size ``c`` and a
 ``max_queue_delay_us`` window (10 ms by default). Without it, ``c`` closed-loop clients and one
@@ -22,12 +25,16 @@ queue up and are dispatched as soon as it ends, before the answered clients send
 
 ``ratio`` = endpoint requests/s / in-process examples/s at the same ``c``; the headline is ``c = 8``.
 The two alternate ``rounds`` times per level on the same server (in-process, endpoint,
-in-process, endpoint, ...): on a shared machine whose speed drifts by tens of percent within a
-minute, drift then hits both sides alike instead of whichever ran second. Rates are totals over
+in-process, endpoint, ...; with several protocols, each round runs them all, in rotated order):
+on a shared machine whose speed drifts by tens of percent within a minute, drift then hits both
+sides alike instead of whichever ran second. Rates are totals over
 the rounds; the per-round rates and ratios are in the JSON. In-process runs while the server
 idles and the endpoint while this process waits, so the two never compete for the CPU; the client
 threads do share it with the server (as a client on the same box would). Every request count is
-bounded.
+bounded. The server's model instances run with sleeping OpenMP workers
+(:func:`compress.cpu.sleeping_openmp_workers`); ``bench serve-speed`` gives the in-process side the
+same policy when it starts (``settings.omp_wait_policy``), so that spinning PyTorch threads, up to
+25x slower on a shared machine, do not decide the ratio.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from bench.measure import CpuWatch, machine_notes, percentiles_ms, time_calls
 from compress.errors import ConfigError, UserError
 
 HEADLINE_CONCURRENCY = 8
+PROTOCOLS = ("http", "http-json", "grpc")
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,8 @@ class ServeSpeedConfig:
         warmup: untimed requests per thread (and untimed in-process batches).
         max_seconds: stop a measurement after this long (the requests done so far count).
         threads: intra-op threads of PyTorch / ONNX Runtime (None: the runtime's default).
+        protocols: how the clients call the endpoint (:data:`PROTOCOLS`); the first is the headline.
+        instances: Triton model instances (each a process with its own copy of the model).
     """
 
     concurrency: tuple[int, ...] = (1, 8, 32)
@@ -79,6 +89,8 @@ class ServeSpeedConfig:
     warmup: int = 2
     max_seconds: float = 120.0
     threads: int | None = None
+    protocols: tuple[str, ...] = ("http",)
+    instances: int = 1
 
     def __post_init__(self) -> None:
         if not self.concurrency or any(c < 1 or c > 256 for c in self.concurrency):
@@ -91,6 +103,12 @@ class ServeSpeedConfig:
             raise ConfigError("texts: need at least one text to send")
         if self.max_queue_delay_us < 0:
             raise ConfigError(f"max_queue_delay_us: must be >= 0, got {self.max_queue_delay_us}")
+        if not self.protocols or len(set(self.protocols)) != len(self.protocols) or \
+                any(p not in PROTOCOLS for p in self.protocols):
+            raise ConfigError(f"protocols: must be distinct names from {', '.join(PROTOCOLS)}, got "
+                              f"{list(self.protocols)}")
+        if not 1 <= self.instances <= 64:
+            raise ConfigError(f"instances: must be in 1..64, got {self.instances}")
 
 
 def in_process(predictor: Any, texts: Sequence[str], batch_size: int, examples: int, warmup: int,
@@ -105,9 +123,10 @@ def in_process(predictor: Any, texts: Sequence[str], batch_size: int, examples: 
 
 
 def endpoint(url: str, model: str, texts: Sequence[str], concurrency: int, requests: int, warmup: int,
-             max_seconds: float) -> dict[str, Any]:
+             max_seconds: float, binary: bool = True) -> dict[str, Any]:
     """``concurrency`` threads, one ServeClient each, one text per request until ``requests`` are done:
-    their count, wall seconds and per-request latencies (see :func:`merge_endpoint`)."""
+    their count, wall seconds and per-request latencies (see :func:`merge_endpoint`). ``binary``: HTTP
+    tensors as KServe binary data, else JSON."""
     from serve.client import ServeClient
 
     lock = threading.Lock()
@@ -119,7 +138,7 @@ def endpoint(url: str, model: str, texts: Sequence[str], concurrency: int, reque
 
     def worker(k: int) -> None:
         try:
-            with ServeClient(url, model=model) as client:
+            with ServeClient(url, model=model, binary=binary) as client:
                 for i in range(warmup):
                     client.predict([texts[(k + i) % len(texts)]])
                 ready.wait()
@@ -159,7 +178,7 @@ def endpoint(url: str, model: str, texts: Sequence[str], concurrency: int, reque
 
 
 def endpoint_in_subprocess(url: str, model: str, texts: Sequence[str], concurrency: int, requests: int,
-                           warmup: int, max_seconds: float) -> dict[str, Any]:
+                           warmup: int, max_seconds: float, binary: bool = True) -> dict[str, Any]:
     """:func:`endpoint` run in a fresh Python process (it shares the CPU, as a client on the same box would).
 
     This process holds the in-process predictor; the clients get a process of their own so that
@@ -169,7 +188,8 @@ def endpoint_in_subprocess(url: str, model: str, texts: Sequence[str], concurren
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(endpoint, url, model, list(texts), concurrency, requests, warmup, max_seconds).result()
+        return pool.submit(endpoint, url, model, list(texts), concurrency, requests, warmup, max_seconds,
+                           binary).result()
 
 
 def _merge(rounds: Sequence[dict[str, Any]], size: str, count: str, rate: str) -> dict[str, Any]:
@@ -210,42 +230,60 @@ def _batcher(c: int, max_batch: int, config: ServeSpeedConfig) -> tuple[tuple[in
     return (), config.max_queue_delay_us if not config.tune_batcher else 0
 
 
+def _url(handle: Any, protocol: str) -> str:
+    return handle.grpc_url if protocol == "grpc" else handle.http_url
+
+
 def benchmark_level(predictor: Any, c: int, max_batch: int, texts: Sequence[str], config: ServeSpeedConfig,
                     start_server: Callable[..., Any], log: Callable[[str], None]) -> dict[str, Any]:
-    """One concurrency level on a fresh server: ``rounds`` x (in-process at batch ``c``, then ``c`` client threads)."""
+    """One concurrency level on a fresh server: ``rounds`` x (in-process at batch ``c``, then ``c`` client threads
+    per protocol, in rotated order). The row's top level is the first protocol's; ``by_protocol`` holds each one's."""
     from serve.config import ServeConfig
     from serve.server import free_ports
 
     b = min(c, max_batch)
     preferred, delay = _batcher(c, max_batch, config)
     http_port, grpc_port, metrics_port = free_ports(3)
-    refs, eps = [], []
+    protocols = list(config.protocols)
+    refs: list[dict[str, Any]] = []
+    eps: dict[str, list[dict[str, Any]]] = {p: [] for p in protocols}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as log_dir:
         serve_config = ServeConfig(host="127.0.0.1", http_port=http_port, grpc_port=grpc_port,
                                    metrics_port=metrics_port, max_batch_size=max_batch,
                                    preferred_batch_sizes=preferred, max_queue_delay_us=delay, exit_timeout_s=5,
-                                   log_file=Path(log_dir) / "triton.log")
+                                   instances=config.instances, log_file=Path(log_dir) / "triton.log")
         t0 = time.perf_counter()
         with start_server([predictor], serve_config) as handle:
             startup = time.perf_counter() - t0
             before = _server_stats(handle.http_url, predictor.name)
             for k in range(config.rounds):
                 log(f"serve-speed {predictor.name}: c={c} round {k + 1}/{config.rounds}: in-process batch {b}, "
-                    f"then endpoint")
+                    f"then endpoint ({', '.join(protocols)})")
                 refs.append(in_process(predictor, texts, b, config.requests, config.warmup, config.max_seconds))
-                eps.append(endpoint_in_subprocess(handle.http_url, predictor.name, texts, c, config.requests,
-                                                  config.warmup, config.max_seconds))
+                for protocol in protocols[k % len(protocols):] + protocols[:k % len(protocols)]:
+                    eps[protocol].append(endpoint_in_subprocess(
+                        _url(handle, protocol), predictor.name, texts, c, config.requests, config.warmup,
+                        config.max_seconds, binary=protocol != "http-json"))
             after = _server_stats(handle.http_url, predictor.name)
-    ref, ep = merge_in_process(refs), merge_endpoint(eps)
+    ref = merge_in_process(refs)
+    by_protocol = {}
+    for protocol in protocols:
+        ep = merge_endpoint(eps[protocol])
+        by_protocol[protocol] = {
+            "endpoint": ep, "ratio": ep["requests_per_s"] / ref["examples_per_s"],
+            "per_round_ratio": [e / r for e, r in zip(ep["per_round_requests_per_s"],
+                                                      ref["per_round_examples_per_s"], strict=True)]}
     executions = after["executions"] - before["executions"]
     queued = after["queue_count"] - before["queue_count"]
     server = {"preferred_batch_sizes": list(preferred), "max_queue_delay_us": delay, "startup_s": startup,
+              "instances": config.instances,
               "mean_batch": (after["inferences"] - before["inferences"]) / executions if executions else None,
               "mean_queue_ms": (after["queue_ns"] - before["queue_ns"]) / 1e6 / queued if queued else None}
-    return {"concurrency": c, "endpoint": ep, "in_process": ref, "server": server,
-            "ratio": ep["requests_per_s"] / ref["examples_per_s"],
-            "per_round_ratio": [e / r for e, r in zip(ep["per_round_requests_per_s"],
-                                                      ref["per_round_examples_per_s"], strict=True)]}
+    row = {"concurrency": c, "protocol": protocols[0], **by_protocol[protocols[0]], "in_process": ref,
+           "server": server}
+    if len(protocols) > 1:
+        row["by_protocol"] = by_protocol
+    return row
 
 
 def benchmark_artifact(artifact: Path, config: ServeSpeedConfig,
@@ -284,39 +322,50 @@ def run(artifacts: Sequence[str | os.PathLike[str]], config: ServeSpeedConfig,
                      "texts": config.texts_source or "built-in sample comments", "backend": config.backend,
                      "max_queue_delay_us": config.max_queue_delay_us, "tune_batcher": config.tune_batcher,
                      "rounds": config.rounds,
-                     "protocol": "http", "instances": 1,
-                     "threads": config.threads},
+                     "protocol": config.protocols[0], "protocols": list(config.protocols),
+                     "instances": config.instances, "threads": config.threads,
+                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
         "artifacts": results,
     }
 
 
+_PROTOCOL_NAMES = {"http": "HTTP, binary tensors", "http-json": "HTTP, JSON tensors", "grpc": "gRPC"}
+
+
 def markdown(report: dict[str, Any]) -> str:
-    """One table row per artifact x concurrency."""
+    """One table row per artifact x concurrency (x protocol, when several were measured)."""
     s = report["settings"]
     batcher = (f"preferred batch size c, {s['max_queue_delay_us']} µs window" if s.get("tune_batcher", False)
                else f"{s['max_queue_delay_us']} µs window")
-    lines = [f"Endpoint (Triton, HTTP, 1 instance, dynamic batching: {batcher}) vs in-process predict on batches of "
-             f"c texts; c client threads send one text per request; the two alternate {s.get('rounds', 1)} times per "
-             f"level, {s['requests']} requests (texts) each time (texts: {s['texts']}).", "",
-             "| artifact | c | endpoint req/s | endpoint p50 ms | endpoint p99 ms | mean server batch | "
+    protocols = s.get("protocols", [s.get("protocol", "http")])
+    instances = s.get("instances", 1)
+    how = " / ".join(_PROTOCOL_NAMES.get(p, p) for p in protocols)
+    lines = [f"Endpoint (Triton, {how}, {instances} instance{'s' if instances != 1 else ''}, dynamic batching: "
+             f"{batcher}) vs in-process predict on batches of c texts; c client threads send one text per request; the "
+             f"two alternate {s.get('rounds', 1)} times per level, {s['requests']} requests (texts) each time (texts: "
+             f"{s['texts']}).", "",
+             "| artifact | c | protocol | endpoint req/s | endpoint p50 ms | endpoint p99 ms | mean server batch | "
              "in-process ex/s (batch c) | endpoint / in-process | per round |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for a in report["artifacts"]:
         if a["status"] != "ok":
-            lines.append(f"| {a['artifact']} | — | {a['status']}: {a['reason']} | | | | | | |")
+            lines.append(f"| {a['artifact']} | — | | {a['status']}: {a['reason']} | | | | | | |")
             continue
         for r in a["rows"]:
-            ep, ref = r["endpoint"], r["in_process"]
+            ref = r["in_process"]
             mean_batch = (r.get("server") or {}).get("mean_batch")
-            per_round = r.get("per_round_ratio") or [r["ratio"]]
-            spread = f"{100 * min(per_round):.0f}-{100 * max(per_round):.0f}%" if len(per_round) > 1 else "—"
-            lines.append(f"| {a['artifact']} | {r['concurrency']} | {ep['requests_per_s']:.1f} | {ep['p50_ms']:.1f} | "
-                         f"{ep['p99_ms']:.1f} | {'—' if mean_batch is None else f'{mean_batch:.2f}'} | "
-                         f"{ref['examples_per_s']:.1f} (b={ref['batch_size']}) | {100 * r['ratio']:.0f}% | {spread} |")
+            for protocol, m in (r.get("by_protocol") or {r.get("protocol", "http"): r}).items():
+                ep = m["endpoint"]
+                per_round = m.get("per_round_ratio") or [m["ratio"]]
+                spread = f"{100 * min(per_round):.0f}-{100 * max(per_round):.0f}%" if len(per_round) > 1 else "—"
+                lines.append(f"| {a['artifact']} | {r['concurrency']} | {protocol} | {ep['requests_per_s']:.1f} | "
+                             f"{ep['p50_ms']:.1f} | {ep['p99_ms']:.1f} | "
+                             f"{'—' if mean_batch is None else f'{mean_batch:.2f}'} | "
+                             f"{ref['examples_per_s']:.1f} (b={ref['batch_size']}) | {100 * m['ratio']:.0f}% | {spread} |")
     heads = [f"{a['artifact']} {100 * a['ratio_at_8']:.0f}%" for a in report["artifacts"]
              if a["status"] == "ok" and a.get("ratio_at_8") is not None]
     if heads:
-        lines += ["", f"Endpoint / in-process at concurrency {HEADLINE_CONCURRENCY}: {', '.join(heads)}."]
+        lines += ["", f"Endpoint ({protocols[0]}) / in-process at concurrency {HEADLINE_CONCURRENCY}: {', '.join(heads)}."]
     lines += [f"\nNote: {note}" for note in report.get("notes", [])]
     return "\n".join(lines) + "\n"
 

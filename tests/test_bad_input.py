@@ -237,6 +237,7 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("train-speed-bad-threads", "bench", ["train-speed", "--data", "data.csv", "--threads", "0"]),
     ("quant-speed-wrong-kind", "bench", ["quant-speed", "baseline", "--data", "data.csv"]),
     ("serve-speed-missing", "bench", ["serve-speed", "nope"]),
+    ("serve-speed-bad-protocol", "bench", ["serve-speed", "baseline", "--protocols", "http,websocket"]),
     ("score-speed-missing", "bench", ["score-speed", "nope"]),
     ("score-speed-corrupt", "bench", ["score-speed", "corrupt"]),
 ]

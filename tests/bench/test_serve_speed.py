@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +38,44 @@ def test_endpoint_vs_in_process(tmp_path, tfidf_artifact, capsys):
     assert "| tfidf | 2 |" in capsys.readouterr().out
 
 
+def test_each_protocol_is_measured_in_the_same_rounds(tmp_path, tfidf_artifact, capsys):
+    out = tmp_path / "speed.json"
+    code = main(["serve-speed", str(tfidf_artifact), "--concurrency", "2", "--requests", "10", "--rounds", "2",
+                 "--protocols", "http,http-json,grpc", "--instances", "2", "--json-out", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["protocols"] == ["http", "http-json", "grpc"] and report["settings"]["instances"] == 2
+    (row,) = report["artifacts"][0]["rows"]
+    assert row["protocol"] == "http" and row["ratio"] == row["by_protocol"]["http"]["ratio"]
+    assert row["server"]["instances"] == 2
+    for protocol, measured in row["by_protocol"].items():
+        assert measured["endpoint"]["requests"] == 2 * 10, protocol
+        assert measured["ratio"] == pytest.approx(measured["endpoint"]["requests_per_s"]
+                                                  / row["in_process"]["examples_per_s"])
+    table = capsys.readouterr().out
+    assert "| tfidf | 2 | http |" in table and "| tfidf | 2 | http-json |" in table and "| tfidf | 2 | grpc |" in table
+
+
+def test_the_in_process_side_gets_the_servers_openmp_wait_policy(tmp_path, tfidf_artifact):
+    """A fresh `bench serve-speed` (PyTorch not loaded yet) sets OMP_WAIT_POLICY=PASSIVE for itself, as the
+    server does for its instances; a policy of the user's own is kept."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+        env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+        if given:
+            env["OMP_WAIT_POLICY"] = given
+        out = tmp_path / f"speed-{expected}.json"
+        subprocess.run([sys.executable, "-m", "modcompress", "bench", "serve-speed", str(tfidf_artifact),
+                        "--concurrency", "1", "--requests", "4", "--rounds", "1", "--json-out", str(out),
+                        "--print", "json", "--no-tracking"], env=env, check=True, capture_output=True, timeout=300)
+        assert json.loads(out.read_text())["settings"]["omp_wait_policy"] == expected
+
+
 def test_rounds_merge_into_totals_not_a_mean_of_rates():
     """Two rounds, 100 texts in 1 s then 100 in 4 s: 40 texts/s overall (the mean of rates would say 62.5)."""
     ref = serve_speed.merge_in_process([
@@ -60,3 +99,9 @@ def test_config_is_bounded():
         serve_speed.ServeSpeedConfig(concurrency=(0,), texts=("x",))
     with pytest.raises(ConfigError, match="rounds"):
         serve_speed.ServeSpeedConfig(rounds=0, texts=("x",))
+    with pytest.raises(ConfigError, match="protocols"):
+        serve_speed.ServeSpeedConfig(protocols=("http", "websocket"), texts=("x",))
+    with pytest.raises(ConfigError, match="protocols"):
+        serve_speed.ServeSpeedConfig(protocols=("http", "http"), texts=("x",))
+    with pytest.raises(ConfigError, match="instances"):
+        serve_speed.ServeSpeedConfig(instances=0, texts=("x",))

@@ -412,3 +412,82 @@ def test_idle_and_excess_connections_are_closed(upstream):
         second.close()
     finally:
         front.close()
+
+
+def test_one_thread_serves_every_connection(front, upstream):
+    connections = [_connect(front) for _ in range(20)]
+    for sock in connections:
+        sock.sendall(_post(INFER, GOOD))
+    assert all(_read_response(sock)[0] == 200 for sock in connections)
+    assert [t.name for t in threading.enumerate() if t.name.startswith("serve-http")] == ["serve-http-front"]
+    for sock in connections:
+        sock.close()
+
+
+def _big_request(size: int) -> bytes:
+    text = "x" * size
+    body = json.dumps({"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [1, 1], "data": [[text]]}]})
+    return _post(INFER, body.encode())
+
+
+def test_a_client_that_stops_reading_holds_up_no_one_else(tmp_path):
+    upstream = EchoUpstream(tmp_path / "triton.sock")
+    front = HttpFront("127.0.0.1", free_ports(1)[0], upstream.path, max_body_bytes=2**20)
+    front.start()
+    try:
+        stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills after a few answers
+        stalled.settimeout(10)
+        stalled.connect(("127.0.0.1", front.port))
+        request = _big_request(200_000)
+        sent = threading.Event()
+
+        def send_many() -> None:
+            stalled.sendall(request * 20)  # answers (echoes) of ~4 MB that nobody reads for now
+            sent.set()
+
+        threading.Thread(target=send_many, daemon=True).start()
+        assert wait_until(lambda: len(upstream.requests) >= 2, timeout_s=10)
+        with _connect(front) as other:  # meanwhile another client is served as usual
+            for _ in range(3):
+                other.sendall(_post(INFER, GOOD))
+                assert _read_response(other)[0] == 200
+        for _ in range(20):  # and the stalled client gets every answer, whole and in order, once it reads
+            status, _, body = _read_response(stalled)
+            assert status == 200 and body == request
+        assert sent.wait(10)
+        stalled.close()
+    finally:
+        front.close()
+        upstream.close()
+
+
+def test_a_repeated_head_or_binary_json_part_is_checked_once_and_a_bad_one_every_time(front, upstream,
+                                                                                       monkeypatch):
+    import serve.front as front_module
+
+    calls = {"head": 0, "body": 0}
+
+    def counting(name, fn):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(front_module, "parse_head", counting("head", front_module.parse_head))
+    monkeypatch.setattr(front_module, "check_infer_body", counting("body", front_module.check_infer_body))
+    header = (b'{"inputs":[{"name":"TEXT","shape":[1,1],"datatype":"BYTES","parameters":{"binary_data_size":5}}],'
+              b'"outputs":[{"name":"PROBABILITIES","parameters":{"binary_data":true}}]}')
+    binary = _post(INFER, header + b"\x01\x00\x00\x00a", f"Inference-Header-Content-Length: {len(header)}\r\n")
+    bad = _post(INFER, b'{"inputs": 5}' + b"\x01\x00\x00\x00a", "Inference-Header-Content-Length: 13\r\n")
+    with _connect(front) as sock:
+        for _ in range(3):
+            sock.sendall(binary)
+            assert _read_response(sock)[0] == 200
+        assert calls == {"head": 1, "body": 1}
+        for _ in range(2):
+            sock.sendall(bad)
+            status, _, body = _read_response(sock)
+            assert status == 400 and "'inputs' must be a list" in json.loads(body)["error"]
+        assert calls == {"head": 2, "body": 3}
+    assert upstream.requests == [binary] * 3

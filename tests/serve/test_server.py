@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +25,7 @@ from modcompress.cli import serve_main as main
 from serve.client import ClientError, ServeClient
 from serve.config import INPUT_TEXT, OUTPUT_LABELS, OUTPUT_PROBABILITIES, ServeConfig
 from serve.server import free_ports, start_server
-from tests.serve.helpers import NgramPredictor, labels_over, started_in, wait_until
+from tests.serve.helpers import NgramPredictor, descendants, labels_over, started_in, wait_until
 
 TEXTS = [f"comment {i}: you are {'an idiot' if i % 3 else 'very kind'} and {'stupid' * (i % 4)}"
          for i in range(21)]
@@ -98,6 +100,38 @@ def test_http_predictions_equal_in_process(server, reference):
         probs = client.predict(TEXTS)  # 21 texts: requests of 8, 8, 5
     assert probs.shape == (len(TEXTS), 6) and probs.dtype == np.float32
     np.testing.assert_allclose(probs, reference["tiny"].predict_all(TEXTS), atol=1e-6, rtol=0)
+
+
+def test_json_and_binary_tensors_give_the_same_answers(server, reference):
+    texts = [*TEXTS[:5], "ünïcödé 🙂 text", 'a "quoted" \\ back\nslash']
+    expected = reference["tiny"].predict_all(texts)
+    for binary in (True, False):
+        with ServeClient(server.http_url, model="tiny", binary=binary) as client:
+            np.testing.assert_allclose(client.predict(texts), expected, atol=1e-6, rtol=0)
+            assert client.predict_labels(texts) == labels_over(expected, reference["tiny"])
+
+
+def test_model_instances_run_with_sleeping_openmp_workers(server):
+    """Spinning OpenMP workers would take the cores the next batch's round trip needs (serve.server)."""
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        pytest.skip("the environment chose its own OpenMP wait policy, which the server keeps")
+    processes = [server.pid, *descendants(server.pid)]  # tritonserver and its 4 stubs (2 models x 2 instances)
+    environments = [Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") for pid in processes]
+    assert len(processes) >= 5 and all(b"OMP_WAIT_POLICY=PASSIVE" in env for env in environments)
+
+
+def test_an_openmp_wait_policy_of_the_users_own_is_kept(monkeypatch, tmp_path):
+    from serve.server import _triton_env
+
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert _triton_env(tmp_path)["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
+    env = _triton_env(tmp_path)
+    assert "OMP_WAIT_POLICY" not in env and env["GOMP_SPINCOUNT"] == "1000"
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    assert _triton_env(tmp_path)["OMP_WAIT_POLICY"] == "PASSIVE"
 
 
 def test_grpc_predictions_equal_in_process(server, reference):
