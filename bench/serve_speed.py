@@ -15,7 +15,11 @@ For each artifact:
    latency, plus Triton's own counters (mean executed batch size, mean queue time). The client
    speaks each of ``protocols``: ``http`` (KServe binary tensor data, through the HTTP front, the
    default), ``http-json`` (the same with JSON tensors) and ``grpc`` (Triton's own gRPC port,
-   tritonclient); the first is the headline.
+   tritonclient) and ``http-direct`` (binary tensors sent straight to Triton's own HTTP Unix
+   socket, past the front's checks: not a way to serve, the reference that says what the front
+   costs); the first is the headline. With ``http`` and ``http-direct`` both measured, the report
+   gives the front's cost at each level: 1 - (http req/s / http-direct req/s), with the per-round
+   (paired) values. The direct path also skips TCP (a Unix socket), so this slightly overstates it.
 
 The dynamic batcher is tuned per level (``tune_batcher``): preferred batch size ``c`` and a
 ``max_queue_delay_us`` window (10 ms by default). Without it, ``c`` closed-loop clients and one
@@ -54,7 +58,7 @@ from bench.measure import CpuWatch, machine_notes, percentiles_ms, time_calls
 from compress.errors import ConfigError, UserError
 
 HEADLINE_CONCURRENCY = 8
-PROTOCOLS = ("http", "http-json", "grpc")
+PROTOCOLS = ("http", "http-json", "grpc", "http-direct")
 
 
 @dataclass(frozen=True)
@@ -123,10 +127,10 @@ def in_process(predictor: Any, texts: Sequence[str], batch_size: int, examples: 
 
 
 def endpoint(url: str, model: str, texts: Sequence[str], concurrency: int, requests: int, warmup: int,
-             max_seconds: float, binary: bool = True) -> dict[str, Any]:
+             max_seconds: float, binary: bool = True, unix_socket: str | None = None) -> dict[str, Any]:
     """``concurrency`` threads, one ServeClient each, one text per request until ``requests`` are done:
     their count, wall seconds and per-request latencies (see :func:`merge_endpoint`). ``binary``: HTTP
-    tensors as KServe binary data, else JSON."""
+    tensors as KServe binary data, else JSON; ``unix_socket``: HTTP on this socket instead of the URL's port."""
     from serve.client import ServeClient
 
     lock = threading.Lock()
@@ -138,7 +142,7 @@ def endpoint(url: str, model: str, texts: Sequence[str], concurrency: int, reque
 
     def worker(k: int) -> None:
         try:
-            with ServeClient(url, model=model, binary=binary) as client:
+            with ServeClient(url, model=model, binary=binary, unix_socket=unix_socket) as client:
                 for i in range(warmup):
                     client.predict([texts[(k + i) % len(texts)]])
                 ready.wait()
@@ -178,7 +182,8 @@ def endpoint(url: str, model: str, texts: Sequence[str], concurrency: int, reque
 
 
 def endpoint_in_subprocess(url: str, model: str, texts: Sequence[str], concurrency: int, requests: int,
-                           warmup: int, max_seconds: float, binary: bool = True) -> dict[str, Any]:
+                           warmup: int, max_seconds: float, binary: bool = True,
+                           unix_socket: str | None = None) -> dict[str, Any]:
     """:func:`endpoint` run in a fresh Python process (it shares the CPU, as a client on the same box would).
 
     This process holds the in-process predictor; the clients get a process of their own so that
@@ -189,7 +194,7 @@ def endpoint_in_subprocess(url: str, model: str, texts: Sequence[str], concurren
 
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(endpoint, url, model, list(texts), concurrency, requests, warmup, max_seconds,
-                           binary).result()
+                           binary, unix_socket).result()
 
 
 def _merge(rounds: Sequence[dict[str, Any]], size: str, count: str, rate: str) -> dict[str, Any]:
@@ -263,7 +268,8 @@ def benchmark_level(predictor: Any, c: int, max_batch: int, texts: Sequence[str]
                 for protocol in protocols[k % len(protocols):] + protocols[:k % len(protocols)]:
                     eps[protocol].append(endpoint_in_subprocess(
                         _url(handle, protocol), predictor.name, texts, c, config.requests, config.warmup,
-                        config.max_seconds, binary=protocol != "http-json"))
+                        config.max_seconds, binary=protocol != "http-json",
+                        unix_socket=handle.triton_http_socket if protocol == "http-direct" else None))
             after = _server_stats(handle.http_url, predictor.name)
     ref = merge_in_process(refs)
     by_protocol = {}
@@ -283,7 +289,21 @@ def benchmark_level(predictor: Any, c: int, max_batch: int, texts: Sequence[str]
            "server": server}
     if len(protocols) > 1:
         row["by_protocol"] = by_protocol
+    if "http" in by_protocol and "http-direct" in by_protocol:
+        row["front_cost"] = front_cost(by_protocol["http"]["endpoint"], by_protocol["http-direct"]["endpoint"])
     return row
+
+
+def front_cost(front: dict[str, Any], direct: dict[str, Any]) -> dict[str, Any]:
+    """What the HTTP front costs in throughput: 1 - front req/s / direct req/s, over all rounds and per
+    round (the two ran in the same round, so each round's pair saw the same machine), with its median."""
+    per_round = [1 - f / d for f, d in zip(front["per_round_requests_per_s"], direct["per_round_requests_per_s"],
+                                           strict=True)]
+    ordered = sorted(per_round)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return {"cost": 1 - front["requests_per_s"] / direct["requests_per_s"], "per_round": per_round,
+            "median_per_round": median}
 
 
 def benchmark_artifact(artifact: Path, config: ServeSpeedConfig,
@@ -329,7 +349,8 @@ def run(artifacts: Sequence[str | os.PathLike[str]], config: ServeSpeedConfig,
     }
 
 
-_PROTOCOL_NAMES = {"http": "HTTP, binary tensors", "http-json": "HTTP, JSON tensors", "grpc": "gRPC"}
+_PROTOCOL_NAMES = {"http": "HTTP, binary tensors", "http-json": "HTTP, JSON tensors", "grpc": "gRPC",
+                   "http-direct": "HTTP to Triton's socket past the front (reference)"}
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -366,6 +387,13 @@ def markdown(report: dict[str, Any]) -> str:
              if a["status"] == "ok" and a.get("ratio_at_8") is not None]
     if heads:
         lines += ["", f"Endpoint ({protocols[0]}) / in-process at concurrency {HEADLINE_CONCURRENCY}: {', '.join(heads)}."]
+    costs = [f"{a['artifact']} c={r['concurrency']}: {100 * r['front_cost']['cost']:.1f}% (median of paired rounds "
+             f"{100 * r['front_cost']['median_per_round']:.1f}%, per round "
+             f"{', '.join(f'{100 * x:.1f}' for x in r['front_cost']['per_round'])}%)"
+             for a in report["artifacts"] if a["status"] == "ok" for r in a["rows"] if r.get("front_cost")]
+    if costs:
+        lines += ["", "The HTTP front's cost in throughput (1 - http / http-direct req/s; the direct path also skips "
+                      "TCP): " + "; ".join(costs) + "."]
     lines += [f"\nNote: {note}" for note in report.get("notes", [])]
     return "\n".join(lines) + "\n"
 

@@ -461,6 +461,13 @@ class ServerHandle:
         return f"grpc://{self.config.client_host}:{self.config.grpc_port}"
 
     @property
+    def triton_http_socket(self) -> str:
+        """Triton's own HTTP Unix socket, behind the front (in the private work directory: only this
+        user can connect). For measuring the front (``bench serve-speed --protocols http-direct``):
+        requests sent here skip its checks."""
+        return str(self._workdir / _HTTP_SOCKET)
+
+    @property
     def metrics_url(self) -> str:
         """Prometheus metrics URL."""
         return f"http://{self.config.client_host}:{self.config.metrics_port}/metrics"

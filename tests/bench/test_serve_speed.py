@@ -41,10 +41,11 @@ def test_endpoint_vs_in_process(tmp_path, tfidf_artifact, capsys):
 def test_each_protocol_is_measured_in_the_same_rounds(tmp_path, tfidf_artifact, capsys):
     out = tmp_path / "speed.json"
     code = main(["serve-speed", str(tfidf_artifact), "--concurrency", "2", "--requests", "10", "--rounds", "2",
-                 "--protocols", "http,http-json,grpc", "--instances", "2", "--json-out", str(out)])
+                 "--protocols", "http,http-json,grpc,http-direct", "--instances", "2", "--json-out", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
-    assert report["settings"]["protocols"] == ["http", "http-json", "grpc"] and report["settings"]["instances"] == 2
+    assert report["settings"]["protocols"] == ["http", "http-json", "grpc", "http-direct"]
+    assert report["settings"]["instances"] == 2
     (row,) = report["artifacts"][0]["rows"]
     assert row["protocol"] == "http" and row["ratio"] == row["by_protocol"]["http"]["ratio"]
     assert row["server"]["instances"] == 2
@@ -54,6 +55,21 @@ def test_each_protocol_is_measured_in_the_same_rounds(tmp_path, tfidf_artifact, 
                                                   / row["in_process"]["examples_per_s"])
     table = capsys.readouterr().out
     assert "| tfidf | 2 | http |" in table and "| tfidf | 2 | http-json |" in table and "| tfidf | 2 | grpc |" in table
+    assert "| tfidf | 2 | http-direct |" in table and "The HTTP front's cost in throughput" in table
+    front, direct = (row["by_protocol"][p]["endpoint"]["per_round_requests_per_s"] for p in ("http", "http-direct"))
+    assert row["front_cost"]["per_round"] == pytest.approx([1 - f / d for f, d in zip(front, direct, strict=True)])
+
+
+def test_the_fronts_cost_is_paired_per_round():
+    front = {"requests_per_s": 90.0, "per_round_requests_per_s": [100.0, 80.0, 99.0]}
+    direct = {"requests_per_s": 100.0, "per_round_requests_per_s": [100.0, 100.0, 90.0]}
+    cost = serve_speed.front_cost(front, direct)
+    assert cost["cost"] == pytest.approx(0.1)
+    assert cost["per_round"] == pytest.approx([0.0, 0.2, -0.1])
+    assert cost["median_per_round"] == pytest.approx(0.0)
+    even = serve_speed.front_cost({"requests_per_s": 1.0, "per_round_requests_per_s": [90.0, 70.0]},
+                                  {"requests_per_s": 1.0, "per_round_requests_per_s": [100.0, 100.0]})
+    assert even["median_per_round"] == pytest.approx(0.2)
 
 
 def test_the_in_process_side_gets_the_servers_openmp_wait_policy(tmp_path, tfidf_artifact):
