@@ -25,6 +25,27 @@ class OneLineParser(argparse.ArgumentParser):
         raise ConfigError(f"{self.prog}: {one_line(message)} (see `{self.prog} --help`)")
 
 
+def intermix(parser: argparse.ArgumentParser) -> None:
+    """Let ``key=value`` overrides come anywhere among options (``train --data D a=1 --no-tracking b=2``,
+    ``distill T S --alpha 1 optim.lr=1e-3``).
+
+    argparse fills a ``nargs="*"`` positional from the first run of positionals only and rejects any
+    later ones (after an option, or after other positionals); intermixed parsing collects them all.
+    Subparsers cannot use ``parse_intermixed_args`` directly (the top parser has subparsers), so
+    the subparser's own ``parse_known_args``, which the top parser calls, is swapped for it.
+    """
+    plain = parser.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):  # type: ignore[no-untyped-def]
+        parser.parse_known_args = plain  # parse_known_intermixed_args calls it: no recursion
+        try:
+            return parser.parse_known_intermixed_args(args, namespace)
+        finally:
+            parser.parse_known_args = parse_known_args
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+
+
 def build_parser(prog: str, description: str, package: str, commands: Sequence[str]) -> argparse.ArgumentParser:
     parser = OneLineParser(prog=prog, description=description)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

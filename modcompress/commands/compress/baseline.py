@@ -6,7 +6,6 @@ import argparse
 import json
 
 from compress.distributed import is_main_process
-from modcompress.commands.compress.distill import intermix
 from modcompress.commands.compress.train import add_common_options, common_overrides, held_out_summary
 
 
@@ -17,7 +16,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "artifact with tuned thresholds and validation metrics.")
     p.add_argument("name", help="tfidf or fasttext")
     add_common_options(p)
-    intermix(p)
     p.set_defaults(func=run)
 
 

@@ -27,26 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", help="soft-label cache (default ~/.cache/modcompress/soft_labels)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint after a crash")
     add_common_options(p)
-    intermix(p)
     p.set_defaults(func=run)
-
-
-def intermix(parser: argparse.ArgumentParser) -> None:
-    """Let ``key=value`` overrides follow options (``distill T S --alpha 1 optim.lr=1e-3``).
-
-    With positionals before them, argparse would otherwise fill ``overrides`` with nothing in the
-    first run of positionals and reject later ones; intermixed parsing collects them all.
-    """
-    plain = parser.parse_known_args
-
-    def parse_known_args(args=None, namespace=None):  # type: ignore[no-untyped-def]
-        parser.parse_known_args = plain  # parse_known_intermixed_args calls it: no recursion
-        try:
-            return parser.parse_known_intermixed_args(args, namespace)
-        finally:
-            parser.parse_known_args = parse_known_args
-
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import json
 
 from compress.config import TrainConfig, load_config
 from compress.distributed import is_main_process
+from modcompress.clikit import intermix
 
 
 def add_common_options(p: argparse.ArgumentParser) -> None:
@@ -27,6 +28,7 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. optim.lr=3e-5 optim.epochs=2 loss.name=focal")
+    intermix(p)
 
 
 def common_overrides(args: argparse.Namespace) -> list[str]:
