@@ -496,3 +496,20 @@ def test_a_repeated_head_or_binary_json_part_is_checked_once_and_a_bad_one_every
             assert status == 400 and "'inputs' must be a list" in json.loads(body)["error"]
         assert calls == {"head": 2, "body": 3}
     assert upstream.requests == [binary] * 3
+
+
+def test_hundreds_of_pipelined_requests_answered_at_once_are_all_answered(front, upstream, tmp_path):
+    # refusals (and 503s while Triton is down) are written at once, then the next pipelined request is read:
+    # that must not recurse once per request (the connection died at the recursion limit, ~200 requests)
+    refused = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+    down = HttpFront("127.0.0.1", free_ports(1)[0], str(tmp_path / "nobody.sock"), max_body_bytes=4096)
+    down.start()
+    try:
+        for server, raw, status in ((front, refused, 404), (down, _post(INFER, GOOD), 503)):
+            with _connect(server) as sock:
+                sock.sendall(raw * 600)
+                assert [_read_response(sock)[0] for _ in range(600)] == [status] * 600
+            assert wait_until(lambda s=server: s._in_flight == s._unsent == 0, timeout_s=5)
+    finally:
+        down.close()
+    assert upstream.requests == []
