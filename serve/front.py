@@ -456,7 +456,8 @@ class HttpFront:
             while True:
                 timeout = 0.01 if self._connecting else max(0.0, next_reap - time.monotonic())
                 for fd, events in epoll.poll(timeout):
-                    if fd == listen_fd:
+                    # once the drain closed the listener its number may be a new upstream connection's
+                    if fd == listen_fd and self._listener is not None:
                         self._accept()
                     elif fd == wake_fd:
                         if self._commands():

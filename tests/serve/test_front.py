@@ -513,3 +513,21 @@ def test_hundreds_of_pipelined_requests_answered_at_once_are_all_answered(front,
     finally:
         down.close()
     assert upstream.requests == []
+
+
+def test_a_request_whose_body_ends_after_the_drain_began_is_answered(front, upstream):
+    # the listener's descriptor is closed when the drain begins; the upstream connection this request then
+    # opens may get the same number, and its answer must not be taken for a client connecting
+    raw = _post(INFER, GOOD)
+    with _connect(front) as sock:
+        sock.sendall(raw[:-5])
+        assert wait_until(lambda: front._unsent == 1, timeout_s=5)  # accepted, its body being read
+        result: dict[str, bool] = {}
+        drainer = threading.Thread(target=lambda: result.update(finished=front.drain(20)))
+        drainer.start()
+        assert wait_until(lambda: front._listener is None, timeout_s=5)
+        sock.sendall(raw[-5:])
+        status, headers, body = _read_response(sock)
+        assert status == 200 and body == raw and headers["connection"] == "close"
+        drainer.join(10)
+    assert result == {"finished": True}
