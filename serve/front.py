@@ -316,6 +316,7 @@ class _Connection:
         self.eof = False  # the client sent its last byte
         self.accepted = False
         self.unsent = False
+        self.advancing = False  # HttpFront._advance is running for it
         self.events = _IN
         self.last_active = now
 
@@ -455,7 +456,8 @@ class HttpFront:
             while True:
                 timeout = 0.01 if self._connecting else max(0.0, next_reap - time.monotonic())
                 for fd, events in epoll.poll(timeout):
-                    if fd == listen_fd:
+                    # once the drain closed the listener its number may be a new upstream connection's
+                    if fd == listen_fd and self._listener is not None:
                         self._accept()
                     elif fd == wake_fd:
                         if self._commands():
@@ -659,16 +661,29 @@ class HttpFront:
         self._send(connection, error_response(exc.status, str(exc), exc.close), _WRITING, exc.close)
 
     def _advance(self, connection: _Connection) -> None:
-        """Read on in the buffer: a head, then a body, then hand the request on (or refuse it)."""
+        """Read on in the buffer: a head, then a body, then hand the request on (or refuse it); then the
+        next pipelined request, if the answer went at once.
+
+        A loop, not recursion through :meth:`_written`: a refusal (or a 503 while Triton is down) is
+        written at once, and a client pipelining a few hundred of them must not reach the recursion limit.
+        """
+        if connection.advancing:  # called from within (the answer went at once): the outer loop goes on
+            return
+        connection.advancing = True
         try:
-            if connection.state == _HEAD and not self._take_head(connection):
-                return
-            if connection.state == _BODY:
-                body = self._take_body(connection)
-                if body is not None:
-                    self._forward(connection, body)
-        except BadRequestError as exc:
-            self._refuse(connection, exc)
+            while connection.state in (_HEAD, _BODY) and self._connections.get(connection.fd) is connection:
+                try:
+                    if connection.state == _HEAD and not self._take_head(connection):
+                        return
+                    if connection.state == _BODY:
+                        body = self._take_body(connection)
+                        if body is None:
+                            return
+                        self._forward(connection, body)
+                except BadRequestError as exc:
+                    self._refuse(connection, exc)
+        finally:
+            connection.advancing = False
 
     def _take_head(self, connection: _Connection) -> bool:
         """Parse a complete head from the buffer (False: not complete yet); accept the request."""

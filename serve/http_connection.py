@@ -115,7 +115,7 @@ class HttpConnection:
             body = self._read_chunked()
         elif "content-length" in headers:
             length = headers["content-length"]
-            if not length.isdigit():
+            if not (length.isascii() and length.isdigit()):
                 raise HttpProtocolError(f"the server sent Content-Length {length[:20]!r}")
             body = self._read_exactly(int(length))
         else:  # the body ends with the connection

@@ -195,3 +195,23 @@ def test_a_unix_socket_carries_the_same_requests(tmp_path):
         server.close()
     with pytest.raises(ClientError, match="unix_socket is for HTTP"):
         ServeClient("grpc://127.0.0.1:9", unix_socket=path)
+
+
+@pytest.mark.parametrize("length", [b"\xb2", b"-1", b"x"])  # "\xb2" is latin-1 "²": isdigit(), yet not int()
+def test_a_content_length_that_is_no_number_is_one_line(length):
+    sock = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = sock.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: " + length + b"\r\n\r\n{}")
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        with ServeClient(f"http://127.0.0.1:{sock.getsockname()[1]}", model="m", timeout_s=5) as client:
+            with pytest.raises(ClientError, match="Content-Length") as info:
+                client.statistics()
+        assert "\n" not in str(info.value)
+    finally:
+        sock.close()

@@ -496,3 +496,38 @@ def test_a_repeated_head_or_binary_json_part_is_checked_once_and_a_bad_one_every
             assert status == 400 and "'inputs' must be a list" in json.loads(body)["error"]
         assert calls == {"head": 2, "body": 3}
     assert upstream.requests == [binary] * 3
+
+
+def test_hundreds_of_pipelined_requests_answered_at_once_are_all_answered(front, upstream, tmp_path):
+    # refusals (and 503s while Triton is down) are written at once, then the next pipelined request is read:
+    # that must not recurse once per request (the connection died at the recursion limit, ~200 requests)
+    refused = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+    down = HttpFront("127.0.0.1", free_ports(1)[0], str(tmp_path / "nobody.sock"), max_body_bytes=4096)
+    down.start()
+    try:
+        for server, raw, status in ((front, refused, 404), (down, _post(INFER, GOOD), 503)):
+            with _connect(server) as sock:
+                sock.sendall(raw * 600)
+                assert [_read_response(sock)[0] for _ in range(600)] == [status] * 600
+            assert wait_until(lambda s=server: s._in_flight == s._unsent == 0, timeout_s=5)
+    finally:
+        down.close()
+    assert upstream.requests == []
+
+
+def test_a_request_whose_body_ends_after_the_drain_began_is_answered(front, upstream):
+    # the listener's descriptor is closed when the drain begins; the upstream connection this request then
+    # opens may get the same number, and its answer must not be taken for a client connecting
+    raw = _post(INFER, GOOD)
+    with _connect(front) as sock:
+        sock.sendall(raw[:-5])
+        assert wait_until(lambda: front._unsent == 1, timeout_s=5)  # accepted, its body being read
+        result: dict[str, bool] = {}
+        drainer = threading.Thread(target=lambda: result.update(finished=front.drain(20)))
+        drainer.start()
+        assert wait_until(lambda: front._listener is None, timeout_s=5)
+        sock.sendall(raw[-5:])
+        status, headers, body = _read_response(sock)
+        assert status == 200 and body == raw and headers["connection"] == "close"
+        drainer.join(10)
+    assert result == {"finished": True}
