@@ -155,6 +155,8 @@ def parse_head(block: bytes) -> RequestHead:
         elif lower == "expect":
             expect = text.lower()
         elif lower == "inference-header-content-length":
+            if json_length is not None:  # which one Triton would take is not the front's to guess
+                raise BadRequestError(400, "more than one Inference-Header-Content-Length header; send one")
             json_length = _length(text, "Inference-Header-Content-Length")
         if lower not in _HOP_BY_HOP:
             headers.append((key, text))
