@@ -15,11 +15,11 @@ For each artifact:
    latency, plus Triton's own counters (mean executed batch size, mean queue time). The client
    speaks each of ``protocols``: ``http`` (KServe binary tensor data, through the HTTP front, the
    default), ``http-json`` (the same with JSON tensors) and ``grpc`` (Triton's own gRPC port,
-   tritonclient) and ``http-direct`` (binary tensors sent straight to Triton's own HTTP Unix
-   socket, past the front's checks: not a way to serve, the reference that says what the front
-   costs); the first is the headline. With ``http`` and ``http-direct`` both measured, the report
-   gives the front's cost at each level: 1 - (http req/s / http-direct req/s), with the per-round
-   (paired) values. The direct path also skips TCP (a Unix socket), so this slightly overstates it.
+   tritonclient) and ``http-direct`` (binary tensors to a second server of the same model whose
+   Triton listens on TCP itself, without the front: not a way to serve, the reference that says
+   what the front costs); the first is the headline. With ``http`` and ``http-direct`` both
+   measured, the report gives the front's cost at each level: 1 - (http req/s / http-direct
+   req/s), with the per-round (paired) values. The two servers idle while the other is measured.
 
 The dynamic batcher is tuned per level (``tune_batcher``): preferred batch size ``c`` and a
 ``max_queue_delay_us`` window (10 ms by default). Without it, ``c`` closed-loop clients and one
@@ -43,6 +43,7 @@ same policy when it starts (``settings.omp_wait_policy``), so that spinning PyTo
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -127,10 +128,10 @@ def in_process(predictor: Any, texts: Sequence[str], batch_size: int, examples: 
 
 
 def endpoint(url: str, model: str, texts: Sequence[str], concurrency: int, requests: int, warmup: int,
-             max_seconds: float, binary: bool = True, unix_socket: str | None = None) -> dict[str, Any]:
+             max_seconds: float, binary: bool = True) -> dict[str, Any]:
     """``concurrency`` threads, one ServeClient each, one text per request until ``requests`` are done:
     their count, wall seconds and per-request latencies (see :func:`merge_endpoint`). ``binary``: HTTP
-    tensors as KServe binary data, else JSON; ``unix_socket``: HTTP on this socket instead of the URL's port."""
+    tensors as KServe binary data, else JSON."""
     from serve.client import ServeClient
 
     lock = threading.Lock()
@@ -142,7 +143,7 @@ def endpoint(url: str, model: str, texts: Sequence[str], concurrency: int, reque
 
     def worker(k: int) -> None:
         try:
-            with ServeClient(url, model=model, binary=binary, unix_socket=unix_socket) as client:
+            with ServeClient(url, model=model, binary=binary) as client:
                 for i in range(warmup):
                     client.predict([texts[(k + i) % len(texts)]])
                 ready.wait()
@@ -182,8 +183,7 @@ def endpoint(url: str, model: str, texts: Sequence[str], concurrency: int, reque
 
 
 def endpoint_in_subprocess(url: str, model: str, texts: Sequence[str], concurrency: int, requests: int,
-                           warmup: int, max_seconds: float, binary: bool = True,
-                           unix_socket: str | None = None) -> dict[str, Any]:
+                           warmup: int, max_seconds: float, binary: bool = True) -> dict[str, Any]:
     """:func:`endpoint` run in a fresh Python process (it shares the CPU, as a client on the same box would).
 
     This process holds the in-process predictor; the clients get a process of their own so that
@@ -194,7 +194,7 @@ def endpoint_in_subprocess(url: str, model: str, texts: Sequence[str], concurren
 
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(endpoint, url, model, list(texts), concurrency, requests, warmup, max_seconds,
-                           binary, unix_socket).result()
+                           binary).result()
 
 
 def _merge(rounds: Sequence[dict[str, Any]], size: str, count: str, rate: str) -> dict[str, Any]:
@@ -235,8 +235,10 @@ def _batcher(c: int, max_batch: int, config: ServeSpeedConfig) -> tuple[tuple[in
     return (), config.max_queue_delay_us if not config.tune_batcher else 0
 
 
-def _url(handle: Any, protocol: str) -> str:
-    return handle.grpc_url if protocol == "grpc" else handle.http_url
+def _url(handles: dict[str, Any], protocol: str) -> str:
+    if protocol == "http-direct":
+        return handles["direct"].http_url
+    return handles["front"].grpc_url if protocol == "grpc" else handles["front"].http_url
 
 
 def benchmark_level(predictor: Any, c: int, max_batch: int, texts: Sequence[str], config: ServeSpeedConfig,
@@ -248,29 +250,33 @@ def benchmark_level(predictor: Any, c: int, max_batch: int, texts: Sequence[str]
 
     b = min(c, max_batch)
     preferred, delay = _batcher(c, max_batch, config)
-    http_port, grpc_port, metrics_port = free_ports(3)
     protocols = list(config.protocols)
     refs: list[dict[str, Any]] = []
     eps: dict[str, list[dict[str, Any]]] = {p: [] for p in protocols}
-    with tempfile.TemporaryDirectory(prefix="bench-serve-") as log_dir:
-        serve_config = ServeConfig(host="127.0.0.1", http_port=http_port, grpc_port=grpc_port,
-                                   metrics_port=metrics_port, max_batch_size=max_batch,
-                                   preferred_batch_sizes=preferred, max_queue_delay_us=delay, exit_timeout_s=5,
-                                   instances=config.instances, log_file=Path(log_dir) / "triton.log")
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as log_dir, contextlib.ExitStack() as servers:
+        def serve(kind: str) -> Any:  # "front": as users get it; "direct": Triton's own HTTP, no front
+            http_port, grpc_port, metrics_port = free_ports(3)
+            serve_config = ServeConfig(host="127.0.0.1", http_port=http_port, grpc_port=grpc_port,
+                                       metrics_port=metrics_port, max_batch_size=max_batch,
+                                       preferred_batch_sizes=preferred, max_queue_delay_us=delay, exit_timeout_s=5,
+                                       instances=config.instances, log_file=Path(log_dir) / f"triton-{kind}.log")
+            return servers.enter_context(start_server([predictor], serve_config, front=kind == "front"))
+
         t0 = time.perf_counter()
-        with start_server([predictor], serve_config) as handle:
-            startup = time.perf_counter() - t0
-            before = _server_stats(handle.http_url, predictor.name)
-            for k in range(config.rounds):
-                log(f"serve-speed {predictor.name}: c={c} round {k + 1}/{config.rounds}: in-process batch {b}, "
-                    f"then endpoint ({', '.join(protocols)})")
-                refs.append(in_process(predictor, texts, b, config.requests, config.warmup, config.max_seconds))
-                for protocol in protocols[k % len(protocols):] + protocols[:k % len(protocols)]:
-                    eps[protocol].append(endpoint_in_subprocess(
-                        _url(handle, protocol), predictor.name, texts, c, config.requests, config.warmup,
-                        config.max_seconds, binary=protocol != "http-json",
-                        unix_socket=handle.triton_http_socket if protocol == "http-direct" else None))
-            after = _server_stats(handle.http_url, predictor.name)
+        handles = {"front": serve("front")}
+        startup = time.perf_counter() - t0
+        if "http-direct" in protocols:
+            handles["direct"] = serve("direct")
+        before = _server_stats(handles["front"].http_url, predictor.name)
+        for k in range(config.rounds):
+            log(f"serve-speed {predictor.name}: c={c} round {k + 1}/{config.rounds}: in-process batch {b}, "
+                f"then endpoint ({', '.join(protocols)})")
+            refs.append(in_process(predictor, texts, b, config.requests, config.warmup, config.max_seconds))
+            for protocol in protocols[k % len(protocols):] + protocols[:k % len(protocols)]:
+                eps[protocol].append(endpoint_in_subprocess(
+                    _url(handles, protocol), predictor.name, texts, c, config.requests, config.warmup,
+                    config.max_seconds, binary=protocol != "http-json"))
+        after = _server_stats(handles["front"].http_url, predictor.name)
     ref = merge_in_process(refs)
     by_protocol = {}
     for protocol in protocols:
@@ -350,7 +356,7 @@ def run(artifacts: Sequence[str | os.PathLike[str]], config: ServeSpeedConfig,
 
 
 _PROTOCOL_NAMES = {"http": "HTTP, binary tensors", "http-json": "HTTP, JSON tensors", "grpc": "gRPC",
-                   "http-direct": "HTTP to Triton's socket past the front (reference)"}
+                   "http-direct": "HTTP to Triton itself, no front (reference)"}
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -392,8 +398,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"{', '.join(f'{100 * x:.1f}' for x in r['front_cost']['per_round'])}%)"
              for a in report["artifacts"] if a["status"] == "ok" for r in a["rows"] if r.get("front_cost")]
     if costs:
-        lines += ["", "The HTTP front's cost in throughput (1 - http / http-direct req/s; the direct path also skips "
-                      "TCP): " + "; ".join(costs) + "."]
+        lines += ["", "The HTTP front's cost in throughput (1 - http / http-direct req/s; http-direct: a second "
+                      "server whose Triton listens on TCP itself): " + "; ".join(costs) + "."]
     lines += [f"\nNote: {note}" for note in report.get("notes", [])]
     return "\n".join(lines) + "\n"
 

@@ -128,12 +128,11 @@ class HttpTransport:
         address: ``host:port`` (an IPv6 host in brackets).
         timeout_s: connection and read timeout.
         binary: send and receive tensors as KServe binary data (else as JSON).
-        unix_socket: connect to this Unix socket instead of ``address``.
     """
 
-    def __init__(self, address: str, timeout_s: float, binary: bool = True, unix_socket: str | None = None) -> None:
+    def __init__(self, address: str, timeout_s: float, binary: bool = True) -> None:
         host, port = address.rsplit(":", 1)
-        self._conn = HttpConnection(host, int(port), timeout_s, unix_socket)
+        self._conn = HttpConnection(host, int(port), timeout_s)
         self.binary = binary
 
     def close(self) -> None:
@@ -240,23 +239,17 @@ class ServeClient:
         protocol: ``http`` or ``grpc`` for a URL without a scheme.
         timeout_s: connection and request timeout.
         binary: over HTTP, tensors as KServe binary data (default) or, False, as JSON.
-        unix_socket: over HTTP, connect to this Unix socket instead of the URL's host and port (the
-            same API; ``bench serve-speed --protocols http-direct`` reaches Triton's own socket past
-            the front with it, to measure what the front costs).
     """
 
     def __init__(self, url: str = f"http://127.0.0.1:{DEFAULT_HTTP_PORT}", model: str | None = None,
-                 protocol: str | None = None, timeout_s: float = 30.0, binary: bool = True,
-                 unix_socket: str | None = None) -> None:
+                 protocol: str | None = None, timeout_s: float = 30.0, binary: bool = True) -> None:
         self.protocol, self.address = parse_url(url, protocol)
         self.url = f"{self.protocol}://{self.address}"
         self.timeout_s = float(timeout_s)
         self._model = model
         self._config: dict[str, Any] | None = None
         if self.protocol == "http":
-            self._client: Any = HttpTransport(self.address, self.timeout_s, binary, unix_socket)
-        elif unix_socket is not None:
-            raise ClientError(f"unix_socket is for HTTP; {self.url} is gRPC")
+            self._client: Any = HttpTransport(self.address, self.timeout_s, binary)
         else:
             import tritonclient.grpc as tc
 

@@ -44,15 +44,12 @@ class HttpConnection:
         host: a host name or address (an IPv6 one with or without brackets).
         port: TCP port.
         timeout_s: the connect timeout and the longest wait for each read or write.
-        unix_path: connect to this Unix socket instead of ``host:port`` (which then only names the
-            server in the ``Host`` header).
     """
 
-    def __init__(self, host: str, port: int, timeout_s: float, unix_path: str | None = None) -> None:
+    def __init__(self, host: str, port: int, timeout_s: float) -> None:
         self.host = host.strip("[]")
         self.port = port
         self.timeout_s = timeout_s
-        self.unix_path = unix_path
         self._host_header = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
         self._sock: socket.socket | None = None
         self._buffer = bytearray()
@@ -73,7 +70,8 @@ class HttpConnection:
             HttpProtocolError: the answer is malformed or the connection ended before it was whole.
         """
         if self._sock is None:
-            self._sock = self._connect()
+            self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         lines = [f"{method} {path} HTTP/1.1\r\nHost: {self._host_header}\r\n"]
         lines += [f"{name}: {value}\r\n" for name, value in (headers or {}).items()]
         if body or method in ("POST", "PUT"):
@@ -89,20 +87,6 @@ class HttpConnection:
         else:
             self.reused = True
         return response
-
-    def _connect(self) -> socket.socket:
-        if self.unix_path is None:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return sock
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout_s)
-        try:
-            sock.connect(self.unix_path)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
 
     def _read_response(self) -> Response:
         while True:

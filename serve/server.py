@@ -286,13 +286,19 @@ def write_model(repository: Path, predictor: Predictor, config: ServeConfig) -> 
 
 
 def _triton_args(config: ServeConfig, repository: Path, backends: Path, binary: Path, shm_prefix: str,
-                 http_socket: Path) -> list[str]:
+                 http_socket: Path | None) -> list[str]:
+    """tritonserver's command line; ``http_socket`` None: its HTTP on ``config.host:http_port`` (no front)."""
     gpu = _has_nvidia_gpu()
     closed = f"{','.join(RESTRICTED_PROTOCOLS)}:{_UNSENDABLE_HEADER}=-"
+    if http_socket is not None:  # the front (serve.front) owns --http-port
+        http = [f"--http-address=unix:{http_socket}", "--http-port=0"]
+    else:  # the restricted endpoints stay closed: Triton refuses them without the unsendable header
+        http = [f"--http-address={config.host}", f"--http-port={config.http_port}",
+                f"--http-restricted-api={closed}"]
     args = [
         str(binary), f"--model-repository={repository}", f"--backend-directory={backends}",
         f"--cache-directory={binary.parents[1] / 'caches'}", "--model-control-mode=none", "--strict-readiness=true",
-        f"--http-address=unix:{http_socket}", "--http-port=0",  # the front (serve.front) owns --http-port
+        *http,
         f"--grpc-address={config.host}", f"--grpc-port={config.grpc_port}",
         "--allow-metrics=true", f"--allow-gpu-metrics={str(gpu).lower()}",
         f"--metrics-address={config.host}", f"--metrics-port={config.metrics_port}",
@@ -426,7 +432,7 @@ class ServerHandle:
         models: served model names, in the order given.
     """
 
-    def __init__(self, args: list[str], env: dict[str, str], front: HttpFront, config: ServeConfig,
+    def __init__(self, args: list[str], env: dict[str, str], front: HttpFront | None, config: ServeConfig,
                  models: Sequence[str], workdir: Path, shm_prefix: str, owner_lock: int | None = None) -> None:
         self._args = args
         self._env = env
@@ -459,13 +465,6 @@ class ServerHandle:
     def grpc_url(self) -> str:
         """``grpc://host:port`` of the gRPC endpoint."""
         return f"grpc://{self.config.client_host}:{self.config.grpc_port}"
-
-    @property
-    def triton_http_socket(self) -> str:
-        """Triton's own HTTP Unix socket, behind the front (in the private work directory: only this
-        user can connect). For measuring the front (``bench serve-speed --protocols http-direct``):
-        requests sent here skip its checks."""
-        return str(self._workdir / _HTTP_SOCKET)
 
     @property
     def metrics_url(self) -> str:
@@ -604,11 +603,12 @@ class ServerHandle:
             try:
                 # New HTTP work is refused from here on; what the front accepted reaches Triton
                 # before Triton hears of the drain (it refuses new inference once told).
-                self._front.stop_accepting(self.config.exit_timeout_s)
+                if self._front is not None:
+                    self._front.stop_accepting(self.config.exit_timeout_s)
                 process = self._process
                 if process is not None and process.poll() is None:
                     process.send_signal(signal.SIGTERM)
-                if not self._front.drain(self.config.exit_timeout_s):
+                if self._front is not None and not self._front.drain(self.config.exit_timeout_s):
                     LOGGER.warning("HTTP requests still in flight after %d s; closing them", self.config.exit_timeout_s)
                 if process is not None and process.poll() is None:
                     try:
@@ -623,7 +623,8 @@ class ServerHandle:
                 self._kill()
                 raise
             finally:
-                self._front.close()
+                if self._front is not None:
+                    self._front.close()
                 self._release()
             self._stopped = True
 
@@ -683,7 +684,7 @@ class ServerHandle:
 
 def _launch(repository: Path, workdir: Path, config: ServeConfig, models: Sequence[str],
             triton: tuple[Path, Path, Path], max_body_bytes: int = MIN_BODY_LIMIT,
-            owner_lock: int | None = None) -> ServerHandle:
+            owner_lock: int | None = None, front: bool = True) -> ServerHandle:
     """Start the HTTP front and tritonserver on a model repository; return once every model is ready.
 
     Args:
@@ -697,6 +698,7 @@ def _launch(repository: Path, workdir: Path, config: ServeConfig, models: Sequen
         max_body_bytes: the largest HTTP request body the front accepts.
         owner_lock: the descriptor holding ``workdir``'s owner lock (:func:`serve.workdir.claim_workdir`), closed
             with the server.
+        front: False = no front: Triton's own HTTP on the port (see :func:`start_server`).
     """
     binary, libs, stub = triton
     shm_prefix = f"modcompress_{os.getpid()}_{secrets.token_hex(4)}_"
@@ -707,18 +709,19 @@ def _launch(repository: Path, workdir: Path, config: ServeConfig, models: Sequen
                              f"shorter directory")
         (workdir / SHM_PREFIX_FILE).write_text(shm_prefix)
         backends = _prepare_backends(workdir, binary, stub)
-        front = HttpFront(config.host, config.http_port, str(http_socket), max_body_bytes)
-        try:
-            front.start()
-        except OSError as exc:
-            raise _port_error(config.host, config.http_port, "http", exc) from exc
+        http_front = HttpFront(config.host, config.http_port, str(http_socket), max_body_bytes) if front else None
+        if http_front is not None:
+            try:
+                http_front.start()
+            except OSError as exc:
+                raise _port_error(config.host, config.http_port, "http", exc) from exc
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         if owner_lock is not None:
             os.close(owner_lock)
         raise
-    handle = ServerHandle(_triton_args(config, repository, backends, binary, shm_prefix, http_socket),
-                          _triton_env(libs), front, config, models, workdir, shm_prefix, owner_lock)
+    handle = ServerHandle(_triton_args(config, repository, backends, binary, shm_prefix, http_socket if front else None),
+                          _triton_env(libs), http_front, config, models, workdir, shm_prefix, owner_lock)
     try:
         handle._start_triton()
         handle.wait_ready()
@@ -779,7 +782,8 @@ def max_body_bytes(predictors: Sequence[Predictor], config: ServeConfig) -> int:
     return max(MIN_BODY_LIMIT, batch * _JSON_BYTES_PER_TEXT_BYTE * config.max_text_bytes + 2**20)
 
 
-def start_server(predictors: Sequence[Predictor], config: ServeConfig | None = None) -> ServerHandle:
+def start_server(predictors: Sequence[Predictor], config: ServeConfig | None = None, *,
+                 front: bool = True) -> ServerHandle:
     """Start tritonserver with each predictor as a model, behind the HTTP front; return when all are ready.
 
     Work directories that killed servers left behind are removed first (:func:`remove_stale_workdirs`).
@@ -788,6 +792,9 @@ def start_server(predictors: Sequence[Predictor], config: ServeConfig | None = N
         predictors: one per model. Each of the ``config.instances`` instances of a model loads its
             own copy in its own process (see the module docstring), so instances run in parallel.
         config: ports, batching, instances; defaults to ``ServeConfig()``.
+        front: False only to measure what the front costs (``bench serve-speed --protocols http-direct``):
+            Triton's own HTTP server listens on the HTTP port, with none of the front's checks (one
+            malformed request can crash it); its restricted endpoints stay closed. Never for users.
 
     Returns:
         A :class:`ServerHandle`; use it as a context manager or call ``stop()``.
@@ -824,7 +831,7 @@ def start_server(predictors: Sequence[Predictor], config: ServeConfig | None = N
         os.close(owner_lock)
         raise
     handle = _launch(workdir / "models", workdir, config, names, triton, max_body_bytes(predictors, config),
-                     owner_lock)
+                     owner_lock, front)
     LOGGER.debug("serving %s at %s (gRPC %s, metrics %s)", ", ".join(names), handle.http_url, handle.grpc_url,
                  handle.metrics_url)
     return handle

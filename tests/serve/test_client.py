@@ -163,40 +163,6 @@ def test_an_unreadable_answer_is_one_line(answer):
         sock.close()
 
 
-def test_a_unix_socket_carries_the_same_requests(tmp_path):
-    """``unix_socket`` (what `bench serve-speed --protocols http-direct` uses to reach Triton's own socket):
-    the request goes to that socket, not to the URL's port, and the answer is read as over TCP."""
-    path = str(tmp_path / "http.sock")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(1)
-    seen: list[bytes] = []
-
-    def serve() -> None:
-        conn, _ = server.accept()
-        with conn:
-            for _ in range(2):
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(65536)
-                seen.append(data)
-                body = json.dumps({"model_stats": [{"name": "m"}]}).encode()
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        # port 9 (discard) on loopback has no listener here: an answer can only come from the socket
-        transport = HttpTransport("127.0.0.1:9", timeout_s=5, unix_socket=path)
-        for _ in range(2):
-            assert transport.get_inference_statistics() == {"model_stats": [{"name": "m"}]}
-        transport.close()
-        assert len(seen) == 2 and all(s.startswith(b"GET /v2/models/stats HTTP/1.1\r\n") for s in seen)
-    finally:
-        server.close()
-    with pytest.raises(ClientError, match="unix_socket is for HTTP"):
-        ServeClient("grpc://127.0.0.1:9", unix_socket=path)
-
-
 @pytest.mark.parametrize("length", [b"\xb2", b"-1", b"x"])  # "\xb2" is latin-1 "²": isdigit(), yet not int()
 def test_a_content_length_that_is_no_number_is_one_line(length):
     sock = socket.create_server(("127.0.0.1", 0))

@@ -134,6 +134,23 @@ def test_an_openmp_wait_policy_of_the_users_own_is_kept(monkeypatch, tmp_path):
     assert _triton_env(tmp_path)["OMP_WAIT_POLICY"] == "PASSIVE"
 
 
+def test_without_the_front_triton_itself_answers_and_keeps_its_restricted_endpoints_closed(tmp_path, reference):
+    """``start_server(front=False)``: the reference `bench serve-speed --protocols http-direct` measures the front
+    against. Triton's own HTTP server is on the port (no front thread, its Server header), same results."""
+    http_port, grpc_port, metrics_port = free_ports(3)
+    config = ServeConfig(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, max_batch_size=MAX_BATCH,
+                         exit_timeout_s=5, log_file=tmp_path / "triton.log")
+    fronts = {t for t in threading.enumerate() if t.name.startswith("serve-http")}
+    with start_server([NgramPredictor("tiny", seed=0, max_batch_size=4)], config, front=False) as handle:
+        assert {t for t in threading.enumerate() if t.name.startswith("serve-http")} == fronts
+        with ServeClient(handle.http_url) as client:
+            np.testing.assert_allclose(client.predict(TEXTS[:3]), reference["tiny"].predict(TEXTS[:3]), atol=1e-6)
+        for path in ("/v2/logging", "/v2/trace/setting", "/v2/systemsharedmemory/status"):
+            status, body = _get(http_port, path)
+            assert status == 403 and b"restricted" in body.lower(), (path, status, body)
+    assert not Path(handle._workdir).exists()
+
+
 def test_grpc_predictions_equal_in_process(server, reference):
     with ServeClient(server.grpc_url, model="small") as client:
         probs = client.predict(TEXTS)

@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve-speed", help="endpoint requests/s and p50/p99 per concurrency vs in-process throughput",
         description="Start each artifact in a Triton server on free loopback ports; c client threads send one text "
-                    "per request (HTTP with binary tensors by default; --protocols adds JSON tensors, gRPC, or Triton's socket past the front); "
+                    "per request (HTTP with binary tensors by default; --protocols adds JSON tensors, gRPC, or Triton without the front); "
                     "compare requests/s with in-process predict() on batches of c texts, the two alternating "
                     "--rounds times. A fresh server per level, its batcher tuned to that level (preferred batch "
                     "size c). Reports the endpoint / in-process ratio at concurrency 8 (first protocol).")
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="intra-op threads of PyTorch / ONNX Runtime (default: physical cores)")
     p.add_argument("--protocols", default="http",
                    help="how clients call the endpoint, comma-separated, the first is the headline: http (binary "
-                        "tensors), http-json, grpc, http-direct (binary tensors to Triton's own socket past the "
+                        "tensors), http-json, grpc, http-direct (binary tensors to a second server without the "
                         "front: with http, the report gives the front's cost) (default: http)")
     p.add_argument("--instances", type=int, default=1, help="Triton model instances (default: 1)")
     output.add_output_args(p)
