@@ -8,8 +8,9 @@ For each artifact:
    (the dynamic batcher can at most merge their ``c`` requests into one batch), so it is the
    reference the endpoint is held to.
 2. **endpoint**: the same artifact, loaded the same way (backend, threads), served by a real
-   Triton server from :func:`serve.server.start_server` on free loopback ports (a fresh server
-   per level, a few seconds to start, ``instances`` model instances); ``c`` client threads in a
+   Triton server from :func:`serve.server.start_server` on free loopback ports, in a process of its
+   own as `serve start` runs (:mod:`bench.served`; a fresh server per level, a few seconds to
+   start, ``instances`` model instances); ``c`` client threads in a
    separate process, each with its own :class:`serve.client.ServeClient`, send one text per
    request until ``requests`` requests are done: requests/s (= texts/s) and p50/p99 request
    latency, plus Triton's own counters (mean executed batch size, mean queue time). The client
@@ -56,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import CpuWatch, machine_notes, percentiles_ms, time_calls
+from bench.served import ServedUrls, served
 from compress.errors import ConfigError, UserError
 
 HEADLINE_CONCURRENCY = 8
@@ -235,16 +237,19 @@ def _batcher(c: int, max_batch: int, config: ServeSpeedConfig) -> tuple[tuple[in
     return (), config.max_queue_delay_us if not config.tune_batcher else 0
 
 
-def _url(handles: dict[str, Any], protocol: str) -> str:
+def _url(handles: dict[str, ServedUrls], protocol: str) -> str:
     if protocol == "http-direct":
         return handles["direct"].http_url
     return handles["front"].grpc_url if protocol == "grpc" else handles["front"].http_url
 
 
-def benchmark_level(predictor: Any, c: int, max_batch: int, texts: Sequence[str], config: ServeSpeedConfig,
-                    start_server: Callable[..., Any], log: Callable[[str], None]) -> dict[str, Any]:
+def benchmark_level(artifact: Path, predictor: Any, c: int, max_batch: int, texts: Sequence[str],
+                    config: ServeSpeedConfig, log: Callable[[str], None]) -> dict[str, Any]:
     """One concurrency level on a fresh server: ``rounds`` x (in-process at batch ``c``, then ``c`` client threads
-    per protocol, in rotated order). The row's top level is the first protocol's; ``by_protocol`` holds each one's."""
+    per protocol, in rotated order). The row's top level is the first protocol's; ``by_protocol`` holds each one's.
+
+    ``predictor`` (``artifact`` loaded here) is the in-process side; the server loads its own copy in a
+    process of its own (:func:`bench.served.served`), as `serve start` runs."""
     from serve.config import ServeConfig
     from serve.server import free_ports
 
@@ -254,13 +259,14 @@ def benchmark_level(predictor: Any, c: int, max_batch: int, texts: Sequence[str]
     refs: list[dict[str, Any]] = []
     eps: dict[str, list[dict[str, Any]]] = {p: [] for p in protocols}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as log_dir, contextlib.ExitStack() as servers:
-        def serve(kind: str) -> Any:  # "front": as users get it; "direct": Triton's own HTTP, no front
+        def serve(kind: str) -> ServedUrls:  # "front": as users get it; "direct": Triton's own HTTP, no front
             http_port, grpc_port, metrics_port = free_ports(3)
             serve_config = ServeConfig(host="127.0.0.1", http_port=http_port, grpc_port=grpc_port,
                                        metrics_port=metrics_port, max_batch_size=max_batch,
                                        preferred_batch_sizes=preferred, max_queue_delay_us=delay, exit_timeout_s=5,
                                        instances=config.instances, log_file=Path(log_dir) / f"triton-{kind}.log")
-            return servers.enter_context(start_server([predictor], serve_config, front=kind == "front"))
+            return servers.enter_context(served(artifact, config.backend, config.threads, serve_config,
+                                                front=kind == "front"))
 
         t0 = time.perf_counter()
         handles = {"front": serve("front")}
@@ -316,7 +322,6 @@ def benchmark_artifact(artifact: Path, config: ServeSpeedConfig,
                        log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """In-process and endpoint numbers of one artifact at every concurrency."""
     from bench.artifacts import Skipped, load_predictor
-    from serve.server import start_server
 
     try:
         predictor = load_predictor(artifact, config.backend, threads=config.threads)
@@ -324,7 +329,7 @@ def benchmark_artifact(artifact: Path, config: ServeSpeedConfig,
         return {"artifact": artifact.name, "status": "skipped", "reason": str(exc)}
     max_batch = int(getattr(predictor, "max_batch_size", 0) or max(config.concurrency))
     texts = list(config.texts)
-    rows = [benchmark_level(predictor, c, max_batch, texts, config, start_server, log) for c in config.concurrency]
+    rows = [benchmark_level(artifact, predictor, c, max_batch, texts, config, log) for c in config.concurrency]
     headline = next((r for r in rows if r["concurrency"] == HEADLINE_CONCURRENCY), None)
     return {"artifact": artifact.name, "artifact_path": str(artifact), "model": predictor.name, "status": "ok",
             "max_batch_size": max_batch, "rows": rows, "ratio_at_8": headline["ratio"] if headline else None}

@@ -121,3 +121,41 @@ def test_config_is_bounded():
         serve_speed.ServeSpeedConfig(protocols=("http", "http"), texts=("x",))
     with pytest.raises(ConfigError, match="instances"):
         serve_speed.ServeSpeedConfig(instances=0, texts=("x",))
+
+
+def test_the_server_runs_in_a_process_of_its_own_and_stops_with_the_block(tfidf_artifact, tmp_path):
+    """bench.served: what `serve start` is (the front in a process doing nothing else), not a thread of the bench."""
+    import threading
+
+    import numpy as np
+
+    from bench.artifacts import load_predictor
+    from bench.served import served
+    from serve.client import ServeClient
+    from serve.config import ServeConfig
+    from serve.server import check_ports_free, free_ports
+
+    http_port, grpc_port, metrics_port = free_ports(3)
+    config = ServeConfig(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, exit_timeout_s=5,
+                         log_file=tmp_path / "triton.log")
+    fronts = {t for t in threading.enumerate() if t.name.startswith("serve-http")}
+    texts = ["you are an idiot", "have a nice day"]
+    with served(tfidf_artifact, "auto", None, config) as urls:
+        assert {t for t in threading.enumerate() if t.name.startswith("serve-http")} == fronts
+        with ServeClient(urls.http_url) as client:
+            np.testing.assert_allclose(client.predict(texts), load_predictor(tfidf_artifact).predict(texts), atol=1e-6)
+    check_ports_free("127.0.0.1", config.ports)  # stopped: every port is free again
+
+
+def test_a_server_that_cannot_start_is_one_line(tmp_path):
+    from bench.served import served
+    from compress.errors import UserError
+    from serve.config import ServeConfig
+    from serve.server import free_ports
+
+    http_port, grpc_port, metrics_port = free_ports(3)
+    config = ServeConfig(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port)
+    with pytest.raises(UserError, match=f"could not serve {tmp_path / 'nothing'}: ") as caught:
+        with served(tmp_path / "nothing", "auto", None, config):
+            pass
+    assert "\n" not in str(caught.value)
