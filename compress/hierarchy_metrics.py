@@ -24,7 +24,10 @@ a question that takes the parent as given: on OLID's held-out rows a conditional
 above untargeted tweets with ROC-AUC 0.71 by the marginal and 0.79 by the conditional. A child's 2-class
 decision is ``P(child | parent) >= cut``, its cut tuned on validation for that task's macro-F1
 (:func:`best_macro_f1_cut`) and then carried, unchanged, to held-out data (``level_cuts``); a group's
-decision is the argmax of its members (the parent's factor does not change it). ROC-AUC / PR-AUC rank the
+decision is the argmax of its members' log-probabilities plus one offset per member (the parent's factor
+does not change it), the offsets tuned on validation for the task's macro-F1
+(:func:`best_macro_f1_offsets`: plain argmax under-predicts a rare member, as a 0.5 cut does a rare
+label) and carried to held-out data the same way (artifacts without them: plain argmax). ROC-AUC / PR-AUC rank the
 task's score on its rows (multi-class: the macro over members, one-vs-rest). Each task also gets the
 macro-F1 of always predicting its majority class, the baseline a level must beat.
 """
@@ -96,6 +99,57 @@ def best_macro_f1_cut(y: np.ndarray, scores: np.ndarray) -> float:
     return float(cuts[best].min())
 
 
+# Offsets tried per member (log-probability units), and sweeps over the members.
+_OFFSETS = np.round(np.arange(-3.0, 3.0001, 0.05), 2)
+_SWEEPS = 3
+
+
+def _fast_macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
+    """Macro-F1 over ``k`` classes from one confusion matrix (what :func:`_macro_f1` computes, without sklearn)."""
+    confusion = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+    tp = np.diag(confusion).astype(np.float64)
+    denominator = confusion.sum(axis=0) + confusion.sum(axis=1)
+    return float(np.mean(np.divide(2 * tp, denominator, out=np.zeros(k), where=denominator > 0)))
+
+
+def group_decision(probs: np.ndarray, offsets: np.ndarray | None = None) -> np.ndarray:
+    """(n,) member index decided for an exclusive group: argmax of log(``probs``) (n, k) + ``offsets`` (k,)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if offsets is None or not np.any(offsets):
+        return np.argmax(probs, axis=1)
+    return np.argmax(np.log(np.maximum(probs, 1e-12)) + np.asarray(offsets, dtype=np.float64), axis=1)
+
+
+def best_macro_f1_offsets(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Per-member offsets (k,) maximising the macro-F1 of :func:`group_decision` against class ids ``y`` (n,).
+
+    Coordinate ascent from all zeros (plain argmax): each member but the first in turn takes the offset of
+    ``_OFFSETS`` with the best macro-F1 given the others (ties: the one nearest 0), ``_SWEEPS`` times. The
+    first member stays at 0 (only differences between offsets change a decision). Zeros when ``y`` is empty.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    k = probs.shape[1]
+    offsets = np.zeros(k)
+    if len(y) == 0 or k < 2:
+        return offsets
+    logp = np.log(np.maximum(probs, 1e-12))
+    best = _fast_macro_f1(y, np.argmax(logp, axis=1), k)
+    by_distance = _OFFSETS[np.argsort(np.abs(_OFFSETS), kind="stable")]
+    for _ in range(_SWEEPS):
+        moved = False
+        for j in range(1, k):
+            for value in by_distance:
+                trial = offsets.copy()
+                trial[j] = value
+                score = _fast_macro_f1(y, np.argmax(logp + trial, axis=1), k)
+                if score > best + 1e-12:
+                    best, offsets, moved = score, trial, True
+        if not moved:
+            break
+    return offsets
+
+
 def conditional_scores(probs: np.ndarray, schema: Any) -> np.ndarray:
     """(N, L) scores of the level tasks: a top-level label's own probability, a child's P(child | parent).
 
@@ -118,12 +172,17 @@ def conditional_scores(probs: np.ndarray, schema: Any) -> np.ndarray:
 
 
 def level_cuts_of(metrics: dict[str, Any] | None) -> dict[str, float]:
-    """``{child: cut}`` of the 2-class tasks under a parent in ``metrics`` (validation metrics made by
-    :func:`hierarchy_metrics`), to score held-out data at the cuts validation chose. ``{}`` for metrics
-    without them (artifacts made before the cuts existed: those tasks are then decided at 0.5)."""
+    """What validation chose for the level tasks in ``metrics`` (validation metrics made by
+    :func:`hierarchy_metrics`), to decide held-out data the same way: ``{child: cut}`` of the 2-class tasks
+    under a parent and ``{member: offset}`` of the exclusive groups (a label is in one or the other). ``{}``
+    for metrics without them (older artifacts: those children are decided at 0.5, groups by plain argmax)."""
     tasks = ((metrics or {}).get("levels") or {}).get("tasks") or []
-    return {t["labels"][0]: float(t["threshold"]) for t in tasks
+    cuts = {t["labels"][0]: float(t["threshold"]) for t in tasks
             if t.get("kind") == "binary" and t.get("parent") and "threshold" in t}
+    for t in tasks:
+        if t.get("kind") == "multiclass" and isinstance(t.get("offsets"), dict):
+            cuts.update({str(m): float(v) for m, v in t["offsets"].items()})
+    return cuts
 
 
 def _depths(names: Sequence[str], parent_of: dict[str, str]) -> dict[str, int]:
@@ -156,16 +215,20 @@ def _binary_task(name: str, level: str, child: int, parent: str | None, rows: np
 
 
 def _group_task(name: str, level: str, members: list[int], parent: str | None, rows: np.ndarray,
-                y_true: np.ndarray, probs: np.ndarray, conditional: np.ndarray, labels: Sequence[str]
-                ) -> dict[str, Any]:
-    """An exclusive group as one multi-class task over the argmax of the members' (N, L) marginal ``probs``
-    (the same as over P(member | parent); the clipped ratios of a flat model could tie), ranked for
-    ROC-AUC / PR-AUC by the (N, L) ``conditional`` scores, on the ``rows`` (N,) bool with exactly one member
-    positive (``rows_without_class`` counts the rows of the parent with none)."""
+                y_true: np.ndarray, probs: np.ndarray, conditional: np.ndarray, labels: Sequence[str],
+                offsets: np.ndarray | None) -> dict[str, Any]:
+    """An exclusive group as one multi-class task decided by :func:`group_decision` over the members' (N, L)
+    marginal ``probs`` (the same as over P(member | parent); the clipped ratios of a flat model could tie),
+    ranked for ROC-AUC / PR-AUC by the (N, L) ``conditional`` scores, on the ``rows`` (N,) bool with exactly
+    one member positive (``rows_without_class`` counts the rows of the parent with none). ``offsets`` (k,)
+    None = tune them here for the task's macro-F1 (validation); the ones used are returned as ``offsets``."""
     group = y_true[:, members] > 0.5  # (N, k)
     scored = rows & (group.sum(axis=1) == 1)
     y = np.argmax(group[scored], axis=1)
-    pred = np.argmax(probs[scored][:, members], axis=1) if len(y) else y
+    member_probs = probs[scored][:, members]
+    if offsets is None:
+        offsets = best_macro_f1_offsets(y, member_probs)
+    pred = group_decision(member_probs, offsets) if len(y) else y
     scores = conditional[scored][:, members]  # (n, k)
     k = len(members)
     macro, per = _macro_f1(y, pred, k)
@@ -175,6 +238,7 @@ def _group_task(name: str, level: str, members: list[int], parent: str | None, r
             "rows": int(scored.sum()), "rows_without_class": int((rows & (group.sum(axis=1) == 0)).sum()),
             "macro_f1": macro, "majority_macro_f1": _majority_macro_f1(y, k),
             "roc_auc": nanmean([a[0] for a in aucs]), "pr_auc": nanmean([a[1] for a in aucs]),
+            "offsets": {n: float(offsets[j]) for j, n in enumerate(names)},
             "classes": {n: {"f1": per[j], "support": int((y == j).sum())} for j, n in enumerate(names)}}
 
 
@@ -187,15 +251,16 @@ def level_tasks(y_true: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, s
         probs: (N, L) marginal probabilities.
         thresholds: (L,) decision thresholds of the top-level 2-class tasks.
         schema: a ``compress.data.LabelSchema`` (names, hierarchy, exclusive groups).
-        level_cuts: ``{child: cut}`` on P(child | parent) for the 2-class tasks under a parent (held-out data:
-            :func:`level_cuts_of` the validation metrics; a child missing from it is cut at 0.5); None = tune
-            each on these rows (validation).
+        level_cuts: ``{child: cut}`` on P(child | parent) for the 2-class tasks under a parent and
+            ``{member: offset}`` for exclusive groups (held-out data: :func:`level_cuts_of` the validation
+            metrics; a child missing from it is cut at 0.5, a member offset 0); None = tune each on these
+            rows (validation).
 
     Returns:
         One dict per task: ``name`` (e.g. ``"B: targeted | offensive"``), ``level`` (``"A"``, ``"B"``, ...),
         ``kind`` (binary / multiclass), ``labels``, ``parent``, ``rows``, ``macro_f1``,
         ``majority_macro_f1``, ``roc_auc``, ``pr_auc``, ``classes`` ({class: {f1, support}}) and, for a
-        2-class task, the ``threshold`` it was decided at.
+        2-class task, the ``threshold`` it was decided at, for a group its members' ``offsets``.
     """
     names = list(schema.names)
     scores = conditional_scores(probs, schema)
@@ -215,8 +280,9 @@ def level_tasks(y_true: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, s
         if name in group_of:
             group = list(group_of[name])
             done.update(group)
+            offsets = None if level_cuts is None else np.array([level_cuts.get(g, 0.0) for g in group])
             tasks.append(_group_task(f"{level}: {' / '.join(group)}{given}", level, [index[g] for g in group],
-                                     parent, rows, y_true, probs, scores, names))
+                                     parent, rows, y_true, probs, scores, names, offsets))
         else:
             done.add(name)
             cut = float(thresholds[index[name]]) if not parent else \
@@ -249,9 +315,11 @@ def conditional_metrics(y_true: np.ndarray, probs: np.ndarray, tasks: Sequence[d
         c, rows = index[child], y_true[:, index[parent]] > 0.5
         y = y_true[rows, c].astype(np.int64)
         roc, pr = roc_pr_auc(y, scores[rows, c])
-        if child in groups:  # the member is predicted where it is its group's argmax
-            members = [index[m] for m in groups[child]["labels"]]
-            pred = (np.asarray(members)[np.argmax(probs[rows][:, members], axis=1)] == c).astype(np.int64)
+        if child in groups:  # the member is predicted where its group's decision picks it
+            task = groups[child]
+            members = [index[m] for m in task["labels"]]
+            offsets = np.array([task.get("offsets", {}).get(m, 0.0) for m in task["labels"]])
+            pred = (np.asarray(members)[group_decision(probs[rows][:, members], offsets)] == c).astype(np.int64)
         else:
             pred = (scores[rows, c] >= decided[child]["threshold"]).astype(np.int64)
         out[child] = {"parent": parent, "rows": int(rows.sum()), "support": int(y.sum()), "roc_auc": roc,

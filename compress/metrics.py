@@ -56,7 +56,8 @@ def multilabel_metrics(
     threshold, support}}). ``thresholds`` default to 0.5. With ``schema`` (a ``LabelSchema`` whose
     names are ``labels``) also ``levels``, ``level_macro_f1`` and, for a hierarchy, ``conditional``
     (:func:`compress.hierarchy_metrics.hierarchy_metrics`: top-level labels at the same thresholds, a child
-    at its cut on P(child | parent): ``level_cuts`` for held-out data, None = tuned here, on validation).
+    at its cut on P(child | parent), an exclusive group by its offsets: ``level_cuts`` for held-out data,
+    None = tuned here, on validation).
     """
     y_true = np.asarray(y_true).astype(np.int64)
     probs = np.asarray(probs, dtype=np.float64)

@@ -144,12 +144,16 @@ def test_exclusive_groups_skip_rows_with_no_member_and_may_be_top_level():
     schema = LabelSchema.from_names(["x", "y", "z"], None, [["x", "y", "z"]])
     y = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0], [0, 1, 0]])
     p = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.2, 0.3, 0.5], [0.9, 0.0, 0.0], [0.5, 0.4, 0.1]])
-    (task,) = level_tasks(y, p, np.full(3, 0.5), schema)
+    (task,) = level_tasks(y, p, np.full(3, 0.5), schema, {})  # no offsets: plain argmax
     assert task["name"] == "A: x / y / z" and task["parent"] is None
     assert (task["rows"], task["rows_without_class"]) == (4, 1)
     # argmax: x, y, z, x against x, y, z, y -> F1 x 2/3, y 2/3, z 1
     assert task["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
     assert task["majority_macro_f1"] == pytest.approx((2 * 0.5 / 1.5) / 3)  # y: 2 of 4 rows
+    # tuned (validation): the last row's y needs log .4 + o_y > log .5 (o_y > 0.223) while row 0 keeps x
+    # (o_y < 1.25) and row 2 z (o_z - o_y > -0.51): the offset nearest 0 on the grid is 0.25 -> all right
+    (tuned,) = level_tasks(y, p, np.full(3, 0.5), schema)
+    assert tuned["offsets"] == {"x": 0.0, "y": pytest.approx(0.25), "z": 0.0} and tuned["macro_f1"] == 1.0
 
 
 def test_conditional_scores_recover_p_child_given_parent():
@@ -185,12 +189,43 @@ def test_best_macro_f1_cut_against_every_cut_by_hand():
 def test_held_out_data_is_decided_at_the_cuts_validation_chose():
     val = multilabel_metrics(Y, P, list(OLID_SCHEMA.names), T, OLID_SCHEMA)  # cuts tuned here
     cuts = level_cuts_of(val)
-    assert cuts == {"targeted": pytest.approx(0.875)}
+    # C's offsets by hand (rows 5-8, gold IND IND GRP OTH; argmax IND GRP GRP IND: macro (1/2 + 2/3 + 0) / 3):
+    # GRP -0.7 (in (-0.916, -0.693): row 6 turns IND, row 7 stays GRP) -> macro (4/5 + 1 + 0) / 3; then OTH
+    # 0.45 (> 0.405: row 8 turns OTH, and row 6, a tie .1/.1 with IND, with it) -> (2/3 + 1 + 2/3) / 3
+    assert cuts == {"targeted": pytest.approx(0.875), "target_individual": 0.0,
+                    "target_group": pytest.approx(-0.7), "target_other": pytest.approx(0.45)}
+    c_val = _by_name(val["levels"]["tasks"])["C: target_individual / target_group / target_other | targeted"]
+    assert c_val["macro_f1"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
+    assert val["conditional"]["target_other"]["f1"] == pytest.approx(2 / 3)  # the same decisions
     y_test, p_test = Y[4:], P[4:]  # "held-out" rows: not tuned again
     test = multilabel_metrics(y_test, p_test, list(OLID_SCHEMA.names), T, OLID_SCHEMA, cuts)
     b = _by_name(test["levels"]["tasks"])["B: targeted | offensive"]
     assert b["threshold"] == pytest.approx(0.875)
+    c = _by_name(test["levels"]["tasks"])["C: target_individual / target_group / target_other | targeted"]
+    assert c["offsets"] == c_val["offsets"] and c["macro_f1"] == pytest.approx(c_val["macro_f1"])
     # metrics without cuts (artifacts made before them): children decided at 0.5
     assert level_cuts_of({"macro_f1": 0.5}) == {} and level_cuts_of(None) == {}
     old = multilabel_metrics(y_test, p_test, list(OLID_SCHEMA.names), T, OLID_SCHEMA, {})
     assert _by_name(old["levels"]["tasks"])["B: targeted | offensive"]["threshold"] == 0.5
+    old_c = _by_name(old["levels"]["tasks"])["C: target_individual / target_group / target_other | targeted"]
+    assert set(old_c["offsets"].values()) == {0.0} and old_c["macro_f1"] == pytest.approx((1 / 2 + 2 / 3) / 3)
+
+
+def test_best_offsets_against_a_brute_force_grid():
+    """Coordinate ascent finds what an exhaustive search over the same grid finds (3 members), on tie-heavy data."""
+    import itertools
+
+    from compress.hierarchy_metrics import _OFFSETS, _fast_macro_f1, best_macro_f1_offsets, group_decision
+
+    rng = np.random.default_rng(1)
+    grid = _OFFSETS[::4]
+    for _ in range(5):
+        y = rng.integers(0, 3, 60)
+        p = np.round(rng.dirichlet([1, 1, 1], 60) + 0.3 * np.eye(3)[y], 1)
+        brute = max(_fast_macro_f1(y, group_decision(p, np.array([0, a, b])), 3)
+                    for a, b in itertools.product(grid, grid))
+        found = best_macro_f1_offsets(y, p)
+        assert found[0] == 0.0
+        assert _fast_macro_f1(y, group_decision(p, found), 3) >= brute - 0.02  # a local search on a finer grid
+        assert _fast_macro_f1(y, group_decision(p, found), 3) >= _fast_macro_f1(y, np.argmax(p, axis=1), 3)
+    assert list(best_macro_f1_offsets(np.array([], dtype=int), np.zeros((0, 3)))) == [0.0, 0.0, 0.0]
