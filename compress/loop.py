@@ -502,6 +502,8 @@ def _save_checkpoint(ckpt: Path, accelerator, state: LoopState, best: BestEpoch,
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp / "accelerate"))
+    # every process writes into tmp (its own RNG state at least): the main one renames tmp only once all have
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if best.weights is not None:
             torch.save(best.weights, tmp / "best.pt")

@@ -71,7 +71,9 @@ def _kill(proc: subprocess.Popen) -> str:
 def _finish(proc: subprocess.Popen) -> dict:
     """The one JSON result the launched command printed (it must exit 0)."""
     stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr[-3000:]
+    # the failing worker's own lines (prefixed [rankN]) may be far from the end, behind torchrun's summary
+    worker = "\n".join(line for line in stderr.splitlines() if line.startswith("[rank") and "rank0" not in line)
+    assert proc.returncode == 0, (worker[-3000:] + "\n---\n" + stderr[-3000:]) if worker else stderr[-3000:]
     return json.loads(stdout)  # one object: a second process printing too would make this fail
 
 

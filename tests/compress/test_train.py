@@ -1,5 +1,7 @@
 """Training loop: learns, saves an artifact that reloads identically, resumes, stops early."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -234,6 +236,31 @@ def test_resume_takes_the_newest_complete_checkpoint(tmp_path, tiny_bert_dir, ji
     monkeypatch.setattr(loop_mod, "evaluate", real)
     train_mod.train(_config(tiny_bert_dir, jigsaw_csv, out, "optim.epochs=4", "resume=true"))
     assert [h["epoch"] for h in read_info(out).extra["history"]] == [1, 2, 3, 4]
+
+
+def test_a_checkpoint_is_renamed_only_after_every_process_wrote_into_it(tmp_path):
+    """Under a launcher each process writes its own RNG state into the temporary checkpoint; the main process
+    must not rename that directory away while another is still writing (a race seen as a dead rank in CI)."""
+    ckpt = tmp_path / "t.checkpoint"
+    tmp = ckpt / ".epoch-0001.tmp"
+    events: list = []
+
+    class Accelerator:  # the main process of two; records what the other processes would be waiting on
+        is_main_process = True
+
+        def wait_for_everyone(self) -> None:
+            events.append(("barrier", tmp.exists()))
+
+        def save_state(self, path: str) -> None:
+            (Path(path)).mkdir(parents=True)
+            events.append("save_state")
+
+    state = loop_mod.LoopState(epoch=1, history=[])
+    best = loop_mod.BestEpoch(None, {}, np.full(2, 0.5, dtype=np.float32))
+    loop_mod._save_checkpoint(ckpt, Accelerator(), state, best, "fingerprint")
+    # a barrier while tmp still holds what every process wrote, before the main process renames it
+    assert events == [("barrier", False), "save_state", ("barrier", True), ("barrier", False)]
+    assert (ckpt / "epoch-0001" / "state.json").is_file() and not tmp.exists()
 
 
 @pytest.mark.parametrize("damage", ["truncated-state", "no-accelerate", "state-is-a-list"])
