@@ -57,12 +57,22 @@ def roc_pr_auc(y: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     return roc, pr
 
 
+def _class_f1s(y: np.ndarray, pred: np.ndarray, classes: int) -> np.ndarray:
+    """(classes,) F1 of each class id from one confusion matrix of (n,) class ids ``y`` and ``pred``:
+    2 TP / (2 TP + FP + FN), 0 for a class neither present nor predicted (sklearn's ``zero_division=0``).
+    Without sklearn's checks: the offset search (:func:`best_macro_f1_offsets`) calls it hundreds of times."""
+    confusion = np.bincount(y * classes + pred, minlength=classes * classes).reshape(classes, classes)
+    tp = np.diag(confusion).astype(np.float64)
+    denominator = confusion.sum(axis=0) + confusion.sum(axis=1)
+    return np.divide(2 * tp, denominator, out=np.zeros(classes), where=denominator > 0)
+
+
 def _macro_f1(y: np.ndarray, pred: np.ndarray, classes: int) -> tuple[float, list[float]]:
     """Macro-F1 over all ``classes`` class ids (an absent class that is never predicted scores 0, as
     OffensEval counts it) and the per-class F1s; NaN for an empty task."""
     if len(y) == 0:
         return float("nan"), [float("nan")] * classes
-    per = f1_score(y, pred, labels=list(range(classes)), average=None, zero_division=0)
+    per = _class_f1s(np.asarray(y, dtype=np.int64), np.asarray(pred, dtype=np.int64), classes)
     return float(np.mean(per)), [float(v) for v in per]
 
 
@@ -104,14 +114,6 @@ _OFFSETS = np.round(np.arange(-3.0, 3.0001, 0.05), 2)
 _SWEEPS = 3
 
 
-def _fast_macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
-    """Macro-F1 over ``k`` classes from one confusion matrix (what :func:`_macro_f1` computes, without sklearn)."""
-    confusion = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
-    tp = np.diag(confusion).astype(np.float64)
-    denominator = confusion.sum(axis=0) + confusion.sum(axis=1)
-    return float(np.mean(np.divide(2 * tp, denominator, out=np.zeros(k), where=denominator > 0)))
-
-
 def group_decision(probs: np.ndarray, offsets: np.ndarray | None = None) -> np.ndarray:
     """(n,) member index decided for an exclusive group: argmax of log(``probs``) (n, k) + ``offsets`` (k,)."""
     probs = np.asarray(probs, dtype=np.float64)
@@ -134,7 +136,7 @@ def best_macro_f1_offsets(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
     if len(y) == 0 or k < 2:
         return offsets
     logp = np.log(np.maximum(probs, 1e-12))
-    best = _fast_macro_f1(y, np.argmax(logp, axis=1), k)
+    best = float(np.mean(_class_f1s(y, np.argmax(logp, axis=1), k)))
     by_distance = _OFFSETS[np.argsort(np.abs(_OFFSETS), kind="stable")]
     for _ in range(_SWEEPS):
         moved = False
@@ -142,7 +144,7 @@ def best_macro_f1_offsets(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
             for value in by_distance:
                 trial = offsets.copy()
                 trial[j] = value
-                score = _fast_macro_f1(y, np.argmax(logp + trial, axis=1), k)
+                score = float(np.mean(_class_f1s(y, np.argmax(logp + trial, axis=1), k)))
                 if score > best + 1e-12:
                     best, offsets, moved = score, trial, True
         if not moved:

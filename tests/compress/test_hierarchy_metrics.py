@@ -215,17 +215,33 @@ def test_best_offsets_against_a_brute_force_grid():
     """Coordinate ascent finds what an exhaustive search over the same grid finds (3 members), on tie-heavy data."""
     import itertools
 
-    from compress.hierarchy_metrics import _OFFSETS, _fast_macro_f1, best_macro_f1_offsets, group_decision
+    from compress.hierarchy_metrics import _OFFSETS, _macro_f1, best_macro_f1_offsets, group_decision
 
     rng = np.random.default_rng(1)
     grid = _OFFSETS[::4]
     for _ in range(5):
         y = rng.integers(0, 3, 60)
         p = np.round(rng.dirichlet([1, 1, 1], 60) + 0.3 * np.eye(3)[y], 1)
-        brute = max(_fast_macro_f1(y, group_decision(p, np.array([0, a, b])), 3)
+        brute = max(_macro_f1(y, group_decision(p, np.array([0, a, b])), 3)[0]
                     for a, b in itertools.product(grid, grid))
         found = best_macro_f1_offsets(y, p)
         assert found[0] == 0.0
-        assert _fast_macro_f1(y, group_decision(p, found), 3) >= brute - 0.02  # a local search on a finer grid
-        assert _fast_macro_f1(y, group_decision(p, found), 3) >= _fast_macro_f1(y, np.argmax(p, axis=1), 3)
+        assert _macro_f1(y, group_decision(p, found), 3)[0] >= brute - 0.02  # a local search on a finer grid
+        assert _macro_f1(y, group_decision(p, found), 3)[0] >= _macro_f1(y, np.argmax(p, axis=1), 3)[0]
     assert list(best_macro_f1_offsets(np.array([], dtype=int), np.zeros((0, 3)))) == [0.0, 0.0, 0.0]
+
+
+def test_per_class_f1_matches_sklearn_with_absent_and_unpredicted_classes():
+    from sklearn.metrics import f1_score
+
+    from compress.hierarchy_metrics import _macro_f1
+
+    rng = np.random.default_rng(2)
+    for k in (2, 3, 5):
+        for _ in range(10):
+            y, pred = rng.integers(0, k - 1, 30), rng.integers(0, k, 30)  # class k-1 never gold, maybe predicted
+            macro, per = _macro_f1(y, pred, k)
+            expected = f1_score(y, pred, labels=list(range(k)), average=None, zero_division=0)
+            np.testing.assert_allclose(per, expected)
+            assert macro == pytest.approx(float(np.mean(expected)))
+    assert math.isnan(_macro_f1(np.array([], dtype=int), np.array([], dtype=int), 3)[0])
