@@ -377,6 +377,8 @@ def test_thresholds_from_transfer_are_tuned_on_the_teachers_decisions(tmp_path, 
     for metrics in (info.metrics, info.metrics["test"]):
         assert [metrics["per_label"][n]["threshold"] for n in info.labels] == pytest.approx(info.thresholds)
     assert 0.0 <= info.metrics["val_tuned_macro_f1"] <= 1.0
+    best = next(h for h in info.extra["history"] if h["epoch"] == info.extra["best_epoch"])
+    assert info.metrics["val_tuned_macro_f1"] == pytest.approx(best["macro_f1"])  # the best epoch's, as validated
 
 
 def test_config_validation_names_the_field():
