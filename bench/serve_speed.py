@@ -48,6 +48,7 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -311,11 +312,8 @@ def front_cost(front: dict[str, Any], direct: dict[str, Any]) -> dict[str, Any]:
     round (the two ran in the same round, so each round's pair saw the same machine), with its median."""
     per_round = [1 - f / d for f, d in zip(front["per_round_requests_per_s"], direct["per_round_requests_per_s"],
                                            strict=True)]
-    ordered = sorted(per_round)
-    mid = len(ordered) // 2
-    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
     return {"cost": 1 - front["requests_per_s"] / direct["requests_per_s"], "per_round": per_round,
-            "median_per_round": median}
+            "median_per_round": statistics.median(per_round)}
 
 
 def benchmark_artifact(artifact: Path, config: ServeSpeedConfig,
