@@ -96,6 +96,22 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+def read_request(conn: socket.socket, buffer: bytes) -> tuple[bytes, bytes] | None:
+    """The next whole HTTP request (head and Content-Length body) from ``conn``, whose bytes already read
+    start ``buffer``: (the request, what follows it), or None when the peer closes before a head is whole."""
+    while b"\r\n\r\n" not in buffer:
+        data = conn.recv(65536)
+        if not data:
+            return None
+        buffer += data
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(rest) < length:
+        rest += conn.recv(65536)
+    return head + b"\r\n\r\n" + rest[:length], rest[length:]
+
+
 def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, step_s: float = 0.05) -> bool:
     """Poll ``condition`` until true or ``timeout_s`` passes (bounded); returns the last value."""
     deadline = time.monotonic() + timeout_s

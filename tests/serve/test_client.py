@@ -3,14 +3,17 @@ connection the server closed (retried once, on a fresh connection). A real serve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from serve.client import ClientError, HttpTransport, ServeClient, decode_bytes_tensor, encode_bytes_tensor
+from tests.serve.helpers import read_request
 
 
 def test_bytes_tensor_round_trips_and_is_length_prefixed():
@@ -47,6 +50,31 @@ class OneAnswerServer:
 
     def close(self) -> None:
         self._sock.close()
+
+
+@contextlib.contextmanager
+def canned_answers(*answers: bytes) -> Iterator[tuple[int, list[bytes]]]:
+    """A loopback server for one connection: each request, read whole (head and Content-Length body), gets the
+    next of ``answers``; then the connection closes. Yields (its port, the requests it read)."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    requests: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = sock.accept()
+        with conn:
+            buffer = b""
+            for answer in answers:
+                if (read := read_request(conn, buffer)) is None:
+                    return
+                request, buffer = read
+                requests.append(request)
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield sock.getsockname()[1], requests
+    finally:
+        sock.close()
 
 
 def test_a_kept_alive_connection_the_server_closed_is_retried_once_on_a_fresh_one():
@@ -111,23 +139,9 @@ def test_chunked_interim_and_close_delimited_answers_are_read_whole():
     answers = [b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                b"3;x=1\r\nabc\r\n2\r\nde\r\n0\r\nTrailer: t\r\n\r\n",
                b"HTTP/1.0 200 OK\r\nX-Seen:  spaced  \r\n\r\nuntil the end"]
-    sock = socket.create_server(("127.0.0.1", 0))
-    requests: list[bytes] = []
-
-    def serve() -> None:
-        conn, _ = sock.accept()
-        with conn:
-            for answer in answers:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(65536)
-                requests.append(data)
-                conn.sendall(answer)
-            # HTTP/1.0 without keep-alive: the body ends with the connection
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        connection = HttpConnection("127.0.0.1", sock.getsockname()[1], timeout_s=5)
+    # HTTP/1.0 without keep-alive: the second body ends with the connection
+    with canned_answers(*answers) as (port, requests):
+        connection = HttpConnection("127.0.0.1", port, timeout_s=5)
         first = connection.request("POST", "/a", b"xyz", {"X-Test": "1"})
         assert (first.status, first.body) == (200, b"abcde") and connection.reused
         second = connection.request("GET", "/b")
@@ -135,8 +149,6 @@ def test_chunked_interim_and_close_delimited_answers_are_read_whole():
         assert not connection.reused  # closed after a close-delimited answer
         assert requests[0].startswith(b"POST /a HTTP/1.1\r\nHost: 127.0.0.1:") and requests[0].endswith(
             b"X-Test: 1\r\nContent-Length: 3\r\n\r\nxyz")
-    finally:
-        sock.close()
 
 
 @pytest.mark.parametrize("answer", [
@@ -145,39 +157,17 @@ def test_chunked_interim_and_close_delimited_answers_are_read_whole():
     b'HTTP/1.1 200 OK\r\nContent-Length: 60\r\n\r\n{"outputs": [{"name": "PROBABILITIES", "datatype": "FP32"}]}   ',
 ])
 def test_an_unreadable_answer_is_one_line(answer):
-    sock = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        conn, _ = sock.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(answer)
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        transport = HttpTransport(f"127.0.0.1:{sock.getsockname()[1]}", timeout_s=5)
+    with canned_answers(answer) as (port, _):
+        transport = HttpTransport(f"127.0.0.1:{port}", timeout_s=5)
         with pytest.raises(ClientError) as info:
             transport.infer_texts("m", "TEXT", [b"x"], "PROBABILITIES")
         assert "could not be read" in str(info.value) and "\n" not in str(info.value)
-    finally:
-        sock.close()
 
 
 @pytest.mark.parametrize("length", [b"\xb2", b"-1", b"x"])  # "\xb2" is latin-1 "²": isdigit(), yet not int()
 def test_a_content_length_that_is_no_number_is_one_line(length):
-    sock = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        conn, _ = sock.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: " + length + b"\r\n\r\n{}")
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        with ServeClient(f"http://127.0.0.1:{sock.getsockname()[1]}", model="m", timeout_s=5) as client:
+    with canned_answers(b"HTTP/1.1 200 OK\r\nContent-Length: " + length + b"\r\n\r\n{}") as (port, _):
+        with ServeClient(f"http://127.0.0.1:{port}", model="m", timeout_s=5) as client:
             with pytest.raises(ClientError, match="Content-Length") as info:
                 client.statistics()
         assert "\n" not in str(info.value)
-    finally:
-        sock.close()

@@ -16,7 +16,7 @@ import pytest
 from serve.front import BadRequestError, ChunkedBody, HttpFront, parse_head
 from serve.infer_body import MAX_DEPTH, BadBodyError, check_infer_body, depth_over
 from serve.server import free_ports
-from tests.serve.helpers import wait_until
+from tests.serve.helpers import read_request, wait_until
 
 GOOD = json.dumps({"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [2, 1], "data": [["a"], ["b"]]}],
                    "outputs": [{"name": "PROBABILITIES"}]}).encode()
@@ -53,18 +53,8 @@ class EchoUpstream:
     def _serve(self, conn: socket.socket) -> None:
         buffer, answered = b"", 0
         with conn:
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    buffer += data
-                head, _, rest = buffer.partition(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                while len(rest) < length:
-                    rest += conn.recv(65536)
-                request, buffer = head + b"\r\n\r\n" + rest[:length], rest[length:]
+            while (read := read_request(conn, buffer)) is not None:
+                request, buffer = read
                 self.requests.append(request)
                 if self.hold.is_set():
                     self.holding.set()
